@@ -1,0 +1,1 @@
+"""Stage one: decode, augment and embed videos into the feature cache."""

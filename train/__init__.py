@@ -1,0 +1,1 @@
+"""Stage two: train a GRU on cached features, report, and predict."""
