@@ -1,0 +1,341 @@
+"""The feature cache: one HDF5 file, the contract between the two stages.
+
+This module is the only code that opens the file. Layout (schema version 1)::
+
+    /                       attrs: schema_version, provenance (JSON), provenance_hash,
+                                   backbone, weights, feature_dim, views, framecache_version
+    /videos/<xx>/<id>       one group per finished video (<id>: 16 hex chars of the
+                            SHA-1 of its CSV path, <xx> its first two, to keep groups small)
+        features            float16 (views, num_frames, feature_dim); view 0 is the clean video
+        attrs               path, label, group, split, num_frames, source_frames, source_fps
+    /failed/<id>            one group per video that could not be read
+        attrs               path, label, group, split, reason
+
+Every video's sequence has ``num_frames`` valid steps; readers build a mask
+from that when they pad sequences to a common length.
+
+Writes are committed one video at a time and flushed, and a video's
+attributes are written after its features, so a group without them is an
+interrupted write that the next writer removes. One process writes at a time:
+HDF5 locks the file, and a second writer is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from common import __version__
+from common.errors import FramecacheError
+
+SCHEMA_VERSION = 1
+# Provenance fields that do not change the features: ignored when deciding
+# whether a cache may be resumed.
+NON_FEATURE_FIELDS = ("framecache_version",)
+
+
+def video_id(path: str) -> str:
+    """The stable key of a video in the cache: derived from its path as written in the CSV."""
+    return hashlib.sha1(path.encode("utf-8")).hexdigest()[:16]
+
+
+def provenance_hash(provenance: dict) -> str:
+    """SHA-256 over the provenance fields that decide the features (package version excluded)."""
+    relevant = {key: value for key, value in provenance.items() if key not in NON_FEATURE_FIELDS}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class VideoMeta:
+    """What the cache knows about one video besides its features."""
+
+    key: str
+    path: str
+    label: str
+    group: str | None
+    split: str | None
+    num_frames: int
+
+
+@dataclass
+class FailedVideo:
+    path: str
+    label: str
+    reason: str
+
+
+def _text(value: str | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _optional(value) -> str | None:
+    value = value.decode() if isinstance(value, bytes) else value
+    return None if value in ("", None) else str(value)
+
+
+def _open_h5(path: Path, mode: str, lock_timeout: float = 0.0) -> h5py.File:
+    """Open an HDF5 file, turning lock and format errors into FramecacheError."""
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        try:
+            return h5py.File(path, mode)
+        except BlockingIOError:
+            locked = True
+        except OSError as error:
+            message = str(error)
+            locked = "lock" in message.lower() or getattr(error, "errno", None) == 11
+            if not locked:
+                if mode == "r" and not path.exists():
+                    raise FramecacheError(f"feature cache not found: {path}; run `make features` first") from None
+                raise FramecacheError(
+                    f"{path} is not a readable framecache feature cache (HDF5 says: {message.splitlines()[0]}); "
+                    "it may be truncated or another kind of file: pass another path, or move it aside and extract again"
+                ) from None
+        if time.monotonic() >= deadline:
+            raise FramecacheError(
+                f"{path} is being written by another process (the file is locked); "
+                "wait for that extraction to finish, or write to another --out"
+            )
+        time.sleep(0.5)
+
+
+def _check_schema(handle: h5py.File, path: Path) -> None:
+    version = handle.attrs.get("schema_version")
+    if version is None or "provenance" not in handle.attrs:
+        raise FramecacheError(f"{path} is an HDF5 file but not a framecache feature cache (no schema_version/provenance)")
+    if int(version) != SCHEMA_VERSION:
+        raise FramecacheError(
+            f"{path} uses cache schema version {int(version)}, this framecache reads version {SCHEMA_VERSION}; "
+            "extract again into a new file"
+        )
+
+
+class CacheWriter:
+    """Appends videos to a feature cache; resumes an existing one with the same provenance.
+
+    >>> with CacheWriter("features.h5", provenance) as cache:
+    ...     todo = [p for p in paths if p not in cache.done_paths()]
+    """
+
+    def __init__(self, path: str | Path, provenance: dict, overwrite: bool = False, lock_timeout: float = 10.0):
+        self.path = Path(path)
+        self.provenance = dict(provenance, framecache_version=__version__)
+        self.provenance_hash = provenance_hash(self.provenance)
+        if not self.path.parent.is_dir():
+            raise FramecacheError(f"output folder does not exist: {self.path.parent}; create it or pass another --out")
+        if overwrite and self.path.exists():
+            self._check_not_locked(lock_timeout)
+            self.path.unlink()
+        exists = self.path.exists()
+        try:
+            self.handle = _open_h5(self.path, "a" if exists else "w", lock_timeout)
+        except PermissionError:
+            raise FramecacheError(f"cannot write {self.path}: permission denied; pass another --out") from None
+        try:
+            if exists:
+                self._check_resumable()
+                self._drop_interrupted_writes()
+            else:
+                self._initialise()
+        except BaseException:
+            self.handle.close()
+            raise
+
+    def _check_not_locked(self, lock_timeout: float) -> None:
+        _open_h5(self.path, "a", lock_timeout).close()
+
+    def _initialise(self) -> None:
+        attrs = self.handle.attrs
+        attrs["schema_version"] = SCHEMA_VERSION
+        attrs["provenance"] = json.dumps(self.provenance, sort_keys=True)
+        attrs["provenance_hash"] = self.provenance_hash
+        for key in ("backbone", "weights", "feature_dim", "views", "framecache_version"):
+            attrs[key] = self.provenance[key]
+        self.handle.require_group("videos")
+        self.handle.require_group("failed")
+        self.handle.flush()
+
+    def _check_resumable(self) -> None:
+        _check_schema(self.handle, self.path)
+        if self.handle.attrs["provenance_hash"] == self.provenance_hash:
+            return
+        stored = json.loads(self.handle.attrs["provenance"])
+        keys = sorted((set(stored) | set(self.provenance)) - set(NON_FEATURE_FIELDS))
+        differences = [
+            f"{key}: cache has {stored.get(key)!r}, this run {self.provenance.get(key)!r}"
+            for key in keys
+            if stored.get(key) != self.provenance.get(key)
+        ]
+        raise FramecacheError(
+            f"{self.path} was extracted with other settings ({'; '.join(differences)}); "
+            "its features would not match. Write to another OUT=, or pass --overwrite (OVERWRITE=1) to replace it"
+        )
+
+    def _drop_interrupted_writes(self) -> None:
+        """Remove video groups whose write was cut off (no attributes yet)."""
+        for shard in self.handle["videos"].values():
+            for key in [key for key, group in shard.items() if "num_frames" not in group.attrs]:
+                del shard[key]
+        self.handle.flush()
+
+    def done_paths(self) -> set[str]:
+        """CSV paths of the videos already cached (these are skipped on resume)."""
+        return {_optional(group.attrs["path"]) for shard in self.handle["videos"].values() for group in shard.values()}
+
+    def add_video(
+        self,
+        path: str,
+        label: str,
+        features: np.ndarray,
+        group: str | None = None,
+        split: str | None = None,
+        source_frames: int | None = None,
+        source_fps: float | None = None,
+    ) -> None:
+        """Store one video's features, shape ``(views, num_frames, feature_dim)``, and commit."""
+        features = np.asarray(features)
+        expected = (self.provenance["views"], self.provenance["feature_dim"])
+        if features.ndim != 3 or (features.shape[0], features.shape[2]) != expected or features.shape[1] < 1:
+            raise ValueError(f"features of {path} have shape {features.shape}, expected (views={expected[0]}, T>=1, {expected[1]})")
+        key = video_id(path)
+        shard = self.handle["videos"].require_group(key[:2])
+        if key in shard:
+            del shard[key]
+        entry = shard.create_group(key)
+        entry.create_dataset("features", data=features.astype(np.float16))
+        failed = self.handle["failed"]
+        if key in failed:
+            del failed[key]
+        attrs = entry.attrs  # written last: their presence marks a complete video
+        attrs["label"] = _text(label)
+        attrs["group"] = _text(group)
+        attrs["split"] = _text(split)
+        attrs["source_frames"] = int(source_frames if source_frames is not None else features.shape[1])
+        attrs["source_fps"] = float(source_fps or 0.0)
+        attrs["path"] = path
+        attrs["num_frames"] = int(features.shape[1])
+        self.handle.flush()
+
+    def add_failure(self, path: str, label: str, reason: str, group: str | None = None, split: str | None = None) -> None:
+        """Record a video that could not be read, with a reason a person understands, and commit."""
+        key = video_id(path)
+        failed = self.handle["failed"]
+        if key in failed:
+            del failed[key]
+        entry = failed.create_group(key)
+        entry.attrs.update({"path": path, "label": _text(label), "group": _text(group), "split": _text(split), "reason": reason})
+        self.handle.flush()
+
+    def close(self) -> None:
+        if self.handle.id.valid:
+            self.handle.close()
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class FeatureCache:
+    """Read-only view of a feature cache.
+
+    >>> with FeatureCache("features.h5") as cache:
+    ...     for video in cache.videos:
+    ...         features = cache.features(video.key)   # float16 (views, T, D)
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise FramecacheError(f"{self.path} is a folder, not a feature cache file")
+        self.handle = _open_h5(self.path, "r")
+        try:
+            _check_schema(self.handle, self.path)
+            self.provenance: dict = json.loads(self.handle.attrs["provenance"])
+            self.provenance_hash: str = str(self.handle.attrs["provenance_hash"])
+            self.videos: list[VideoMeta] = self._read_videos()
+            self.failures: list[FailedVideo] = self._read_failures()
+        except BaseException:
+            self.handle.close()
+            raise
+
+    def _read_videos(self) -> list[VideoMeta]:
+        videos = []
+        for shard in self.handle["videos"].values():
+            for key, group in shard.items():
+                attrs = dict(group.attrs)
+                if "num_frames" not in attrs:
+                    continue  # an interrupted write; the next extraction removes it
+                videos.append(
+                    VideoMeta(
+                        key=key,
+                        path=_optional(attrs["path"]),
+                        label=_optional(attrs["label"]),
+                        group=_optional(attrs["group"]),
+                        split=_optional(attrs["split"]),
+                        num_frames=int(attrs["num_frames"]),
+                    )
+                )
+        return sorted(videos, key=lambda video: video.path)
+
+    def _read_failures(self) -> list[FailedVideo]:
+        failures = [
+            FailedVideo(_optional(group.attrs["path"]), _optional(group.attrs["label"]), _optional(group.attrs["reason"]))
+            for group in self.handle["failed"].values()
+        ]
+        return sorted(failures, key=lambda failure: failure.path)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.provenance["feature_dim"])
+
+    @property
+    def num_views(self) -> int:
+        return int(self.provenance["views"])
+
+    def features(self, key: str, view: int | None = None) -> np.ndarray:
+        """One video's features: float16 ``(views, T, D)``, or ``(T, D)`` for one ``view``."""
+        dataset = self.handle["videos"][key[:2]][key]["features"]
+        return dataset[view] if view is not None else dataset[()]
+
+    def labels(self) -> dict[str, int]:
+        """Videos per label, over the cached (successful) videos."""
+        counts: dict[str, int] = {}
+        for video in self.videos:
+            counts[video.label] = counts.get(video.label, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def summary(self) -> dict:
+        """Provenance plus counts: what ``make info`` prints."""
+        return {
+            "path": str(self.path),
+            "schema_version": SCHEMA_VERSION,
+            "videos_ok": len(self.videos),
+            "videos_failed": len(self.failures),
+            "labels": self.labels(),
+            "frames": sum(video.num_frames for video in self.videos),
+            "views": self.num_views,
+            "feature_dim": self.feature_dim,
+            "backbone": self.provenance["backbone"],
+            "weights": self.provenance["weights"],
+            "provenance_hash": self.provenance_hash,
+            "provenance": self.provenance,
+            "failures": [{"path": failure.path, "reason": failure.reason} for failure in self.failures],
+        }
+
+    def close(self) -> None:
+        if self.handle.id.valid:
+            self.handle.close()
+
+    def __enter__(self) -> FeatureCache:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

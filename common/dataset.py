@@ -1,0 +1,159 @@
+"""The CSV dataset contract: load, validate, balance and encode labels.
+
+A dataset is a CSV with the columns ``path,label`` and optionally ``group``
+(the subject) and ``split`` (``train``, ``val`` or ``test``). Relative paths
+resolve against the CSV's own folder, so a dataset folder can be moved whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common.errors import FramecacheError
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("path", "label")
+OPTIONAL_COLUMNS = ("group", "split")
+SPLITS = ("train", "val", "test")
+
+
+def load_dataset(csv_path: str | Path, min_videos_per_class: int = 2) -> pd.DataFrame:
+    """Read and validate a dataset CSV.
+
+    Returns a DataFrame with the columns ``path`` (as written in the CSV),
+    ``abs_path`` (resolved against the CSV's folder), ``label``, ``group`` and
+    ``split`` (both ``None`` where the CSV has no such column or a blank cell).
+    Rows repeating a path with the same label are dropped with a warning; every
+    other problem raises :class:`FramecacheError` naming the bad value.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FramecacheError(f"dataset CSV not found: {csv_path} (pass CSV=path/to/labels.csv)")
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise FramecacheError(f"dataset CSV is empty: {csv_path}; it needs a header 'path,label' and one row per video") from None
+    except UnicodeDecodeError as error:
+        raise FramecacheError(
+            f"dataset CSV is not UTF-8: {csv_path} (byte {error.start}); save it as UTF-8 and retry"
+        ) from None
+    except pd.errors.ParserError as error:
+        raise FramecacheError(f"dataset CSV cannot be parsed: {csv_path}: {error}") from None
+
+    table.columns = [str(column).strip().lower() for column in table.columns]
+    missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
+    if missing:
+        raise FramecacheError(
+            f"dataset CSV {csv_path} lacks the column(s) {', '.join(missing)}; "
+            f"found {', '.join(table.columns) or 'none'}; required: path,label (optional: group,split)"
+        )
+    if table.empty:
+        raise FramecacheError(f"dataset CSV has a header but no rows: {csv_path}")
+
+    for column in ("path", "label", *OPTIONAL_COLUMNS):
+        if column in table.columns:
+            table[column] = table[column].str.strip()
+    _check_blank(table, "path", csv_path)
+    _check_blank(table, "label", csv_path)
+
+    for column in OPTIONAL_COLUMNS:
+        if column not in table.columns:
+            table[column] = None
+        else:
+            table[column] = table[column].where(table[column] != "", None)
+    if table["split"].notna().any():
+        table["split"] = table["split"].str.lower()
+        unknown = sorted(set(table["split"].dropna()) - set(SPLITS))
+        if unknown:
+            raise FramecacheError(
+                f"dataset CSV {csv_path} has unknown split value(s) {', '.join(map(repr, unknown))}; "
+                f"use one of {', '.join(SPLITS)} or leave the cell blank"
+            )
+
+    table = _drop_duplicate_paths(table, csv_path)
+    _check_class_sizes(table, csv_path, min_videos_per_class)
+
+    folder = csv_path.resolve().parent
+    table["abs_path"] = [str(folder / path) if not Path(path).is_absolute() else path for path in table["path"]]
+    return table[["path", "abs_path", "label", "group", "split"]].reset_index(drop=True)
+
+
+def _check_blank(table: pd.DataFrame, column: str, csv_path: Path) -> None:
+    blank = table.index[(table[column] == "") | table[column].str.lower().isin(["nan", "none", "null"])]
+    if len(blank):
+        rows = ", ".join(str(index + 2) for index in blank[:10])  # +2: header line and 1-based lines
+        more = f" and {len(blank) - 10} more" if len(blank) > 10 else ""
+        raise FramecacheError(f"dataset CSV {csv_path} has a blank {column} on line(s) {rows}{more}; fill or remove them")
+
+
+def _drop_duplicate_paths(table: pd.DataFrame, csv_path: Path) -> pd.DataFrame:
+    duplicated = table[table.duplicated("path", keep=False)]
+    if duplicated.empty:
+        return table
+    conflicting = duplicated.groupby("path")["label"].nunique()
+    conflicting = conflicting[conflicting > 1]
+    if len(conflicting):
+        path = conflicting.index[0]
+        labels = sorted(duplicated.loc[duplicated["path"] == path, "label"].unique())
+        raise FramecacheError(
+            f"dataset CSV {csv_path} lists {path!r} with different labels {labels}; "
+            f"a video has one label: fix the CSV ({len(conflicting)} such path(s))"
+        )
+    count = int(table.duplicated("path").sum())
+    log.warning("dataset CSV %s repeats %d path(s), e.g. %r; keeping the first of each", csv_path, count, duplicated["path"].iloc[0])
+    return table.drop_duplicates("path", keep="first")
+
+
+def _check_class_sizes(table: pd.DataFrame, csv_path: Path, min_videos_per_class: int) -> None:
+    counts = table["label"].value_counts()
+    small = counts[counts < min_videos_per_class]
+    if len(small):
+        listing = ", ".join(f"{label!r} ({count})" for label, count in small.items())
+        raise FramecacheError(
+            f"dataset CSV {csv_path}: class(es) {listing} have fewer than {min_videos_per_class} videos; "
+            "a classifier needs at least one video to train on and one to evaluate per class: add videos or drop the class"
+        )
+
+
+def encode_labels(labels: list[str] | np.ndarray, classes: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Map string labels to integer codes; return ``(codes, classes)``.
+
+    ``classes`` fixes the order (e.g. the classes a trained model knows); a
+    label outside it raises :class:`FramecacheError`.
+    """
+    from sklearn.preprocessing import LabelEncoder
+
+    encoder = LabelEncoder()
+    if classes is None:
+        encoder.fit(np.asarray(labels, dtype=str))
+    else:
+        encoder.classes_ = np.asarray(classes, dtype=str)
+        unknown = sorted(set(np.asarray(labels, dtype=str)) - set(encoder.classes_))
+        if unknown:
+            raise FramecacheError(f"label(s) {unknown} are not among the known classes {list(encoder.classes_)}")
+    codes = encoder.transform(np.asarray(labels, dtype=str)).astype(np.int64)
+    return codes, [str(name) for name in encoder.classes_]
+
+
+def oversample_indices(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Indices that repeat minority-class items until every class is as large as the largest.
+
+    Applied to cached features in stage two, so no video is extracted twice.
+    The result is shuffled with ``seed``.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    target = counts.max() if len(counts) else 0
+    picked = []
+    for label in classes:
+        members = np.flatnonzero(labels == label)
+        extra = rng.choice(members, size=target - len(members), replace=True) if target > len(members) else []
+        picked.append(np.concatenate([members, np.asarray(extra, dtype=np.int64)]))
+    indices = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
+    return rng.permutation(indices)
