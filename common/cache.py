@@ -133,6 +133,11 @@ class CacheWriter:
             self._check_not_locked(lock_timeout)
             self.path.unlink()
         exists = self.path.exists()
+        if exists and (self.path.is_dir() or not h5py.is_hdf5(self.path)):
+            raise FramecacheError(
+                f"{self.path} exists and is not a readable framecache feature cache (not HDF5, or truncated); "
+                "pass another --out, or move the file aside"
+            )
         try:
             self.handle = _open_h5(self.path, "a" if exists else "w", lock_timeout)
         except PermissionError:

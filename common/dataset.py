@@ -61,13 +61,11 @@ def load_dataset(csv_path: str | Path, min_videos_per_class: int = 2) -> pd.Data
     _check_blank(table, "path", csv_path)
     _check_blank(table, "label", csv_path)
 
-    for column in OPTIONAL_COLUMNS:
-        if column not in table.columns:
-            table[column] = None
-        else:
-            table[column] = table[column].where(table[column] != "", None)
+    for column in OPTIONAL_COLUMNS:  # blank cells and absent columns become None
+        values = table[column].tolist() if column in table.columns else [""] * len(table)
+        table[column] = pd.Series([value or None for value in values], index=table.index, dtype=object)
+    table["split"] = pd.Series([value.lower() if value else None for value in table["split"]], index=table.index, dtype=object)
     if table["split"].notna().any():
-        table["split"] = table["split"].str.lower()
         unknown = sorted(set(table["split"].dropna()) - set(SPLITS))
         if unknown:
             raise FramecacheError(
