@@ -1,0 +1,131 @@
+"""The processes around the backbone: decoders that feed it and the one cache writer.
+
+Decoding runs in separate processes so that a video that crashes the native
+decoder ends one worker, not the run: the pipeline restarts the worker and
+records the video as failed. Each worker talks to the pipeline over its own
+pipe, so a worker dying mid-message cannot corrupt anyone else's channel.
+
+The writer is a process of its own in its own session: if the pipeline is
+killed (even with ``kill -9``), the writer sees its pipe close, finishes the
+video it is committing and closes the HDF5 file cleanly, so the cache always
+opens and resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.errors import FramecacheError
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """What a decoding worker needs to turn a path into view frames."""
+
+    size: int
+    frame_step: int
+    fps: float | None
+    chunk_frames: int
+    decoder: str
+    views: int
+    augment: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class DecodeTask:
+    index: int  # the video's row in the dataset
+    path: str  # the file to open
+    key: str  # the CSV path: seeds the augmentation, so reruns reproduce it
+
+
+def decode_worker(connection, settings: DecodeSettings) -> None:
+    """Worker process: receive DecodeTasks, send back view frames chunk by chunk.
+
+    Messages sent: ``("frames", index, offset, views)`` with views uint8
+    ``(V, n, size, size, 3)``; ``("end", index, num_frames, source_frames, source_fps)``;
+    ``("failed", index, reason)``. Exits when the pipe closes.
+    """
+    from extract.augment import ViewAugmenter
+    from extract.decode import iter_frames, probe_video
+
+    augmenter = ViewAugmenter(settings.augment, settings.seed)
+    while True:
+        try:
+            task: DecodeTask = connection.recv()
+        except (EOFError, OSError):
+            return  # the pipeline is gone
+        if task is None:
+            return
+        try:
+            info = probe_video(task.path, backend=settings.decoder)
+            offset = 0
+            for chunk in iter_frames(
+                task.path,
+                size=settings.size,
+                frame_step=settings.frame_step,
+                fps=settings.fps,
+                chunk_frames=settings.chunk_frames,
+                backend=settings.decoder,
+            ):
+                views = [chunk] + [augmenter(chunk, task.key, view) for view in range(1, settings.views)]
+                connection.send(("frames", task.index, offset, np.stack(views)))
+                offset += len(chunk)
+            if offset == 0:
+                raise FramecacheError("no frames could be decoded")
+            connection.send(("end", task.index, offset, info.num_frames, info.fps))
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            return
+        except FramecacheError as error:
+            connection.send(("failed", task.index, str(error)))
+        except MemoryError:
+            connection.send(("failed", task.index, "out of memory while decoding (frame size too large?)"))
+        except Exception as error:  # decord raises assorted types; keep the run going
+            reason = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+            connection.send(("failed", task.index, f"cannot decode: {reason}"))
+
+
+def writer_process(connection, path: str, provenance: dict, overwrite: bool) -> None:
+    """Writer process: own the CacheWriter and commit what the pipeline sends.
+
+    Replies ``("ready", done_paths)`` or ``("error", message)`` after opening,
+    and ``("closed", None)`` after a ``("close",)`` message.
+    """
+    os.setsid()  # not in the pipeline's process group: a group kill leaves it to close the file
+    from common.cache import CacheWriter
+
+    try:
+        writer = CacheWriter(path, provenance, overwrite=overwrite)
+    except FramecacheError as error:
+        connection.send(("error", str(error)))
+        return
+    except Exception as error:
+        connection.send(("error", f"cannot open {path}: {type(error).__name__}: {error}"))
+        return
+    try:
+        connection.send(("ready", writer.done_paths()))
+        while True:
+            try:
+                message = connection.recv()
+            except (EOFError, OSError):
+                return  # pipeline died: close the file cleanly below
+            kind = message[0]
+            if kind == "video":
+                writer.add_video(**message[1])
+            elif kind == "failure":
+                writer.add_failure(**message[1])
+            elif kind == "close":
+                writer.close()
+                connection.send(("closed", None))
+                return
+    except Exception:
+        try:
+            connection.send(("error", traceback.format_exc(limit=3)))
+        except OSError:
+            pass
+    finally:
+        writer.close()
