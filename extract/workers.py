@@ -50,9 +50,12 @@ def decode_worker(connection, settings: DecodeSettings) -> None:
     ``(V, n, size, size, 3)``; ``("end", index, num_frames, source_frames, source_fps)``;
     ``("failed", index, reason)``. Exits when the pipe closes.
     """
+    import signal
+
     from extract.augment import ViewAugmenter
     from extract.decode import iter_frames, probe_video
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pipeline's to handle
     augmenter = ViewAugmenter(settings.augment, settings.seed)
     while True:
         try:
@@ -95,7 +98,10 @@ def writer_process(connection, path: str, provenance: dict, overwrite: bool) -> 
     Replies ``("ready", done_paths)`` or ``("error", message)`` after opening,
     and ``("closed", None)`` after a ``("close",)`` message.
     """
+    import signal
+
     os.setsid()  # not in the pipeline's process group: a group kill leaves it to close the file
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from common.cache import CacheWriter
 
     try:

@@ -1,0 +1,173 @@
+"""Tests for extract.augment: deterministic, chunk-consistent, side-effect-free views."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+
+import numpy as np
+import pytest
+
+from common.errors import FramecacheError
+from extract.augment import AUGMENT_PRESETS, ViewAugmenter
+
+AUGMENTING_PRESETS = [preset for preset in AUGMENT_PRESETS if preset != "none"]
+
+
+def make_frames(num_frames: int = 12, height: int = 64, width: int = 80) -> np.ndarray:
+    """Textured frames (gradients plus noise) so that any transform changes pixels."""
+    rng = np.random.default_rng(7)
+    rows = np.linspace(0, 255, height)[:, None, None]
+    cols = np.linspace(0, 255, width)[None, :, None]
+    base = (0.5 * rows + 0.3 * cols + np.array([0, 40, 80])) % 256
+    noise = rng.integers(0, 40, size=(num_frames, height, width, 3))
+    return np.clip(base[None] + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("preset", AUGMENT_PRESETS)
+@pytest.mark.parametrize("shape", [(12, 64, 80, 3), (1, 224, 224, 3), (3, 47, 33, 3), (2, 5, 7, 3)])
+def test_shape_and_dtype_preserved(preset: str, shape: tuple[int, ...]) -> None:
+    frames = make_frames(*shape[:3])
+    augmenter = ViewAugmenter(preset, seed=0)
+    for view in range(4):
+        out = augmenter(frames, "clip.mp4", view)
+        assert out.shape == frames.shape
+        assert out.dtype == np.uint8
+        assert isinstance(out, np.ndarray)
+
+
+@pytest.mark.parametrize("preset", AUGMENT_PRESETS)
+def test_view_zero_is_the_clean_video(preset: str) -> None:
+    frames = make_frames()
+    np.testing.assert_array_equal(ViewAugmenter(preset)(frames, "clip.mp4", 0), frames)
+
+
+def test_none_preset_never_changes_frames() -> None:
+    frames = make_frames()
+    for view in range(5):
+        np.testing.assert_array_equal(ViewAugmenter("none")(frames, "clip.mp4", view), frames)
+
+
+@pytest.mark.parametrize("preset", AUGMENTING_PRESETS)
+def test_views_are_augmented(preset: str) -> None:
+    frames = make_frames()
+    augmenter = ViewAugmenter(preset, seed=0)
+    changed = [not np.array_equal(augmenter(frames, "clip.mp4", view), frames) for view in range(1, 6)]
+    assert all(changed)
+
+
+@pytest.mark.parametrize("preset", AUGMENTING_PRESETS)
+def test_same_seed_key_and_view_give_identical_output(preset: str) -> None:
+    frames = make_frames()
+    first = ViewAugmenter(preset, seed=3)(frames, "a/clip.mp4", 2)
+    random.seed(999)  # the output must not depend on the global random state
+    np.random.seed(999)
+    second = ViewAugmenter(preset, seed=3)(frames, "a/clip.mp4", 2)
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("preset", AUGMENTING_PRESETS)
+def test_view_key_and_seed_change_the_output(preset: str) -> None:
+    frames = make_frames()
+    reference = ViewAugmenter(preset, seed=3)(frames, "a/clip.mp4", 1)
+    assert not np.array_equal(reference, ViewAugmenter(preset, seed=3)(frames, "a/clip.mp4", 2))
+    assert not np.array_equal(reference, ViewAugmenter(preset, seed=3)(frames, "b/clip.mp4", 1))
+    assert not np.array_equal(reference, ViewAugmenter(preset, seed=4)(frames, "a/clip.mp4", 1))
+
+
+@pytest.mark.parametrize("preset", AUGMENT_PRESETS)
+def test_chunks_get_the_same_transform_as_the_whole_video(preset: str) -> None:
+    frames = make_frames(num_frames=13)
+    augmenter = ViewAugmenter(preset, seed=1)
+    for view in range(4):
+        whole = augmenter(frames, "clip.mp4", view)
+        chunked = np.concatenate(
+            [augmenter(chunk, "clip.mp4", view) for chunk in (frames[:5], frames[5:11], frames[11:])]
+        )
+        np.testing.assert_array_equal(chunked, whole)
+
+
+@pytest.mark.parametrize("preset", AUGMENT_PRESETS)
+def test_the_same_transform_applies_to_every_frame(preset: str) -> None:
+    frame = make_frames(num_frames=1)
+    repeated = np.repeat(frame, 4, axis=0)
+    out = ViewAugmenter(preset, seed=0)(repeated, "clip.mp4", 1)
+    for index in range(1, 4):
+        np.testing.assert_array_equal(out[index], out[0])
+
+
+def test_global_random_states_untouched() -> None:
+    random.seed(123)
+    np.random.seed(456)
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    augmenter = ViewAugmenter("default", seed=0)
+    augmenter(make_frames(), "clip.mp4", 1)
+    augmenter(make_frames(), "clip.mp4", 2)
+    assert random.getstate() == python_state
+    restored = np.random.get_state()
+    assert restored[0] == numpy_state[0]
+    np.testing.assert_array_equal(restored[1], numpy_state[1])
+    assert restored[2:] == numpy_state[2:]
+
+
+@pytest.mark.parametrize("preset", AUGMENT_PRESETS)
+def test_nothing_printed(preset: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ViewAugmenter(preset)(make_frames(), "clip.mp4", 1)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ""
+
+
+def test_empty_input_keeps_its_shape() -> None:
+    frames = np.zeros((0, 32, 32, 3), dtype=np.uint8)
+    assert ViewAugmenter("default")(frames, "clip.mp4", 1).shape == (0, 32, 32, 3)
+
+
+def test_threads_get_the_same_results_as_serial_calls() -> None:
+    frames = make_frames()
+    augmenter = ViewAugmenter("default", seed=0)
+    expected = {view: augmenter(frames, "clip.mp4", view) for view in range(1, 9)}
+    results: dict[int, np.ndarray] = {}
+
+    def work(view: int) -> None:
+        for _ in range(5):
+            results[view] = augmenter(frames, "clip.mp4", view)
+
+    threads = [threading.Thread(target=work, args=(view,)) for view in expected]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for view, output in expected.items():
+        np.testing.assert_array_equal(results[view], output)
+
+
+def test_unknown_preset_lists_the_presets() -> None:
+    with pytest.raises(FramecacheError, match="'strong'.*none, light, default"):
+        ViewAugmenter("strong")
+
+
+@pytest.mark.parametrize(
+    "frames, key, view, message",
+    [
+        (np.zeros((2, 8, 8, 3), np.float32), "k", 1, "uint8"),
+        (np.zeros((8, 8, 3), np.uint8), "k", 1, r"\(8, 8, 3\)"),
+        (np.zeros((2, 8, 8, 4), np.uint8), "k", 1, r"\(2, 8, 8, 4\)"),
+        ([[0]], "k", 1, "numpy array"),
+        (np.zeros((2, 8, 8, 3), np.uint8), 5, 1, "video_key"),
+        (np.zeros((2, 8, 8, 3), np.uint8), "k", -1, "view must be .* got -1"),
+    ],
+)
+def test_bad_arguments(frames, key, view, message: str) -> None:
+    with pytest.raises(FramecacheError, match=message):
+        ViewAugmenter("default")(frames, key, view)
+
+
+@pytest.mark.parametrize("preset", AUGMENT_PRESETS)
+def test_describe_is_json_able(preset: str) -> None:
+    description = ViewAugmenter(preset, seed=5).describe()
+    assert json.loads(json.dumps(description)) == description
+    assert description["preset"] == preset
+    assert description["seed"] == 5
+    assert (description["transforms"] == []) == (preset == "none")
