@@ -1,0 +1,1 @@
+"""The demo dataset generator; generated or user data sits under this folder."""

@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny videos made at run time, never downloaded."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def moving_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Frames of a textured square moving across a noisy background (uint8 RGB)."""
+    rng = np.random.default_rng(seed)
+    background = rng.integers(0, 80, size=(height, width, 3), dtype=np.uint8)
+    colour = rng.integers(120, 255, size=3, dtype=np.uint8)
+    frames = np.repeat(background[None], num_frames, axis=0)
+    side = max(2, min(height, width) // 3)
+    for index in range(num_frames):
+        top = (index * 3) % max(1, height - side)
+        left = (index * 5) % max(1, width - side)
+        frames[index, top : top + side, left : left + side] = colour
+    return frames
+
+
+@pytest.fixture
+def make_video(tmp_path):
+    """``make_video(name, num_frames=8, height=48, width=64, fps=10, seed=0) -> Path``."""
+    from data.synthetic import write_video
+
+    def make(name: str, num_frames: int = 8, height: int = 48, width: int = 64, fps: float = 10, seed: int = 0) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_video(path, moving_frames(num_frames, height, width, seed), fps)
+        return path
+
+    return make
