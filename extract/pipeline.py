@@ -259,7 +259,7 @@ def run_extraction(config: ExtractConfig) -> ExtractSummary:
             writer.send("failure", {**base, "reason": reason})
             summary.failed += 1
             summary.failures.append((row.path, reason))
-            log.warning("failed: %s: %s", row.path, reason)
+            log.debug("failed: %s: %s", row.path, reason)
         else:
             views = [
                 np.concatenate([video.features[key] for key in sorted(video.features) if key[0] == view])
