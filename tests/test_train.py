@@ -1,0 +1,164 @@
+"""Stage two end to end: a run folder, cross-validation, reproducibility, the CLIs, compare and sweep."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from common.cli import run_cli
+from common.errors import FramecacheError
+from train import compare, sweep
+from train.__main__ import main as train_main
+from train.config import TrainConfig
+from train.fit import run_training
+from train.report import RANDOM_WEIGHTS_WARNING
+from train.synthetic import write_synthetic_cache
+
+RUN_FILES = ("model.keras", "config.json", "metrics.json", "history.csv", "report.txt", "confusion.png", "curves.png", "predictions.csv")
+# Small and quick: the synthetic classes differ only in temporal order, which this GRU learns in a few epochs.
+FAST = dict(units=16, head_units=16, max_len=16, epochs=25, patience=5, batch_size=16, learning_rate=0.01, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return write_synthetic_cache(tmp_path_factory.mktemp("cache") / "features.h5", videos=48, feature_dim=16, subjects=12, frames=(10, 40))
+
+
+@pytest.fixture(scope="module")
+def run(cache, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("runs") / "first"
+    metrics = run_training(TrainConfig(features=str(cache), run=str(folder), quiet=True, **FAST))
+    return folder, metrics
+
+
+def cli(argv, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: train_main(argv), quiet=True)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_run_folder_holds_every_file(run):
+    folder, metrics = run
+    assert all((folder / name).is_file() for name in RUN_FILES)
+    stored = json.loads((folder / "metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix", "labels", "split_sizes", "weights"):
+        assert key in stored
+    assert stored["labels"] == ["class0", "class1", "class2"] and stored["weights"] == "imagenet"
+    assert stored["split_method"] == "group"
+    sizes = stored["split_sizes"]
+    assert sum(part["videos"] for part in sizes.values()) == 48
+    assert sum(part["groups"] for part in sizes.values()) == 12
+    assert np.sum(stored["confusion_matrix"]) == sizes["test"]["videos"]
+    assert json.loads((folder / "config.json").read_text())["units"] == 16
+    history = pd.read_csv(folder / "history.csv")
+    assert {"epoch", "loss", "val_loss", "accuracy", "val_accuracy"} <= set(history.columns)
+    assert len(history) == stored["epochs"] and 1 <= stored["best_epoch"] <= stored["epochs"]
+    assert "precision" in (folder / "report.txt").read_text()
+    assert (folder / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert "warning" not in stored
+
+
+def test_the_gru_learns_temporal_order(run):
+    _, metrics = run
+    assert metrics["accuracy"] >= 0.75, metrics  # chance is 0.33; the classes share every frame, in another order
+
+
+def test_same_seed_same_run(cache, run, tmp_path):
+    folder, metrics = run
+    again = run_training(TrainConfig(features=str(cache), run=str(tmp_path / "again"), quiet=True, **FAST))
+    assert pd.read_csv(folder / "history.csv").equals(pd.read_csv(tmp_path / "again" / "history.csv"))
+    assert again["confusion_matrix"] == metrics["confusion_matrix"]
+
+
+def test_cross_validation_aggregates_the_folds(cache, tmp_path):
+    folder = tmp_path / "cv"
+    metrics = run_training(TrainConfig(features=str(cache), run=str(folder), cv=3, quiet=True, **{**FAST, "epochs": 3}))
+    folds = metrics["folds"]
+    assert metrics["cv"] == 3 and len(folds) == 3
+    for name in ("accuracy", "balanced_accuracy", "macro_f1"):
+        figures = [fold[name] for fold in folds]
+        assert metrics["mean"][name] == pytest.approx(np.mean(figures))
+        assert metrics["std"][name] == pytest.approx(np.std(figures))
+        assert metrics[name] == metrics["mean"][name]
+    assert sum(fold["split_sizes"]["test"]["videos"] for fold in folds) == 48
+    assert np.sum(metrics["confusion_matrix"]) == 48, "the pooled matrix holds every video once"
+    predictions = pd.read_csv(folder / "predictions.csv")
+    assert sorted(predictions.loc[predictions["split"] == "test", "path"]) == sorted(set(predictions["path"]))
+    for fold in (1, 2, 3):
+        assert (folder / f"fold{fold}" / "model.keras").is_file()
+    assert all((folder / name).is_file() for name in RUN_FILES if name != "model.keras")
+    assert "fold 3" in (folder / "report.txt").read_text()
+
+
+def test_random_weights_are_reported_loudly(tmp_path, capsys):
+    cache = write_synthetic_cache(tmp_path / "random.h5", videos=24, feature_dim=8, subjects=6, weights="random")
+    folder = tmp_path / "random-run"
+    code, out, _ = cli(["--features", str(cache), "--run", str(folder), "--epochs", "2", "--units", "8", "--quiet"], capsys)
+    assert code == 0
+    assert RANDOM_WEIGHTS_WARNING in out
+    assert json.loads((folder / "metrics.json").read_text())["warning"] == RANDOM_WEIGHTS_WARNING
+    assert RANDOM_WEIGHTS_WARNING in (folder / "report.txt").read_text()
+    assert "RANDOM WEIGHTS" in compare.format_table(compare.runs_table(tmp_path))
+
+
+def test_cli_errors_are_one_line_and_exit_2(run, tmp_path, capsys):
+    folder, _ = run
+    code, _, err = cli(["--features", str(tmp_path / "missing.h5"), "--run", str(tmp_path / "r")], capsys)
+    assert code == 2 and err.startswith("error: feature cache not found") and "Traceback" not in err
+    code, _, err = cli(["--features", str(tmp_path / "missing.h5"), "--run", str(folder)], capsys)
+    assert code == 2 and "already holds a run" in err
+    code, _, err = cli(["--features", "x.h5", "--dropout", "1.5"], capsys)
+    assert code == 2 and "dropout must be in [0, 1)" in err
+
+
+def test_imbalanced_cache_trains_with_oversampling(tmp_path):
+    cache = write_synthetic_cache(tmp_path / "imbalanced.h5", videos=40, classes=2, feature_dim=8, subjects=None, class_shares=[3, 1])
+    metrics = run_training(TrainConfig(features=str(cache), run=str(tmp_path / "over"), balance="oversample", quiet=True, **{**FAST, "epochs": 3}))
+    assert metrics["split_method"] == "stratified"
+    assert metrics["per_class"]["class1"]["support"] >= 1 and metrics["split_sizes"]["test"]["groups"] is None
+
+
+def test_csv_split_and_cv_need_a_choice(tmp_path):
+    cache = write_synthetic_cache(tmp_path / "split.h5", videos=30, feature_dim=8, subjects=10, split_column=True)
+    with pytest.raises(FramecacheError, match="--ignore-split"):
+        run_training(TrainConfig(features=str(cache), run=str(tmp_path / "cv"), cv=3, quiet=True, **FAST))
+
+
+def test_compare_shows_the_settings_that_differ(run, tmp_path):
+    folder, metrics = run
+    table = compare.runs_table(folder.parent)
+    assert len(table) == 1 and table["accuracy"][0] == metrics["accuracy"]
+    other = pd.concat([table, table.assign(run="second", units=64)], ignore_index=True)
+    text = compare.format_table(other)
+    header = text.splitlines()[0].split()
+    assert header[:2] == ["run", "units"] and "macro_f1" in header and "dropout" not in header
+
+
+def test_sweep_reads_the_cache_once(cache, tmp_path, monkeypatch, capsys):
+    import train.data
+
+    loads = []
+    real_load = train.data.load_cache
+    monkeypatch.setattr(train.data, "load_cache", lambda *args, **kwargs: loads.append(args) or real_load(*args, **kwargs))
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"units": [8]}))  # the grid file wins over --units
+    argv = ["--features", str(cache), "--out", str(tmp_path / "sweep"), "--grid", str(grid), "--units", "4,5", "--epochs", "2", "--max-len", "16,8", "--quiet"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: sweep.main(argv), quiet=True)
+    assert exit_info.value.code == 0 and len(loads) == 1
+    runs = sorted(path.name for path in (tmp_path / "sweep").iterdir())
+    assert runs == ["max_len16", "max_len8"]
+    assert json.loads((tmp_path / "sweep" / "max_len8" / "config.json").read_text())["units"] == 8
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:2] == ["run", "max_len"] and len(table) == 3
+
+
+def test_sweep_checks_every_setting_before_training(tmp_path):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"unts": [8]}))
+    with pytest.raises(FramecacheError, match="unknown setting"):
+        sweep.read_grid(str(grid))
+    with pytest.raises(FramecacheError, match="dropout must be"):
+        sweep.grid_configs(TrainConfig(), {"dropout": [0.2, 2.0]}, tmp_path)

@@ -1,0 +1,291 @@
+"""Training: one split or K folds, from a cache in memory to a complete run folder.
+
+::
+
+    metrics = run_training(TrainConfig(features="features.h5", run="runs/first"))
+
+``run_training`` takes an already loaded cache (``data=``) so a sweep reads the
+file once for all its runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from sklearn.utils.class_weight import compute_class_weight
+
+from common import __version__
+from common.errors import FramecacheError
+from train import report
+from train.config import TrainConfig
+from train.data import CachedVideos, SequenceBatches, feature_statistics, load_cache, padded_length
+from train.model import build_model, predict_probabilities, save_model
+from train.splits import Split, group_ids, make_folds, make_split
+
+log = logging.getLogger(__name__)
+
+
+class _ExpectedRetracing(logging.Filter):
+    """Drop TensorFlow's 'triggered tf.function retracing' warning: every fold and sweep run builds a new model, so new traces are expected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_ExpectedRetracing())
+
+
+@dataclass
+class FoldResult:
+    """One trained model and its predictions on the validation and test parts."""
+
+    split: Split
+    model: keras.Model
+    history: pd.DataFrame
+    val_probabilities: np.ndarray
+    test_probabilities: np.ndarray
+    best_epoch: int  # 1-based: the epoch whose weights the model keeps
+    seconds: float
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+
+def prepare_run_folder(run: str | None, overwrite: bool) -> Path:
+    """Create the run folder; refuse to mix results into a finished run unless ``overwrite``."""
+    if run is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder, suffix = Path("runs") / stamp, 2
+        while folder.exists():
+            folder, suffix = Path("runs") / f"{stamp}-{suffix}", suffix + 1
+    else:
+        folder = Path(run)
+    if folder.exists() and not folder.is_dir():
+        raise FramecacheError(f"run folder {folder} is a file; pass another --run")
+    finished = folder.is_dir() and any((folder / name).exists() for name in ("metrics.json", "model.keras"))
+    if finished and not overwrite:
+        raise FramecacheError(f"run folder {folder} already holds a run; pass another --run, or --overwrite to replace it")
+    if finished:
+        for name in report.RUN_FILES:
+            (folder / name).unlink(missing_ok=True)
+        for fold_folder in folder.glob("fold*"):
+            if (fold_folder / "model.keras").exists() or (fold_folder / "metrics.json").exists():
+                shutil.rmtree(fold_folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Python, NumPy and TensorFlow seeds; deterministic TensorFlow ops when asked."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def class_weights(train_labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Loss weight per class, inversely proportional to its training videos (scikit-learn's "balanced")."""
+    codes = np.arange(num_classes)
+    weights = compute_class_weight("balanced", classes=codes, y=train_labels)
+    return {int(code): float(weight) for code, weight in zip(codes, weights)}
+
+
+def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Path) -> FoldResult:
+    """Train one GRU on ``split.train`` with early stopping on ``split.val``; predict val and test."""
+    seed_everything(config.seed, config.deterministic)
+    started = time.perf_counter()
+    length = padded_length(data.features, config.max_len, config.frame_step)
+
+    def batches(indices: np.ndarray, train: bool = False) -> SequenceBatches:
+        return SequenceBatches(
+            data.features,
+            data.labels,
+            indices,
+            max_len=config.max_len,
+            frame_step=config.frame_step,
+            batch_size=config.batch_size,
+            train=train,
+            oversample=train and config.balance == "oversample",
+            seed=config.seed,
+            length=length,
+        )
+
+    mean, variance = feature_statistics(data.features, split.train)
+    model = build_model(
+        data.feature_dim,
+        len(data.classes),
+        units=config.units,
+        layers=config.layers,
+        dropout=config.dropout,
+        bidirectional=config.bidirectional,
+        head_units=config.head_units,
+        learning_rate=config.learning_rate,
+        mean=mean,
+        variance=variance,
+    )
+    class_weight = class_weights(data.labels[split.train], len(data.classes)) if config.balance == "class-weight" else None
+    history_path = folder / "history.csv"
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=1e-3, patience=config.patience, restore_best_weights=True)
+    model.fit(
+        batches(split.train, train=True),
+        validation_data=batches(split.val),
+        epochs=config.epochs,
+        class_weight=class_weight,
+        callbacks=[
+            early_stopping,
+            keras.callbacks.CSVLogger(str(history_path)),
+        ],
+        verbose=0 if config.quiet else 2,
+    )
+    return FoldResult(
+        split=split,
+        model=model,
+        history=pd.read_csv(history_path),
+        val_probabilities=predict_probabilities(model, batches(split.val)),
+        test_probabilities=predict_probabilities(model, batches(split.test)),
+        best_epoch=early_stopping.best_epoch + 1,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def model_metadata(data: CachedVideos, config: TrainConfig) -> dict:
+    """What ``predict`` and ``evaluate`` need besides the weights: labels, provenance, temporal sampling."""
+    return {
+        "framecache_version": __version__,
+        "labels": data.classes,
+        "feature_dim": data.feature_dim,
+        "backbone": data.provenance.get("backbone"),
+        "weights": data.weights,
+        "provenance": data.provenance,
+        "provenance_hash": data.provenance_hash,
+        "cache_path": data.cache_path,
+        "max_len": config.max_len,
+        "frame_step": config.frame_step,
+        "train_config": config.to_dict(),
+    }
+
+
+def run_training(config: TrainConfig, data: CachedVideos | None = None) -> dict:
+    """Train (one split, or ``config.cv`` folds), write the run folder, and return its metrics."""
+    config.validate()
+    folder = prepare_run_folder(config.run, config.overwrite)
+    config.run = str(folder)
+    if data is None:
+        data = load_cache(config.features)
+    warning = report.random_weights_warning(data.weights)
+    if warning:
+        log.warning(warning)
+    class_names = np.asarray(data.classes, dtype=object)[data.labels]
+    groups = group_ids(data.groups)
+    if config.cv:
+        if not config.ignore_split and any(split is not None for split in data.splits):
+            raise FramecacheError(
+                "the cache has a CSV split column, and --cv makes its own folds; "
+                "drop --cv to use the CSV's split, or pass --ignore-split to cross-validate over every video"
+            )
+        splits = make_folds(class_names, groups, config.cv, config.val_fraction, config.seed)
+    else:
+        splits = [make_split(class_names, groups, data.splits, config.val_fraction, config.test_fraction, config.seed, config.ignore_split)]
+    report.write_json(folder / "config.json", config.to_dict())
+
+    results, fold_metrics = [], []
+    for fold, split in enumerate(splits):
+        fold_folder = folder / f"fold{fold + 1}" if config.cv else folder
+        fold_folder.mkdir(exist_ok=True)
+        sizes = split.sizes(groups)
+        log.info("%ssplit (%s): %s", f"fold {fold + 1}/{len(splits)} " if config.cv else "", split.method, report.format_split_sizes(sizes))
+        result = fit_split(data, split, config, fold_folder)
+        save_model(result.model, fold_folder / "model.keras", model_metadata(data, config))
+        metrics = _split_metrics(data, result, sizes, warning)
+        _predictions(data, result).to_csv(fold_folder / "predictions.csv", index=False)
+        if config.cv:
+            report.write_json(fold_folder / "metrics.json", metrics)
+            log.info("fold %d/%d: %s", fold + 1, len(splits), report.format_headline(metrics))
+        results.append(result)
+        fold_metrics.append(metrics)
+
+    metrics = _cv_metrics(data, results, fold_metrics, warning) if config.cv else fold_metrics[0]
+    metrics["seconds"] = sum(result.seconds for result in results)
+    if config.cv:  # the folds' tables together, one column saying which fold
+        pd.concat([result.history.assign(fold=fold + 1) for fold, result in enumerate(results)]).to_csv(folder / "history.csv", index=False)
+        tables = [pd.read_csv(folder / f"fold{fold + 1}" / "predictions.csv").assign(fold=fold + 1) for fold in range(len(results))]
+        pd.concat(tables).to_csv(folder / "predictions.csv", index=False)
+    test = np.concatenate([result.split.test for result in results])
+    report.write_reports(
+        folder,
+        metrics,
+        cache_line=f"{data.cache_path} (backbone {data.provenance.get('backbone')}, weights {data.weights})",
+        test_labels=data.labels[test],
+        test_probabilities=np.concatenate([result.test_probabilities for result in results]),
+        histories=[result.history for result in results],
+    )
+    return metrics
+
+
+def _split_metrics(data: CachedVideos, result: FoldResult, sizes: dict, warning: str | None) -> dict:
+    split = result.split
+    metrics = report.classification_metrics(data.labels[split.test], result.test_probabilities, data.classes)
+    metrics.update(
+        val=report.headline(report.classification_metrics(data.labels[split.val], result.val_probabilities, data.classes)),
+        split_method=split.method,
+        split_sizes=sizes,
+        weights=data.weights,
+        epochs=result.epochs,
+        best_epoch=result.best_epoch,
+        seconds=result.seconds,
+        cache={"path": data.cache_path, "provenance_hash": data.provenance_hash, "backbone": data.provenance.get("backbone")},
+    )
+    if warning:
+        metrics["warning"] = warning
+    return metrics
+
+
+def _cv_metrics(data: CachedVideos, results: list[FoldResult], fold_metrics: list[dict], warning: str | None) -> dict:
+    """Fold means on top (with std), per-class figures and confusion matrix pooled over every fold's test videos."""
+    spread = report.aggregate_folds(fold_metrics)
+    test = np.concatenate([result.split.test for result in results])
+    pooled = report.classification_metrics(data.labels[test], np.concatenate([result.test_probabilities for result in results]), data.classes)
+    metrics = {
+        **{name: spread["mean"][name] for name in report.HEADLINE},
+        **{f"{name}_std": spread["std"][name] for name in report.HEADLINE},
+        "cv": len(results),
+        "mean": spread["mean"],
+        "std": spread["std"],
+        "pooled": report.headline(pooled),
+        "per_class": pooled["per_class"],
+        "confusion_matrix": pooled["confusion_matrix"],
+        "labels": data.classes,
+        "videos": pooled["videos"],
+        "split_method": results[0].split.method,
+        "split_sizes": [fold["split_sizes"] for fold in fold_metrics],
+        "folds": [
+            {key: fold[key] for key in (*report.HEADLINE, "val", "split_sizes", "epochs", "best_epoch", "seconds")}
+            for fold in fold_metrics
+        ],
+        "weights": data.weights,
+        "epochs": int(round(np.mean([result.epochs for result in results]))),
+        "cache": fold_metrics[0]["cache"],
+        "note": "accuracy, balanced_accuracy, macro_f1: mean over folds (std: np.std); per_class, confusion_matrix, pooled: every fold's test videos together",
+    }
+    if warning:
+        metrics["warning"] = warning
+    return metrics
+
+
+def _predictions(data: CachedVideos, result: FoldResult) -> pd.DataFrame:
+    """The validation and test videos with their predicted probabilities."""
+    split = result.split
+    indices = np.concatenate([split.val, split.test])
+    probabilities = np.concatenate([result.val_probabilities, result.test_probabilities])
+    parts = ["val"] * len(split.val) + ["test"] * len(split.test)
+    return report.predictions_table([data.paths[index] for index in indices], data.labels[indices], probabilities, data.classes, split=parts)

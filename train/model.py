@@ -1,0 +1,141 @@
+"""The GRU classifier, and saving it together with what ``predict`` needs to use it.
+
+Inputs are a padded feature sequence ``(batch, time, D)`` and its bool mask
+``(batch, time)``. The mask goes to every recurrent layer, so padded steps
+never change the output: a video padded to any length gets the same prediction.
+
+A saved ``model.keras`` carries one extra member, ``framecache.json``: the
+labels, the cache's provenance (how stage one made the features) and the
+train-time sampling on top of it (``max_len``, ``frame_step``). Keras ignores
+the member; :func:`load_model` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from common.errors import FramecacheError
+
+METADATA_NAME = "framecache.json"
+
+
+def build_model(
+    feature_dim: int,
+    num_classes: int,
+    units: int = 128,
+    layers: int = 1,
+    dropout: float = 0.3,
+    bidirectional: bool = False,
+    head_units: int = 64,
+    learning_rate: float = 1e-3,
+    mean: np.ndarray | None = None,
+    variance: np.ndarray | None = None,
+) -> keras.Model:
+    """A compiled GRU classifier: scaled features → GRU layer(s) over the masked sequence → dense head → softmax.
+
+    ``mean`` and ``variance`` (per feature, from the training videos) scale the
+    inputs; without them the features pass unscaled.
+    """
+    features = keras.Input(shape=(None, feature_dim), name="features")
+    mask = keras.Input(shape=(None,), dtype="bool", name="mask")
+    x = features
+    if mean is not None:
+        x = keras.layers.Normalization(mean=mean, variance=variance, name="scale")(x)
+    for layer in range(layers):
+        recurrent = keras.layers.GRU(units, return_sequences=layer < layers - 1, name=f"gru{layer + 1}")
+        if bidirectional:
+            recurrent = keras.layers.Bidirectional(recurrent, name=f"bigru{layer + 1}")
+        x = recurrent(x, mask=mask)
+    x = keras.layers.Dropout(dropout)(x)
+    x = keras.layers.Dense(head_units, activation="relu", name="head")(x)
+    x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="classes")(x)
+    model = keras.Model([features, mask], outputs, name="framecache_gru")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def save_model(model: keras.Model, path: str | Path, metadata: dict) -> None:
+    """Save the model as ``.keras`` with ``metadata`` (labels, provenance, sampling) inside."""
+    path = Path(path)
+    model.save(path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(METADATA_NAME, json.dumps(metadata, indent=2))
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The framecache metadata of a saved model, without loading the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise FramecacheError(f"no model at {path}; train one with `python -m train --run {path.parent}`")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read(METADATA_NAME))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError):
+        raise FramecacheError(f"{path} is not a model saved by framecache (no {METADATA_NAME} inside); train it again") from None
+
+
+def load_model(path: str | Path) -> tuple[keras.Model, dict]:
+    """Load a saved model (Keras safe mode) and its framecache metadata."""
+    metadata = read_metadata(path)
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)  # inference only
+    except (ValueError, OSError, KeyError) as error:
+        raise FramecacheError(f"cannot load the model {path} ({type(error).__name__}: {error}); train the run again") from None
+    return model, metadata
+
+
+def predict_probabilities(model: keras.Model, batches: keras.utils.PyDataset) -> np.ndarray:
+    """Class probabilities ``(videos, classes)`` for evaluation batches, in their order."""
+    return np.asarray(model.predict(batches, verbose=0))
+
+
+# Provenance fields that decide what a feature vector means: a model only reads features that agree on all of them.
+FEATURE_IDENTITY = ("backbone", "weights", "weights_sha256", "input_size", "resize", "feature_dim")
+# Fields that change the temporal sampling: a difference is allowed, with a warning.
+FEATURE_SAMPLING = ("frame_step", "fps")
+
+
+def resolve_model(run: str | Path) -> Path:
+    """The ``model.keras`` of a run folder (or the file itself)."""
+    run = Path(run)
+    if run.suffix == ".keras":
+        return run
+    if not (run / "model.keras").exists() and (run / "fold1" / "model.keras").exists():
+        raise FramecacheError(
+            f"{run} is a cross-validation run: it holds one model per fold; pass --run {run / 'fold1'} "
+            "(or another fold), or train without --cv for one model"
+        )
+    if not run.is_dir():
+        raise FramecacheError(f"run folder not found: {run}; train one with `python -m train --run {run}`")
+    return run / "model.keras"
+
+
+def check_features_match(metadata: dict, provenance: dict, source: str) -> list[str]:
+    """Refuse features that are not the kind the model was trained on; return warnings for sampling differences."""
+    trained = metadata["provenance"]
+    differences = [
+        f"{key}: model {trained.get(key)!r}, {source} {provenance.get(key)!r}"
+        for key in FEATURE_IDENTITY
+        if key in trained and key in provenance and trained[key] != provenance[key]
+    ]
+    if differences:
+        raise FramecacheError(
+            f"{source} holds other features than this model was trained on ({'; '.join(differences)}); "
+            "extract features with the model's backbone and weights, or train a model on this cache"
+        )
+    return [
+        f"{source} samples frames differently from the model's training cache ({key}: model {trained.get(key)!r}, "
+        f"{source} {provenance.get(key)!r}); figures may shift"
+        for key in FEATURE_SAMPLING
+        if trained.get(key) != provenance.get(key)
+    ]

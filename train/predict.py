@@ -1,0 +1,100 @@
+"""``python -m train.predict --run RUN VIDEO...``: label new videos end to end.
+
+Each video is decoded and embedded by stage one with exactly the backbone,
+weights and frame sampling recorded in the run, rounded to float16 like the
+cache, sampled in time as at evaluation, and classified by the run's GRU. One
+JSON line per video::
+
+    {"path": "a.mp4", "label": "squat", "top": [{"label": "squat", "p": 0.91}, ...]}
+    {"path": "b.mp4", "error": "cannot decode: ..."}
+
+The exit status is 1 only when every video failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import numpy as np
+
+from common.cli import run_cli
+from common.errors import FramecacheError
+from train.data import SequenceBatches
+from train.model import load_model, predict_probabilities, read_metadata, resolve_model
+from train.report import random_weights_warning
+
+log = logging.getLogger(__name__)
+
+
+def classify_features(model, metadata: dict, sequences: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    """Class probabilities for clean-view ``(T, D)`` sequences, sampled exactly as the run's evaluation."""
+    batches = SequenceBatches(
+        [sequence.astype(np.float16)[None] for sequence in sequences],
+        np.zeros(len(sequences), dtype=np.int64),
+        np.arange(len(sequences)),
+        max_len=int(metadata["max_len"]),
+        frame_step=int(metadata["frame_step"]),
+        batch_size=batch_size,
+    )
+    return predict_probabilities(model, batches)
+
+
+def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 3) -> list[dict]:
+    """One result per path, in order: the top classes with probabilities, or the error."""
+    from extract import pipeline
+
+    model_path = resolve_model(run)
+    metadata = read_metadata(model_path)
+    warning = random_weights_warning(metadata["weights"])
+    if warning:
+        log.warning(warning)
+    embedded = pipeline.embed_videos(list(paths), metadata["provenance"], engine=engine)
+    for result in embedded:
+        if result.features is not None and (result.features.ndim != 2 or result.features.shape[1] != metadata["feature_dim"]):
+            raise FramecacheError(
+                f"stage one returned features of shape {result.features.shape} for {result.path}; the model "
+                f"reads {metadata['feature_dim']}-d features of backbone {metadata['backbone']}: check the run's provenance"
+            )
+    done = [result for result in embedded if result.error is None]
+    probabilities = np.zeros((0, len(metadata["labels"])))
+    if done:
+        model, _ = load_model(model_path)
+        probabilities = classify_features(model, metadata, [result.features for result in done])
+    by_path = {id(result): row for result, row in zip(done, probabilities)}
+    labels = metadata["labels"]
+    lines = []
+    for result in embedded:
+        if result.error is not None:
+            lines.append({"path": result.path, "error": result.error})
+            continue
+        row = by_path[id(result)]
+        best = np.argsort(row)[::-1][:top]
+        lines.append({
+            "path": result.path,
+            "label": labels[best[0]],
+            "top": [{"label": labels[code], "p": round(float(row[code]), 6)} for code in best],
+        })
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="run folder written by `python -m train` (or its model.keras)")
+    parser.add_argument("--top", type=int, default=3, help="classes listed per video (default %(default)s)")
+    parser.add_argument("--engine", default="auto", choices=["auto", "openvino", "tensorflow"], help="backbone inference engine (default %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="warnings only on stderr")
+    parser.add_argument("videos", nargs="+", help="video files")
+    args = parser.parse_args(argv)
+    if args.top < 1:
+        raise FramecacheError(f"--top must be >= 1, got {args.top}")
+    lines = predict_videos(args.run, args.videos, engine=args.engine, top=args.top)
+    for line in lines:
+        print(json.dumps(line), flush=True)
+    return 1 if all("error" in line for line in lines) else 0
+
+
+if __name__ == "__main__":
+    run_cli(main, quiet="--quiet" in sys.argv)

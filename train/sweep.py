@@ -1,0 +1,92 @@
+"""``python -m train.sweep --features F --units 64,128 --dropout 0.2,0.4``: a small grid on one cache.
+
+The cache is read once and every combination trains on it; each run is a full
+run folder under ``--out``, and the comparison table closes the sweep. Every
+training flag takes comma-separated values; ``--grid grid.json`` gives the same
+as ``{"units": [64, 128], "dropout": [0.2, 0.4]}`` (its values win).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from common.cli import run_cli
+from common.errors import FramecacheError
+from train.config import RUN_CONTROL, TrainConfig, add_config_arguments, field_types
+
+log = logging.getLogger(__name__)
+
+SWEEPABLE = tuple(name for name in field_types() if name not in RUN_CONTROL)
+
+
+def read_grid(path: str) -> dict[str, list]:
+    """A grid file: a JSON object of setting name → list of values (a single value is a list of one)."""
+    try:
+        grid = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FramecacheError(f"grid file not found: {path}") from None
+    except json.JSONDecodeError as error:
+        raise FramecacheError(f"grid file {path} is not valid JSON: {error}") from None
+    if not isinstance(grid, dict):
+        raise FramecacheError(f"grid file {path} must hold a JSON object like {{\"units\": [64, 128]}}")
+    unknown = sorted(set(grid) - set(SWEEPABLE))
+    if unknown:
+        raise FramecacheError(f"grid file {path} names unknown setting(s) {unknown}; known: {', '.join(SWEEPABLE)}")
+    return {key: value if isinstance(value, list) else [value] for key, value in grid.items()}
+
+
+def grid_configs(base: TrainConfig, grid: dict[str, list], out: Path) -> list[TrainConfig]:
+    """One validated config per combination, each with its run folder ``out/<swept values>``."""
+    swept = [key for key, values in grid.items() if len(values) > 1]
+    configs = []
+    for values in itertools.product(*grid.values()):
+        settings = dict(zip(grid, values))
+        name = "-".join(f"{key}{settings[key]}" for key in swept) or "base"
+        configs.append(TrainConfig.from_dict({**base.to_dict(), **settings, "run": str(out / name)}).validate())
+    return configs
+
+
+def run_sweep(base: TrainConfig, grid: dict[str, list], out: str | Path) -> Path:
+    """Train every combination of ``grid`` on ``base.features`` (read once); return the sweep folder."""
+    from train.data import load_cache
+    from train.fit import run_training
+    from train.report import format_headline
+
+    out = Path(out)
+    configs = grid_configs(base, grid, out)  # every value checked before any training
+    data = load_cache(base.features)
+    for number, config in enumerate(configs, start=1):
+        metrics = run_training(config, data=data)
+        spread = {name: metrics[f"{name}_std"] for name in ("accuracy", "balanced_accuracy", "macro_f1")} if "cv" in metrics else None
+        log.info("run %d/%d %s: %s (%.1f s)", number, len(configs), Path(config.run).name, format_headline(metrics, spread), metrics["seconds"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from train.compare import format_table, runs_table
+
+    parser = argparse.ArgumentParser(prog="python -m train.sweep", description=__doc__.split("\n\n")[0])
+    add_config_arguments(parser, as_lists=SWEEPABLE, skip=("run",))
+    parser.add_argument("--grid", help="JSON file: {\"setting\": [values, ...]}; overrides the same flags")
+    parser.add_argument("--out", help="folder for the sweep's runs (default runs/sweep-<timestamp>)")
+    args = vars(parser.parse_args(argv))
+    grid_file, out = args.pop("grid"), args.pop("out")
+    grid = {key: args.pop(key) for key in SWEEPABLE}
+    if grid_file:
+        grid.update(read_grid(grid_file))
+    base = TrainConfig(**args)  # run: set per combination
+    base.quiet = True  # no per-epoch lines: one line per run
+    out = out or f"runs/sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run_sweep(base, grid, out)
+    print(format_table(runs_table(out)))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, quiet="--quiet" in sys.argv)
