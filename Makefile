@@ -29,9 +29,11 @@ TRAIN_ARGS = --features $(FEATURES) $(if $(RUN),--run $(RUN)) \
 	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED)) \
 	$(if $(UNITS),--units $(UNITS)) $(if $(LAYERS),--layers $(LAYERS)) \
 	$(if $(DROPOUT),--dropout $(DROPOUT)) $(if $(MAX_LEN),--max-len $(MAX_LEN)) \
-	$(if $(BALANCE),--balance $(BALANCE)) $(if $(CV),--cv $(CV)) $(if $(QUIET),--quiet)
+	$(if $(BALANCE),--balance $(BALANCE)) $(if $(CV),--cv $(CV)) $(if $(QUIET),--quiet) \
+	$(if $(OVERWRITE),--overwrite) $(if $(BIDIRECTIONAL),--bidirectional) $(if $(PATIENCE),--patience $(PATIENCE)) \
+	$(if $(IGNORE_SPLIT),--ignore-split) $(if $(TRAIN_FRAME_STEP),--frame-step $(TRAIN_FRAME_STEP))
 
-.PHONY: help setup features info train predict compare sweep demo demo-data test test-slow lint bench clean
+.PHONY: help setup features info train predict evaluate compare sweep demo demo-data test test-slow lint bench clean
 
 help:
 	@echo "make demo        demo data -> features -> GRU -> summary (offline, a few minutes)"
@@ -40,6 +42,7 @@ help:
 	@echo "make info        FEATURES=features.h5 [JSON=1]"
 	@echo "make train       FEATURES=features.h5 [RUN=runs/name EPOCHS= SEED= UNITS= DROPOUT= MAX_LEN= CV=]"
 	@echo "make predict     RUN=runs/name VIDEOS='a.mp4 b.mp4'"
+	@echo "make evaluate    RUN=runs/name FEATURES=other.h5"
 	@echo "make compare     table of all runs under runs/"
 	@echo "make sweep       FEATURES=features.h5 [GRID=grid.json]"
 	@echo "make bench       benchmark stage one and stage two (BENCH_OUT=bench/results.json)"
@@ -62,13 +65,16 @@ train: $(STAMP)
 	$(PY) -m train $(TRAIN_ARGS)
 
 predict: $(STAMP)
-	$(PY) -m train.predict --run $(RUN) $(VIDEOS)
+	$(PY) -m train.predict --run $(RUN) $(if $(ENGINE),--engine $(ENGINE)) $(VIDEOS)
+
+evaluate: $(STAMP)
+	$(PY) -m train.evaluate --run $(RUN) --features $(FEATURES)
 
 compare: $(STAMP)
 	$(PY) -m train.compare $(or $(RUNS),runs)
 
 sweep: $(STAMP)
-	$(PY) -m train.sweep --features $(FEATURES) $(if $(GRID),--grid $(GRID))
+	$(PY) -m train.sweep --features $(FEATURES) $(if $(GRID),--grid $(GRID)) $(SWEEP)
 
 demo-data: $(STAMP)
 	$(PY) -m data.make_demo --out $(DEMO_DIR)

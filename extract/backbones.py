@@ -45,6 +45,7 @@ class BackboneSpec:
     imagenet_file: str  # the file Keras caches under ~/.keras/models
     feature_dim: int = 1280
     input_size: int = INPUT_SIZE
+    fetch_imagenet: Callable[[], Path] | None = None  # default: Keras' own download into its cache
 
 
 def _efficientnetb0(weights: str | None):
@@ -90,12 +91,9 @@ def _registry() -> dict[str, BackboneSpec]:
             "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
         ),
     ]
-    try:
-        from extract import lite0
+    from extract import lite0
 
-        specs.append(lite0.SPEC)
-    except ImportError:
-        pass
+    specs.append(lite0.spec())
     return {spec.name: spec for spec in specs}
 
 
@@ -158,8 +156,13 @@ def resolve_weights(name: str, weights: str) -> tuple[str, str | None, Path | No
 
 def spec_imagenet_path(spec: BackboneSpec) -> Path:
     """The ImageNet weights file in Keras' cache, fetched or converted on first use."""
-    if hasattr(spec, "ensure_imagenet"):
-        return spec.ensure_imagenet()
+    if spec.fetch_imagenet is not None:
+        try:
+            return spec.fetch_imagenet()
+        except FramecacheError:
+            raise
+        except Exception as error:
+            raise FramecacheError(f"cannot prepare ImageNet weights for {spec.name}: {error}") from None
     path = keras_models_dir() / spec.imagenet_file
     if path.is_file():
         return path
