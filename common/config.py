@@ -10,11 +10,6 @@ from dataclasses import asdict, dataclass, fields
 
 from common.errors import FramecacheError
 
-# Settings that change the cached features. Two runs agreeing on all of them
-# produce the same features, so one may resume the other's cache.
-FEATURE_SETTINGS = ("backbone", "weights", "frame_step", "fps", "views", "augment", "seed")
-
-
 @dataclass
 class ExtractConfig:
     """Everything ``python -m extract`` takes. Defaults are the CLI's defaults."""
@@ -32,7 +27,7 @@ class ExtractConfig:
     batch_size: int = 32  # frames per backbone call, mixed across videos
     chunk_frames: int = 32  # frames decoded at a time per video (memory stays flat)
     workers: int = 1  # decoding processes
-    decoder: str = "decord"  # decord | pyav
+    decoder: str = "pyav"  # pyav | decord (decord leaks memory per frame: see README, Performance)
     overwrite: bool = False
     quiet: bool = False
 

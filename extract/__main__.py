@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> ExtractConfig:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="frames per backbone call (default %(default)s)")
     parser.add_argument("--chunk-frames", type=int, default=defaults.chunk_frames, help="frames decoded at a time (default %(default)s)")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="decoding processes (default %(default)s)")
-    parser.add_argument("--decoder", default=defaults.decoder, choices=["decord", "pyav"], help="video decoder (default %(default)s)")
+    parser.add_argument("--decoder", default=defaults.decoder, choices=["pyav", "decord"], help="video decoder (default %(default)s; decord's memory grows with every decoded frame)")
     parser.add_argument("--overwrite", action="store_true", help="replace a cache made with other settings")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     args = parser.parse_args(argv)

@@ -43,6 +43,7 @@ def build_provenance(config: ExtractConfig, backbone_description: dict, augment_
         "schema_version": SCHEMA_VERSION,
         **backbone_description,
         "resize": RESIZE_POLICY,
+        "decoder": config.decoder,
         "frame_step": config.frame_step,
         "fps": config.fps,
         "views": config.views,
@@ -102,6 +103,7 @@ class _Decoders:
         return {"process": process, "connection": ours, "tasks": deque(), "last_seen": time.monotonic()}
 
     def assign(self, todo: deque) -> None:
+        """Give each worker tasks until it has TASKS_PER_WORKER queued."""
         for slot in self.slots:
             while todo and len(slot["tasks"]) < TASKS_PER_WORKER:
                 task = todo.popleft()
@@ -125,6 +127,9 @@ class _Decoders:
                 messages.extend(self._restart(slot, "the decoder crashed on this video"))
                 continue
             slot["last_seen"] = time.monotonic()
+            if message[0] == "retire":
+                self._replace(slot)
+                continue
             if message[0] in ("end", "failed"):
                 slot["tasks"].popleft()
             messages.append(message)
@@ -144,11 +149,18 @@ class _Decoders:
         code = process.exitcode
         detail = f" (exit code {code})" if code not in (None, 0) else ""
         crashed = slot["tasks"].popleft() if slot["tasks"] else None
-        requeue = list(slot["tasks"])
+        self._replace(slot)
+        return [("failed", crashed.index, reason + detail)] if crashed else []
+
+    def _replace(self, slot: dict) -> None:
+        """Start a fresh worker in ``slot`` and hand it the tasks the old one had not begun."""
+        slot["process"].join(5)
+        if slot["process"].is_alive():
+            slot["process"].kill()
+        requeue = deque(slot["tasks"])
         slot["connection"].close()
         slot.update(self._start())
-        self.assign(deque(requeue))
-        return [("failed", crashed.index, reason + detail)] if crashed else []
+        self.assign(requeue)
 
     def close(self) -> None:
         for slot in self.slots:
@@ -385,6 +397,7 @@ def embed_videos(paths: list[str], provenance: dict, engine: str = "auto") -> li
                     size=int(provenance["input_size"]),
                     frame_step=int(provenance["frame_step"]),
                     fps=provenance["fps"],
+                    backend=provenance.get("decoder", "pyav"),
                 )
             ]
             if not chunks:

@@ -22,6 +22,12 @@ import numpy as np
 from common.errors import FramecacheError
 
 
+# decord 0.6 keeps ~75 KB per decoded frame (640x480 source) until its process
+# ends, even after its VideoReader is gone: a decord worker retires after this
+# many frames (about 0.4 GB) and the pipeline starts a fresh one.
+DECORD_RECYCLE_FRAMES = 5000
+
+
 @dataclass(frozen=True)
 class DecodeSettings:
     """What a decoding worker needs to turn a path into view frames."""
@@ -48,7 +54,9 @@ def decode_worker(connection, settings: DecodeSettings) -> None:
 
     Messages sent: ``("frames", index, offset, views)`` with views uint8
     ``(V, n, size, size, 3)``; ``("end", index, num_frames, source_frames, source_fps)``;
-    ``("failed", index, reason)``. Exits when the pipe closes.
+    ``("failed", index, reason)``; ``("retire", None)`` before exiting to be
+    replaced (decord leaks memory per decoded frame, even across readers).
+    Exits when the pipe closes.
     """
     import signal
 
@@ -57,7 +65,11 @@ def decode_worker(connection, settings: DecodeSettings) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pipeline's to handle
     augmenter = ViewAugmenter(settings.augment, settings.seed)
+    decoded = 0
     while True:
+        if settings.decoder == "decord" and decoded >= DECORD_RECYCLE_FRAMES:
+            connection.send(("retire", None))
+            return
         try:
             task: DecodeTask = connection.recv()
         except (EOFError, OSError):
@@ -78,6 +90,7 @@ def decode_worker(connection, settings: DecodeSettings) -> None:
                 views = [chunk] + [augmenter(chunk, task.key, view) for view in range(1, settings.views)]
                 connection.send(("frames", task.index, offset, np.stack(views)))
                 offset += len(chunk)
+                decoded += len(chunk) * max(1, settings.frame_step)
             if offset == 0:
                 raise FramecacheError("no frames could be decoded")
             connection.send(("end", task.index, offset, info.num_frames, info.fps))

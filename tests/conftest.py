@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 
+import tempfile
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Converted OpenVINO models go to a fresh folder per test session, not the user's cache.
+os.environ["FRAMECACHE_CACHE"] = tempfile.mkdtemp(prefix="framecache-test-cache-")
 
 from pathlib import Path
 

@@ -1,0 +1,272 @@
+"""``python -m bench`` (``make bench``): stage one and stage two measured side by side.
+
+Everything runs in one process tree on the same generated clips, so the ratios
+compare like with like. Prints a table and writes the figures as one JSON
+object (``--out``, default ``bench/results.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from common.cache import CacheWriter
+from common.config import ExtractConfig
+from common.dataset import load_dataset
+
+BACKBONE = "efficientnetb0"  # the project's default backbone; random weights (speed does not depend on them)
+SIZE = 224
+
+
+def make_clips(folder: Path, count: int, seconds: float, fps: int = 25, width: int = 320, height: int = 240) -> Path:
+    """Write ``count`` synthetic clips and a labels.csv; return the CSV path."""
+    from data.synthetic import write_video
+
+    rng = np.random.default_rng(0)
+    rows = ["path,label,group"]
+    num_frames = int(seconds * fps)
+    for index in range(count):
+        base = rng.integers(0, 255, size=(1, height, width, 3), dtype=np.uint8)
+        shift = np.arange(num_frames)[:, None, None, None]
+        frames = np.roll(np.broadcast_to(base, (num_frames, height, width, 3)), 0, axis=2)
+        frames = ((frames.astype(np.int16) + shift * (index + 1)) % 256).astype(np.uint8)
+        path = folder / f"clip{index:02d}.mp4"
+        write_video(path, frames, fps)
+        rows.append(f"{path.name},class{index % 2},s{index}")
+    csv = folder / "labels.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    return csv
+
+
+def decoded_frames(csv: Path, decoder: str) -> tuple[list[np.ndarray], float]:
+    """Decode every clip whole at the backbone's input size; return the frames and frames/s."""
+    from extract.decode import iter_frames
+
+    started = time.perf_counter()
+    videos = [np.concatenate(list(iter_frames(path, size=SIZE, backend=decoder))) for path in load_dataset(csv)["abs_path"]]
+    seconds = time.perf_counter() - started
+    return videos, sum(len(video) for video in videos) / seconds
+
+
+def backbone_fps(frames: np.ndarray, engine: str, batch_sizes: list[int]) -> dict[int, float]:
+    """The frozen backbone alone on frames already in memory, per batch size."""
+    from extract.backbones import build_backbone
+
+    rates = {}
+    for batch_size in batch_sizes:
+        backbone = build_backbone(BACKBONE, "none", engine=engine, batch_size=batch_size)
+        backbone.embed(frames[:batch_size])  # warm-up: compilation, memory
+        started = time.perf_counter()
+        backbone.embed(frames)
+        rates[batch_size] = len(frames) / (time.perf_counter() - started)
+    return rates
+
+
+def baseline_fps(csv: Path) -> float:
+    """The obvious approach: decode each video whole, then one Keras ``model.predict`` per video."""
+    import keras
+
+    from extract.decode import iter_frames
+
+    model = keras.applications.EfficientNetB0(include_top=False, weights=None, pooling="avg", input_shape=(SIZE, SIZE, 3))
+    paths = list(load_dataset(csv)["abs_path"])
+    model.predict(np.zeros((1, SIZE, SIZE, 3), np.float32), verbose=0)
+    started, frames = time.perf_counter(), 0
+    for path in paths:
+        video = np.concatenate(list(iter_frames(path, size=SIZE)))
+        model.predict(video.astype(np.float32), verbose=0)
+        frames += len(video)
+    return frames / (time.perf_counter() - started)
+
+
+def extract_fps(csv: Path, out: Path, batch_size: int) -> tuple[float, dict]:
+    """``make features`` end to end (default preset, 2 views): frames embedded per second."""
+    from extract.pipeline import run_extraction
+
+    config = ExtractConfig(csv=str(csv), out=str(out), backbone=BACKBONE, weights="none", views=2, augment="default",
+                           batch_size=batch_size, quiet=True, overwrite=True)
+    started = time.perf_counter()
+    summary = run_extraction(config)
+    seconds = time.perf_counter() - started
+    return summary.frames / seconds, {"videos": summary.ok, "frames": summary.frames, "seconds": round(seconds, 1)}
+
+
+def synthetic_study_cache(path: Path, videos: int = 200, frames: int = 250, classes: int = 4, views: int = 2) -> None:
+    """A cache the size of a real study (200 videos of 10 s at 25 fps), synthetic features of the true shape."""
+    rng = np.random.default_rng(0)
+    provenance = {"backbone": BACKBONE, "weights": "random", "weights_sha256": None, "input_size": SIZE,
+                  "feature_dim": 1280, "views": views, "augment": "default", "seed": 0, "frame_step": 1, "fps": None}
+    with CacheWriter(path, provenance, overwrite=True) as writer:
+        for index in range(videos):
+            label = index % classes
+            time_axis = np.linspace(0, 2 * np.pi * (label + 1), frames)[None, :, None]
+            signal = np.sin(time_axis + rng.uniform(0, 2 * np.pi)) * rng.normal(size=(1, 1, 1280))
+            features = signal + 0.5 * rng.normal(size=(views, frames, 1280))
+            writer.add_video(f"v{index:03d}.mp4", f"class{label}", features.astype(np.float32), group=f"s{index % 20}")
+
+
+def train_run_seconds(cache: Path, run: Path) -> float:
+    """One ``make train`` run (default settings, to early stop), as a user runs it."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "train", "--features", str(cache), "--run", str(run), "--quiet"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def end_to_end_epoch_seconds(tf_fps: float, frames_per_video: int, videos: int, gru_epoch_s: float) -> float:
+    """One epoch of the same GRU trained through the frozen CNN: every frame the GRU sees must go through the CNN."""
+    return videos * frames_per_video / tf_fps + gru_epoch_s
+
+
+def peak_rss_mb(csv: Path, out: Path, frame_step: int) -> float:
+    """Peak memory of a whole ``python -m extract`` process tree on one video.
+
+    Sums each process's proportional set size (PSS), so pages shared between
+    processes (forks, shared libraries) count once, not once per process.
+    """
+    import psutil
+
+    command = [sys.executable, "-m", "extract", "--csv", str(csv), "--out", str(out), "--backbone", BACKBONE,
+               "--weights", "none", "--views", "1", "--frame-step", str(frame_step), "--overwrite", "--quiet"]
+    process = psutil.Popen(command, stdout=subprocess.DEVNULL)
+    peak = 0
+    while process.poll() is None:
+        try:
+            tree = [process, *process.children(recursive=True)]
+            peak = max(peak, sum(member.memory_full_info().pss for member in tree if member.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
+    return peak / 2**20
+
+
+def long_video(folder: Path, minutes: float) -> Path:
+    """A 640x480, 25 fps video of the given length and a one-row CSV for it, written in pieces."""
+    import av
+
+    path = folder / f"long_{minutes:g}min.mp4"
+    rng = np.random.default_rng(1)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        base = rng.integers(0, 255, size=(480, 640, 3), dtype=np.uint8)
+        for index in range(int(minutes * 60 * 25)):
+            frame = np.roll(base, index * 3, axis=1)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    from data.synthetic import write_video
+
+    write_video(folder / "short.mp4", np.zeros((25, 480, 640, 3), np.uint8), 25)  # a class needs two videos
+    csv = folder / f"long_{minutes:g}min.csv"
+    csv.write_text(f"path,label\n{path.name},a\nshort.mp4,a\n")
+    return csv
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--out", default="bench/results.json")
+    parser.add_argument("--csv", help="benchmark on these videos instead of generated clips")
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--long-minutes", default="1,10", help="two video lengths for the memory check")
+    args = parser.parse_args()
+
+    from extract.backbones import build_backbone
+
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="framecache-bench-") as folder:
+        folder = Path(folder)
+        csv = Path(args.csv) if args.csv else make_clips(folder, args.clips, args.seconds)
+
+        videos, results["decode_fps_decord"] = decoded_frames(csv, "decord")
+        _, results["decode_fps_pyav"] = decoded_frames(csv, "pyav")
+        frames = np.concatenate(videos)[:256]
+
+        engine = build_backbone(BACKBONE, "none", engine="auto").engine
+        per_batch = backbone_fps(frames, engine, [16, 32, 64])
+        best_batch = max(per_batch, key=per_batch.get)
+        results["backbone_fps"] = per_batch[best_batch]
+        results["backbone_fps_by_batch"] = per_batch
+        tf_fps = backbone_fps(frames, "tensorflow", [32])[32]
+        results["backbone_fps_tensorflow"] = tf_fps
+
+        results["extract_fps"], results["extract_run"] = extract_fps(csv, folder / "features.h5", best_batch)
+        results["baseline_fps"] = baseline_fps(csv)
+
+        study = folder / "study.h5"
+        synthetic_study_cache(study)
+        results["cache_mb_per_video_minute"] = study.stat().st_size / 2**20 / (200 * 10 / 60)
+        results["train_run_s"] = train_run_seconds(study, folder / "run")
+        metrics = json.loads((folder / "run" / "metrics.json").read_text())
+        train_config = json.loads((folder / "run" / "config.json").read_text())
+        frames_per_video = min(250, int(train_config["max_len"]))  # what the GRU sees of each video per epoch
+        gru_epoch_s = float(metrics["seconds"]) / max(1, int(metrics["epochs"]))
+        results["train_epochs"] = int(metrics["epochs"])
+        results["end_to_end_frames_per_epoch"] = 200 * frames_per_video
+        results["end_to_end_epoch_s"] = end_to_end_epoch_seconds(tf_fps, frames_per_video, 200, gru_epoch_s)
+
+        for minutes in [float(value) for value in args.long_minutes.split(",")]:
+            long_csv = long_video(folder, minutes)
+            results[f"long_video_peak_rss_mb_{minutes:g}min"] = peak_rss_mb(long_csv, folder / "long.h5", frame_step=25)
+
+    results["ratios"] = {
+        "extract_over_backbone": results["extract_fps"] / results["backbone_fps"],
+        "extract_over_baseline": results["extract_fps"] / results["baseline_fps"],
+        "end_to_end_epoch_over_train_run": results["end_to_end_epoch_s"] / results["train_run_s"],
+    }
+    results["machine"] = machine(engine, best_batch)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print_table(results)
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+def machine(engine: str, batch_size: int) -> dict:
+    import tensorflow as tf
+
+    model = "unknown"
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "tf_threads": [tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads()],
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "engine": engine,
+        "batch_size": batch_size,
+    }
+
+
+def print_table(results: dict) -> None:
+    rows = [(key, value) for key, value in results.items() if isinstance(value, (int, float))]
+    rows += [(f"ratio {key}", value) for key, value in results["ratios"].items()]
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value:10.2f}")
+    print("machine: " + ", ".join(f"{key}={value}" for key, value in results["machine"].items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
