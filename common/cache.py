@@ -18,12 +18,21 @@ Writes are committed one video at a time and flushed, and a video's
 attributes are written after its features, so a group without them is an
 interrupted write that the next writer removes. One process writes at a time:
 HDF5 locks the file, and a second writer is refused.
+
+HDF5 updates its metadata in place, so a write that fails half-way (disk
+full, quota, file-size limit) leaves a file that no longer opens. Before each
+commit the writer therefore reserves the space the commit needs on disk
+(``posix_fallocate``, with head-room for metadata): when that fails, nothing
+has been written and the cache keeps every video committed before.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +47,10 @@ SCHEMA_VERSION = 1
 # Provenance fields that do not change the features: ignored when deciding
 # whether a cache may be resumed.
 NON_FEATURE_FIELDS = ("framecache_version",)
+# Disk space reserved before each commit on top of the features' own bytes: HDF5
+# metadata (object headers, B-tree nodes, a group's name heap that grows by
+# doubling) of one commit stays far below this.
+RESERVE_BYTES = 4 << 20
 
 
 def video_id(path: str) -> str:
@@ -70,6 +83,19 @@ class FailedVideo:
     reason: str
 
 
+# What h5py raises when a file's internal structure is damaged (e.g. its writer was
+# killed with SIGKILL in the middle of a commit): turned into FramecacheError.
+_DAMAGE_ERRORS = (OSError, RuntimeError, KeyError, AttributeError, ValueError, TypeError)
+
+
+def _damaged(path: Path, error: BaseException) -> FramecacheError:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return FramecacheError(
+        f"{path} is damaged: its contents cannot be read ({reason}). This happens when the process writing it "
+        "was killed with SIGKILL in the middle of a commit, or the disk failed; move it aside and extract again"
+    )
+
+
 def _text(value: str | None) -> str:
     return "" if value is None else str(value)
 
@@ -87,9 +113,13 @@ def _open_h5(path: Path, mode: str, lock_timeout: float = 0.0) -> h5py.File:
             return h5py.File(path, mode)
         except BlockingIOError:
             locked = True
+        except PermissionError:
+            action = "read" if mode == "r" else "write"
+            raise FramecacheError(f"cannot {action} {path}: permission denied; pass another path or fix its permissions") from None
         except OSError as error:
             message = str(error)
-            locked = "lock" in message.lower() or getattr(error, "errno", None) == 11
+            # Not just "lock" in the message: a truncated file's error names "sblock" (the superblock).
+            locked = "unable to lock file" in message.lower() or getattr(error, "errno", None) == errno.EAGAIN
             if not locked:
                 if mode == "r" and not path.exists():
                     raise FramecacheError(f"feature cache not found: {path}; run `make features` first") from None
@@ -138,14 +168,14 @@ class CacheWriter:
                 f"{self.path} exists and is not a readable framecache feature cache (not HDF5, or truncated); "
                 "pass another --out, or move the file aside"
             )
-        try:
-            self.handle = _open_h5(self.path, "a" if exists else "w", lock_timeout)
-        except PermissionError:
-            raise FramecacheError(f"cannot write {self.path}: permission denied; pass another --out") from None
+        self.handle = _open_h5(self.path, "a" if exists else "w", lock_timeout)
         try:
             if exists:
-                self._check_resumable()
-                self._drop_interrupted_writes()
+                try:
+                    self._check_resumable()
+                    self._drop_interrupted_writes()
+                except _DAMAGE_ERRORS as error:
+                    raise _damaged(self.path, error) from None
             else:
                 self._initialise()
         except BaseException:
@@ -189,9 +219,49 @@ class CacheWriter:
                 del shard[key]
         self.handle.flush()
 
+    def _reserve(self, nbytes: int) -> None:
+        """Make sure the next commit fits on disk before HDF5 writes any of it.
+
+        Allocates ``nbytes`` plus :data:`RESERVE_BYTES` past the end of the
+        data HDF5 has allocated (HDF5 ignores that tail; :meth:`close` gives it
+        back, and a file left longer by a kill still opens).
+        Raises FramecacheError, with nothing written, when the disk is full, a
+        quota or the process's file-size limit is reached. File systems
+        without ``posix_fallocate`` support only get the file-size-limit check.
+        """
+        used = self.handle.id.get_filesize()
+        end = used + nbytes + RESERVE_BYTES
+        try:
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            if limit != resource.RLIM_INFINITY and end > limit:
+                raise OSError(errno.EFBIG, f"the file-size limit of this process ({limit} bytes) would be passed")
+            if hasattr(os, "posix_fallocate"):
+                try:
+                    os.posix_fallocate(self.handle.id.get_vfd_handle(), used, end - used)
+                except OSError as error:
+                    if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                        return  # not supported by this file system: write without the guarantee
+                    raise
+        except OSError as error:
+            raise FramecacheError(
+                f"no room to add the next video to {self.path}: {error.strerror}; the disk may be full "
+                "(or a quota or file-size limit reached). Nothing of that video was written and the videos "
+                "cached so far are kept: free some space and run the same command again to resume"
+            ) from None
+
+    def _write_failed(self, error: Exception) -> FramecacheError:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return FramecacheError(
+            f"writing {self.path} failed ({reason}); the disk may be full or failing, and the file may be "
+            "damaged: check it with `python -m extract.info`, free some space and run the same command again"
+        )
+
     def done_paths(self) -> set[str]:
         """CSV paths of the videos already cached (these are skipped on resume)."""
-        return {_optional(group.attrs["path"]) for shard in self.handle["videos"].values() for group in shard.values()}
+        try:
+            return {_optional(group.attrs["path"]) for shard in self.handle["videos"].values() for group in shard.values()}
+        except _DAMAGE_ERRORS as error:
+            raise _damaged(self.path, error) from None
 
     def add_video(
         self,
@@ -208,38 +278,56 @@ class CacheWriter:
         expected = (self.provenance["views"], self.provenance["feature_dim"])
         if features.ndim != 3 or (features.shape[0], features.shape[2]) != expected or features.shape[1] < 1:
             raise ValueError(f"features of {path} have shape {features.shape}, expected (views={expected[0]}, T>=1, {expected[1]})")
+        features = features.astype(np.float16)
+        self._reserve(features.nbytes)
         key = video_id(path)
-        shard = self.handle["videos"].require_group(key[:2])
-        if key in shard:
-            del shard[key]
-        entry = shard.create_group(key)
-        entry.create_dataset("features", data=features.astype(np.float16))
-        failed = self.handle["failed"]
-        if key in failed:
-            del failed[key]
-        attrs = entry.attrs  # written last: their presence marks a complete video
-        attrs["label"] = _text(label)
-        attrs["group"] = _text(group)
-        attrs["split"] = _text(split)
-        attrs["source_frames"] = int(source_frames if source_frames is not None else features.shape[1])
-        attrs["source_fps"] = float(source_fps or 0.0)
-        attrs["path"] = path
-        attrs["num_frames"] = int(features.shape[1])
-        self.handle.flush()
+        try:
+            shard = self.handle["videos"].require_group(key[:2])
+            if key in shard:
+                del shard[key]
+            entry = shard.create_group(key)
+            entry.create_dataset("features", data=features)
+            failed = self.handle["failed"]
+            if key in failed:
+                del failed[key]
+            attrs = entry.attrs  # written last: their presence marks a complete video
+            attrs["label"] = _text(label)
+            attrs["group"] = _text(group)
+            attrs["split"] = _text(split)
+            attrs["source_frames"] = int(source_frames if source_frames is not None else features.shape[1])
+            attrs["source_fps"] = float(source_fps or 0.0)
+            attrs["path"] = path
+            attrs["num_frames"] = int(features.shape[1])
+            self.handle.flush()
+        except (OSError, RuntimeError) as error:  # h5py raises both for failed writes
+            raise self._write_failed(error) from None
 
     def add_failure(self, path: str, label: str, reason: str, group: str | None = None, split: str | None = None) -> None:
         """Record a video that could not be read, with a reason a person understands, and commit."""
+        self._reserve(0)
         key = video_id(path)
-        failed = self.handle["failed"]
-        if key in failed:
-            del failed[key]
-        entry = failed.create_group(key)
-        entry.attrs.update({"path": path, "label": _text(label), "group": _text(group), "split": _text(split), "reason": reason})
-        self.handle.flush()
+        try:
+            failed = self.handle["failed"]
+            if key in failed:
+                del failed[key]
+            entry = failed.create_group(key)
+            entry.attrs.update({"path": path, "label": _text(label), "group": _text(group), "split": _text(split), "reason": reason})
+            self.handle.flush()
+        except (OSError, RuntimeError) as error:
+            raise self._write_failed(error) from None
 
     def close(self) -> None:
         if self.handle.id.valid:
-            self.handle.close()
+            try:  # give back the unused reservation while the file is still locked
+                fd, used = self.handle.id.get_vfd_handle(), self.handle.id.get_filesize()
+                if os.fstat(fd).st_size > used:
+                    os.ftruncate(fd, used)
+            except OSError:
+                pass
+            try:
+                self.handle.close()
+            except (OSError, RuntimeError) as error:  # HDF5 writes what it still holds
+                raise self._write_failed(error) from None
 
     def __enter__(self) -> CacheWriter:
         return self
@@ -265,8 +353,11 @@ class FeatureCache:
             _check_schema(self.handle, self.path)
             self.provenance: dict = json.loads(self.handle.attrs["provenance"])
             self.provenance_hash: str = str(self.handle.attrs["provenance_hash"])
-            self.videos: list[VideoMeta] = self._read_videos()
-            self.failures: list[FailedVideo] = self._read_failures()
+            try:
+                self.videos: list[VideoMeta] = self._read_videos()
+                self.failures: list[FailedVideo] = self._read_failures()
+            except _DAMAGE_ERRORS as error:
+                raise _damaged(self.path, error) from None
         except BaseException:
             self.handle.close()
             raise
@@ -307,8 +398,13 @@ class FeatureCache:
 
     def features(self, key: str, view: int | None = None) -> np.ndarray:
         """One video's features: float16 ``(views, T, D)``, or ``(T, D)`` for one ``view``."""
-        dataset = self.handle["videos"][key[:2]][key]["features"]
-        return dataset[view] if view is not None else dataset[()]
+        try:
+            dataset = self.handle["videos"][key[:2]][key]["features"]
+            return dataset[view] if view is not None else dataset[()]
+        except _DAMAGE_ERRORS as error:
+            if key not in {video.key for video in self.videos}:
+                raise KeyError(f"no video {key!r} in {self.path}") from None
+            raise _damaged(self.path, error) from None
 
     def labels(self) -> dict[str, int]:
         """Videos per label, over the cached (successful) videos."""

@@ -38,9 +38,9 @@ def load_dataset(csv_path: str | Path, min_videos_per_class: int = 2) -> pd.Data
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8")
     except pd.errors.EmptyDataError:
         raise FramecacheError(f"dataset CSV is empty: {csv_path}; it needs a header 'path,label' and one row per video") from None
-    except UnicodeDecodeError as error:
+    except UnicodeDecodeError:
         raise FramecacheError(
-            f"dataset CSV is not UTF-8: {csv_path} (byte {error.start}); save it as UTF-8 and retry"
+            f"dataset CSV is not UTF-8: {csv_path} ({_first_undecodable(csv_path)}); save it as UTF-8 and retry"
         ) from None
     except pd.errors.ParserError as error:
         raise FramecacheError(f"dataset CSV cannot be parsed: {csv_path}: {error}") from None
@@ -81,12 +81,25 @@ def load_dataset(csv_path: str | Path, min_videos_per_class: int = 2) -> pd.Data
     return table[["path", "abs_path", "label", "group", "split"]].reset_index(drop=True)
 
 
+def _first_undecodable(csv_path: Path) -> str:
+    """Where the first non-UTF-8 byte is (pandas reports a position within its read buffer)."""
+    raw = csv_path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        return f"line {line}, byte {error.start}: {raw[error.start : error.start + 1]!r}"
+    return "undecodable bytes"
+
+
 def _check_blank(table: pd.DataFrame, column: str, csv_path: Path) -> None:
     blank = table.index[(table[column] == "") | table[column].str.lower().isin(["nan", "none", "null"])]
     if len(blank):
         rows = ", ".join(str(index + 2) for index in blank[:10])  # +2: header line and 1-based lines
         more = f" and {len(blank) - 10} more" if len(blank) > 10 else ""
-        raise FramecacheError(f"dataset CSV {csv_path} has a blank {column} on line(s) {rows}{more}; fill or remove them")
+        raise FramecacheError(
+            f"dataset CSV {csv_path} has a blank {column} on line(s) {rows}{more} (empty, or NaN/None/null); fill or remove them"
+        )
 
 
 def _drop_duplicate_paths(table: pd.DataFrame, csv_path: Path) -> pd.DataFrame:

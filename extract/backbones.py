@@ -39,9 +39,12 @@ from extract import lite0
 
 INPUT_SIZE = 224
 RANDOM_WEIGHTS_SEED = 0  # random weights are reproducible, so predict can rebuild them
-# Measured on 2 CPU cores, batch 32: LATENCY and THROUGHPUT hints run equally fast
-# for one request at a time; LATENCY keeps one stream and less memory.
-OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
+# Measured on 2 CPU cores, batch 32 (frames/s, EfficientNetB0 | Lite0): LATENCY 178 | 252;
+# THROUGHPUT 95 | 129 with one request at a time, as ``embed`` runs (one stream per
+# core), and no faster than LATENCY with two requests in parallel. OpenVINO would
+# default to bfloat16 on CPUs with AMX/AVX512-BF16: ~2x faster, but only cosine
+# 0.996 to TensorFlow's features on Lite0, so float32 keeps the engines interchangeable.
+OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
 
 
 @dataclass(frozen=True)
@@ -62,20 +65,28 @@ def _keras_application(name: str, weights: str | None):
     """A ``keras.applications`` model without classifier, globally average-pooled."""
     import keras
 
-    constructor = {"efficientnetb0": keras.applications.EfficientNetB0, "mobilenet_v2": keras.applications.MobileNetV2}[name]
-    return constructor(include_top=False, weights=weights, pooling="avg", input_shape=(INPUT_SIZE, INPUT_SIZE, 3))
+    application = {"efficientnetb0": keras.applications.EfficientNetB0, "mobilenet_v2": keras.applications.MobileNetV2}
+    return application[name](include_top=False, weights=weights, pooling="avg", input_shape=(INPUT_SIZE, INPUT_SIZE, 3))
 
 
 def _keras_download(name: str, file_name: str) -> Callable[[Path], Path]:
-    """Let Keras fetch its own ImageNet file into its cache (``weights="imagenet"``)."""
+    """Let Keras fetch its own ImageNet file into its cache (``weights="imagenet"``).
+
+    Only called when the file is not there yet: a cached file is loaded by
+    framecache itself, so Keras never deletes one over a hash mismatch (a
+    wrong file fails to load instead, with a clear error).
+    """
 
     def fetch(folder: Path) -> Path:
         try:
             _keras_application(name, "imagenet")
         except Exception as error:
             raise FramecacheError(_offline_message(name, file_name, folder, error)) from None
-        if not (folder / file_name).is_file():  # Keras put it elsewhere: KERAS_HOME changed after import
-            raise FramecacheError(_offline_message(name, file_name, folder, None))
+        if not (folder / file_name).is_file():
+            raise FramecacheError(
+                f"Keras fetched the ImageNet weights of {name} but not into {folder}: "
+                "set KERAS_HOME before Keras is imported (it reads it once)"
+            )
         return folder / file_name
 
     return fetch
@@ -91,6 +102,9 @@ def _minus_one_to_one(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
+MOBILENET_V2_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
 def _registry() -> dict[str, BackboneSpec]:
     specs = [
         BackboneSpec(
@@ -104,8 +118,8 @@ def _registry() -> dict[str, BackboneSpec]:
         BackboneSpec(
             "mobilenet_v2",
             build=lambda: _keras_application("mobilenet_v2", None),
-            fetch_imagenet=_keras_download("mobilenet_v2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
-            imagenet_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+            fetch_imagenet=_keras_download("mobilenet_v2", MOBILENET_V2_FILE),
+            imagenet_file=MOBILENET_V2_FILE,
             preprocess=_minus_one_to_one,
             preprocessing="RGB x / 127.5 - 1",
         ),
@@ -158,14 +172,14 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _offline_message(name: str, file_name: str, folder: Path, cause: BaseException | None) -> str:
-    reason = f" ({str(cause).splitlines()[0][:200]})" if cause else ""
+def _offline_message(name: str, file_name: str, folder: Path, cause: BaseException) -> str:
+    reason = f" ({str(cause).splitlines()[0][:200]})" if str(cause) else ""
     return (
         f"cannot get the ImageNet weights of {name}: {file_name} is not in Keras' cache {folder} and downloading it "
-        f"failed{reason}. Without internet: copy {file_name} from a machine where Keras downloaded it (its "
-        f"~/.keras/models) into {folder}/ (Keras reads KERAS_HOME, default ~/.keras; it deletes and downloads again a "
-        f"cached file whose hash does not match, so copy it unchanged), or pass --weights PATH to a Keras weights file "
-        f"for {name}, or use --backbone efficientnet_lite0, whose ImageNet weights ship in a Python package"
+        f"failed{reason}. Without internet: copy {file_name}, unchanged, from a machine where Keras downloaded it "
+        f"(its ~/.keras/models) into {folder}/ (the folder follows KERAS_HOME, default ~/.keras), or pass "
+        f"--weights PATH to a Keras weights file for {name}, or use --backbone efficientnet_lite0, whose ImageNet "
+        "weights ship in a Python package and work offline"
     )
 
 
@@ -173,7 +187,7 @@ def _resolve_weights(spec: BackboneSpec, weights: str) -> tuple[dict, Path | Non
     """The provenance of ``spec`` with ``weights``, and the weights file to load (None: random)."""
     if str(weights).lower() in ("none", "random"):
         label, path = "random", None
-    elif weights == "imagenet":
+    elif str(weights).lower() == "imagenet":
         label, path = "imagenet", keras_models_dir() / spec.imagenet_file
         if not path.is_file():
             path = spec.fetch_imagenet(path.parent)
@@ -246,22 +260,40 @@ def _keras_model(spec: BackboneSpec, weights_file: Path | None):
     random.setstate(python_state)
     np.random.set_state(numpy_state)
     if weights_file is not None:
-        try:
-            model.load_weights(weights_file)
-        except Exception as error:
-            raise FramecacheError(
-                f"cannot load weights {weights_file} into {spec.name}: {str(error).splitlines()[0][:300]}; "
-                f"the file must hold Keras weights of {spec.name} without its classifier (include_top=False); "
-                f"if it is Keras' cached ImageNet file, delete it to fetch it again"
-            ) from None
+        _load_weights(model, spec.name, weights_file)
     model.trainable = False
     return model
 
 
-def _tensorflow_runner(model, batch_size: int, input_size: int) -> Callable:
-    """``model(x, training=False)`` compiled once by ``tf.function`` for the fixed batch shape.
+def _load_weights(model, name: str, weights_file: Path) -> None:
+    """``model.load_weights``, refusing a file that leaves any kernel at its random initial value."""
+    import warnings
 
-    Measured ~5% faster than ``model.predict`` per batch, with no per-call set-up.
+    kernels = [weight for weight in model.weights if weight.name.endswith("kernel")]
+    initial = [np.array(kernel) for kernel in kernels]
+    expected = f"the file must hold Keras weights of {name} without its classifier (include_top=False)"
+    try:
+        with warnings.catch_warnings():  # Keras warns about what it skips; any miss is an error below
+            warnings.simplefilter("ignore")
+            model.load_weights(weights_file)
+    except Exception as error:
+        raise FramecacheError(
+            f"cannot load weights {weights_file} into {name}: {' '.join(str(error).split())[:300]}; {expected}; "
+            "if it is Keras' cached ImageNet file, delete it to fetch it again"
+        ) from None
+    missed = [kernel.path for kernel, before in zip(kernels, initial) if np.array_equal(np.array(kernel), before)]
+    if missed:
+        raise FramecacheError(
+            f"weights {weights_file} left {len(missed)} of {len(kernels)} kernels of {name} unloaded "
+            f"(e.g. {missed[0]}): {expected}"
+        )
+
+
+def _tensorflow_runner(model, batch_size: int, input_size: int) -> Callable:
+    """``model(x, training=False)`` traced once by ``tf.function`` for the fixed batch shape.
+
+    Measured (2 cores, batch 32): as fast as ``predict_on_batch`` and 20-35%
+    faster than ``model.predict``; XLA (``jit_compile=True``) is 12x slower on CPU.
     """
     import tensorflow as tf
 
@@ -304,7 +336,10 @@ def _openvino_model(spec: BackboneSpec, provenance: dict, weights_file: Path | N
     core = openvino.Core()
     path = _openvino_model_path(spec, provenance, batch_size)
     if path.is_file():
-        return core.compile_model(core.read_model(path), "CPU", OPENVINO_CONFIG)
+        try:
+            return core.compile_model(core.read_model(path), "CPU", OPENVINO_CONFIG)
+        except RuntimeError:
+            pass  # unreadable: convert again, replacing it
     model = _keras_model(spec, weights_file)
     with warnings.catch_warnings():  # Keras warns that the tracer passes its input as a tuple
         warnings.simplefilter("ignore", UserWarning)
@@ -348,7 +383,9 @@ def _pick_engine(engine: str) -> str:
     return "openvino"
 
 
-def build_backbone(name: str = "efficientnetb0", weights: str = "imagenet", engine: str = "auto", batch_size: int = 32) -> Backbone:
+def build_backbone(
+    name: str = "efficientnetb0", weights: str = "imagenet", engine: str = "auto", batch_size: int = 32
+) -> Backbone:
     """Build a frozen backbone ready to ``embed`` frames.
 
     ``weights``: ``imagenet``, ``none``/``random`` or a Keras weights file;

@@ -273,6 +273,12 @@ def _read_header(path: str) -> tuple[VideoInfo, bool]:
     try:
         container = av.open(path)
     except av.FFmpegError as error:
+        with open(path, "rb") as file:
+            if file.read(12)[4:8] == b"ftyp":  # an MP4/MOV whose index (moov atom) is missing
+                raise FramecacheError(
+                    "not a readable video file: an MP4 without its index (moov atom), probably truncated by an "
+                    f"interrupted copy or recording ({_short_reason(error)}): {path}"
+                ) from None
         raise FramecacheError(f"not a readable video file ({_short_reason(error)}): {path}") from None
     with container:
         format_name = container.format.name

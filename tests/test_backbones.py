@@ -1,6 +1,7 @@
 """The backbone factory: shapes, engines agreeing, weights handling, the offline Lite0 conversion."""
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -10,33 +11,43 @@ import pytest
 
 from common.errors import FramecacheError
 from extract import lite0
-from extract.backbones import available_backbones, backbone_from_provenance, build_backbone, describe_backbone
+from extract.backbones import (
+    available_backbones,
+    backbone_from_provenance,
+    build_backbone,
+    describe_backbone,
+    sha256_of,
+)
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared/weights/mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
 
 
-def frames(count, seed=0):
+def frames(count: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(count, 224, 224, 3), dtype=np.uint8)
 
 
-def cosine(a, b):
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def test_registry_lists_the_backbones():
     assert {"efficientnetb0", "mobilenet_v2", "efficientnet_lite0"} <= set(available_backbones())
     with pytest.raises(FramecacheError, match="unknown backbone 'resnet9000'.*efficientnetb0"):
-        describe_backbone("resnet9000", "none")
+        build_backbone("resnet9000", "none")
+    with pytest.raises(FramecacheError, match="engine must be"):
+        build_backbone("efficientnetb0", "none", engine="onnx")
 
 
 @pytest.mark.parametrize("name", ["efficientnetb0", "mobilenet_v2", "efficientnet_lite0"])
 def test_output_shape_for_any_number_of_frames(name):
     backbone = build_backbone(name, "none", engine="tensorflow", batch_size=4)
-    assert (backbone.feature_dim, backbone.input_size, backbone.weights) == (1280, 224, "random")
-    assert backbone.embed(np.zeros((0, 224, 224, 3), np.uint8)).shape == (0, 1280)
-    features = backbone.embed(frames(5))  # one full batch and a padded one
+    assert (backbone.name, backbone.feature_dim, backbone.input_size) == (name, 1280, 224)
+    assert (backbone.weights, backbone.weights_sha256, backbone.engine) == ("random", None, "tensorflow")
+    empty = backbone.embed(np.zeros((0, 224, 224, 3), np.uint8))
+    assert empty.shape == (0, 1280) and empty.dtype == np.float32
+    features = backbone.embed(frames(5))  # one full batch and one padded to 4
     assert features.shape == (5, 1280) and features.dtype == np.float32
-    np.testing.assert_allclose(features[4:], backbone.embed(frames(5)[4:]), rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(features[4:], backbone.embed(frames(5)[4:]), rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="frames must be"):
         backbone.embed(np.zeros((2, 100, 100, 3), np.uint8))
 
@@ -49,11 +60,26 @@ def test_openvino_features_match_tensorflow(name, weights):
     assert openvino.engine == "openvino" and tensorflow.engine == "tensorflow"
     assert cosine(openvino.embed(batch), tensorflow.embed(batch)).min() >= 0.999
     assert openvino.provenance() == tensorflow.provenance()  # the engine is not part of the provenance
+    again = build_backbone(name, weights, engine="openvino", batch_size=4)  # from the cached conversion
+    np.testing.assert_allclose(again.embed(batch), openvino.embed(batch), rtol=1e-5, atol=1e-6)
 
 
-def test_random_weights_are_reproducible_for_predict():
+def test_random_weights_are_reproducible_and_leave_global_random_state_alone():
+    np.random.seed(123)
+    expected = np.random.random()
+    np.random.seed(123)
     first = build_backbone("mobilenet_v2", "none", engine="tensorflow", batch_size=2)
-    second = backbone_from_provenance(first.provenance(), engine="tensorflow", batch_size=2)
+    assert np.random.random() == expected
+    provenance = first.provenance()
+    assert provenance == {
+        "backbone": "mobilenet_v2",
+        "weights": "random",
+        "weights_sha256": None,
+        "input_size": 224,
+        "feature_dim": 1280,
+        "preprocessing": "RGB x / 127.5 - 1",
+    }
+    second = backbone_from_provenance(provenance, engine="tensorflow", batch_size=2)
     np.testing.assert_array_equal(first.embed(frames(2)), second.embed(frames(2)))
 
 
@@ -63,39 +89,73 @@ def test_lite0_checkpoint_reads_without_torch_and_classifies_a_cat():
 
     arrays = lite0.read_checkpoint(lite0.checkpoint_path())
     assert arrays["_conv_stem.weight"].shape == (32, 3, 3, 3) and arrays["_fc.weight"].shape == (1000, 1280)
+    assert "torch" not in sys.modules
     model = lite0.build_model(include_top=True)
-    lite0.load_checkpoint_into(model, arrays)
-    cat = skimage.data.chelsea()  # 300x451 photo of a cat
+    lite0.load_checkpoint_into(model, arrays)  # raises if a layer or a tensor is left unmapped
+    cat = skimage.data.chelsea()  # a 300x451 photo of a cat: centre square, resized to 224
     side = min(cat.shape[:2])
     top, left = (cat.shape[0] - side) // 2, (cat.shape[1] - side) // 2
     square = resize(cat[top : top + side, left : left + side], (224, 224), preserve_range=True, anti_aliasing=True)
     probabilities = model.predict(lite0.preprocess(square[None].astype(np.float32)), verbose=0)[0]
     top5 = np.argsort(probabilities)[::-1][:5]
-    assert set(top5) & set(range(281, 286)), f"no cat class (281-285) in the top 5: {top5}"
+    assert set(top5) & set(range(281, 286)), f"no cat class (ImageNet 281-285) in the top 5: {top5}"
     assert probabilities[281:286].sum() > 0.5
 
 
-def test_lite0_weights_are_converted_once_and_hashed(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+def test_the_checkpoint_reader_refuses_other_globals(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as handle:
+        for part in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}, {"weight": Evil()}):
+            pickle.dump(part, handle, protocol=2)
+    with pytest.raises(FramecacheError, match="refusing to load (posix|os|nt).system"):
+        lite0.read_checkpoint(path)
+
+
+def test_lite0_weights_are_converted_once_deterministically(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "a"))
     described = describe_backbone("efficientnet_lite0", "imagenet")
-    cached = tmp_path / "models" / lite0.WEIGHTS_FILE
-    assert cached.is_file() and described["weights"] == "imagenet"
+    cached = tmp_path / "a" / "models" / lite0.WEIGHTS_FILE
+    assert described["weights"] == "imagenet" and described["weights_sha256"] == sha256_of(cached)
     modified = cached.stat().st_mtime_ns
-    assert describe_backbone("efficientnet_lite0", "imagenet")["weights_sha256"] == described["weights_sha256"]
+    assert describe_backbone("efficientnet_lite0", "imagenet") == described
     assert cached.stat().st_mtime_ns == modified  # reused, not converted again
+    # Another machine converts to the same bytes, so its features carry the same provenance.
+    assert sha256_of(lite0.convert_imagenet_weights(tmp_path / "b")) == described["weights_sha256"]
 
 
-def test_missing_or_wrong_weights_files_are_clear_errors(tmp_path):
-    with pytest.raises(FramecacheError, match="weights file not found: .*nope.h5"):
-        build_backbone("mobilenet_v2", str(tmp_path / "nope.h5"))
+def test_missing_or_mismatched_weights_files_are_clear_errors(tmp_path):
+    with pytest.raises(FramecacheError, match="weights file not found: .*nope.weights.h5"):
+        build_backbone("mobilenet_v2", str(tmp_path / "nope.weights.h5"))
     junk = tmp_path / "junk.weights.h5"
     junk.write_bytes(b"this is no weights file")
     with pytest.raises(FramecacheError, match="cannot load weights .*junk.weights.h5 into mobilenet_v2"):
-        build_backbone("mobilenet_v2", str(junk))
+        build_backbone("mobilenet_v2", str(junk), engine="tensorflow")
+    other = tmp_path / "lite0.weights.h5"
+    lite0.build_model().save_weights(other)  # a real weights file, of another architecture
+    expected = "cannot load weights .*lite0.weights.h5 into mobilenet_v2.*include_top=False"
+    with pytest.raises(FramecacheError, match=expected):
+        build_backbone("mobilenet_v2", str(other), engine="tensorflow")
+
+
+def test_a_file_that_loads_nothing_is_refused_not_left_random(tmp_path, monkeypatch):
+    import keras
+
+    monkeypatch.setattr(keras.Model, "load_weights", lambda self, path: None)  # as if Keras skipped every layer
+    path = tmp_path / "empty.weights.h5"
+    path.write_bytes(b"")
+    with pytest.raises(FramecacheError, match="left 52 of 52 kernels of mobilenet_v2 unloaded"):
+        build_backbone("mobilenet_v2", str(path), engine="tensorflow")
 
 
 def test_imagenet_offline_says_where_to_put_the_file(tmp_path):
-    """Offline, Keras cannot download: the message names the file, the folder and the alternatives."""
+    """Offline, Keras cannot download: the message names the file, the folder and the alternatives.
+
+    Keras reads KERAS_HOME when it is imported, so this runs in a fresh process.
+    """
     env = dict(os.environ, KERAS_HOME=str(tmp_path), HOME=str(tmp_path))
     code = "from extract.backbones import build_backbone; build_backbone('efficientnetb0', 'imagenet')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
@@ -103,14 +163,16 @@ def test_imagenet_offline_says_where_to_put_the_file(tmp_path):
         pytest.skip("this machine can download ImageNet weights")
     assert "FramecacheError" in result.stderr
     assert "efficientnetb0_notop.h5" in result.stderr and str(tmp_path / "models") in result.stderr
-    assert "--weights" in result.stderr and "efficientnet_lite0" in result.stderr
+    assert "--weights PATH" in result.stderr and "--backbone efficientnet_lite0" in result.stderr
+    assert not (tmp_path / "models" / "efficientnetb0_notop.h5").exists()
 
 
-@pytest.mark.skipif(not SHARED_WEIGHTS.is_file(), reason="the team's offline MobileNetV2 weights are not beside the checkout")
-def test_pretrained_weights_file_loads_and_is_hashed():
-    from extract.backbones import sha256_of
-
+@pytest.mark.skipif(not SHARED_WEIGHTS.is_file(), reason="the team's offline MobileNetV2 weights are not there")
+def test_weights_file_loads_is_hashed_and_must_match_for_predict():
     backbone = build_backbone("mobilenet_v2", str(SHARED_WEIGHTS), engine="tensorflow", batch_size=2)
-    assert backbone.weights == SHARED_WEIGHTS.name and backbone.weights_sha256 == sha256_of(SHARED_WEIGHTS)
-    features = backbone.embed(frames(2))
-    assert np.abs(features).mean() > 1e-3  # pretrained features are not the near-zero ones of random weights
+    assert backbone.weights == str(SHARED_WEIGHTS) and backbone.weights_sha256 == sha256_of(SHARED_WEIGHTS)
+    random = build_backbone("mobilenet_v2", "none", engine="tensorflow", batch_size=2)
+    assert cosine(backbone.embed(frames(2)), random.embed(frames(2))).max() < 0.99  # the weights were loaded
+    changed = dict(backbone.provenance(), weights_sha256="0" * 64)
+    with pytest.raises(FramecacheError, match="differ from those the features were made with"):
+        backbone_from_provenance(changed, engine="tensorflow", batch_size=2)

@@ -1,23 +1,33 @@
-"""The GRU: padding never changes a prediction, and a saved model keeps its metadata."""
+"""The GRU: padding never changes a prediction, input transforms respect the mask, and a saved model keeps its metadata."""
 
 import numpy as np
 import pytest
 
 from common.errors import FramecacheError
-from train.data import SequenceBatches, pad_sequences
-from train.model import build_model, load_model, predict_probabilities, read_metadata, save_model
+from train.data import SequenceBatches, feature_statistics, pad_sequences, temporal_inputs
+from train.model import TemporalInputs, build_model, load_model, predict_probabilities, read_metadata, save_model
 
 FEATURE_DIM = 6
 
 
 def model(**options):
     rng = np.random.default_rng(0)
+    inputs = FEATURE_DIM * (2 if options.get("differences") else 1)
     return build_model(
-        FEATURE_DIM, 3, units=8, head_units=8, mean=rng.normal(size=FEATURE_DIM), variance=rng.uniform(0.5, 2, FEATURE_DIM), **options
+        FEATURE_DIM, 3, units=8, head_units=8, mean=rng.normal(size=inputs), variance=rng.uniform(0.5, 2, inputs), **options
     )
 
 
-@pytest.mark.parametrize("options", [{}, {"layers": 2, "bidirectional": True}], ids=["gru", "2-layer-bidirectional"])
+VARIANTS = {
+    "gru": {},
+    "2-layer-bidirectional": {"layers": 2, "bidirectional": True},
+    "last-state-raw": {"pooling": "last", "centre": False},
+    "centred-differences-noise": {"centre": True, "differences": True, "noise": 0.5, "input_dropout": 0.2, "recurrent_dropout": 0.2, "l2": 1e-3},
+    "mean-pooled-bidirectional": {"pooling": "mean", "bidirectional": True, "layers": 2},
+}
+
+
+@pytest.mark.parametrize("options", VARIANTS.values(), ids=VARIANTS.keys())
 def test_padding_never_changes_the_output(options):
     gru = model(**options)
     video = np.random.default_rng(1).normal(size=(7, FEATURE_DIM)).astype(np.float32)
@@ -40,8 +50,33 @@ def test_a_video_gets_the_same_output_alone_or_batched_with_longer_ones():
     np.testing.assert_allclose(together[0], alone[0], atol=1e-6)
 
 
+def test_temporal_inputs_use_only_the_valid_frames():
+    rng = np.random.default_rng(3)
+    videos = [rng.normal(size=(length, FEATURE_DIM)).astype(np.float32) for length in (5, 9, 1)]
+    batch, mask = pad_sequences(videos, 12)
+    batch[~mask] = 50.0  # padding content must not leak into the mean or the differences
+    for centre in (False, True):
+        for differences in (False, True):
+            layer = TemporalInputs(centre=centre, differences=differences)
+            outputs = np.asarray(layer([batch, mask]))
+            assert outputs.shape == (3, 12, FEATURE_DIM * (2 if differences else 1))
+            for row, video in enumerate(videos):
+                expected = temporal_inputs(video, centre, differences)
+                np.testing.assert_allclose(outputs[row, : len(video)], expected, atol=1e-5)
+                assert not outputs[row, len(video) :].any(), "padded steps come out as zeros"
+
+
+def test_input_statistics_follow_the_transforms():
+    rng = np.random.default_rng(4)
+    features = [rng.normal(loc=subject, size=(1, 20, 3)).astype(np.float16) for subject in (0.0, 10.0)]
+    _, raw_variance = feature_statistics(features, np.arange(2))
+    mean, variance = feature_statistics(features, np.arange(2), centre=True, differences=True)
+    assert raw_variance.min() > 20, "the subjects' offsets dominate the raw variance"
+    assert mean.shape == (6,) and np.abs(mean[:3]).max() < 1e-6 and variance[:3].max() < 3, "centring removes them"
+
+
 def test_saved_model_round_trip_keeps_metadata_and_outputs(tmp_path):
-    gru = model(bidirectional=True)
+    gru = model(bidirectional=True, centre=True, differences=True)
     path = tmp_path / "model.keras"
     save_model(gru, path, {"labels": ["a", "b", "c"], "max_len": 16})
     batch, mask = pad_sequences([np.ones((4, FEATURE_DIM), np.float32)], 16)

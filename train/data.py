@@ -187,16 +187,40 @@ class SequenceBatches(keras.utils.PyDataset):
         return (inputs, mask), self.labels[self.order[list(rows)]]
 
 
-def feature_statistics(features: list[np.ndarray], indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and variance over every frame of view 0 of the given videos (for input scaling)."""
-    total = np.zeros(features[0].shape[2], dtype=np.float64)
-    total_squares = np.zeros_like(total)
+def temporal_inputs(sequence: np.ndarray, centre: bool = False, differences: bool = False) -> np.ndarray:
+    """What the model's :class:`train.model.TemporalInputs` makes of one unpadded ``(T, D)`` sequence, in NumPy."""
+    sequence = sequence.astype(np.float64)
+    parts = [sequence - sequence.mean(axis=0) if centre else sequence]
+    if differences:
+        parts.append(np.diff(sequence, axis=0, prepend=sequence[:1]))
+    return np.concatenate(parts, axis=1)
+
+
+def feature_statistics(
+    features: list[np.ndarray],
+    indices: np.ndarray,
+    max_len: int | None = None,
+    frame_step: int = 1,
+    centre: bool = False,
+    differences: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and variance of the model's inputs (for input scaling).
+
+    Over view 0 of the given videos, sampled as at evaluation (every frame
+    without ``max_len``), after the ``centre`` / ``differences`` transforms.
+    """
+    total = total_squares = None
     count = 0
     for index in indices:
-        frames = features[index][0].astype(np.float64)
-        total += frames.sum(axis=0)
-        total_squares += (frames**2).sum(axis=0)
-        count += len(frames)
+        frames = features[index][0]
+        if max_len is not None:
+            frames = frames[sample_indices(len(frames), max_len, frame_step)]
+        inputs = temporal_inputs(frames, centre, differences)
+        if total is None:
+            total, total_squares = np.zeros(inputs.shape[1]), np.zeros(inputs.shape[1])
+        total += inputs.sum(axis=0)
+        total_squares += (inputs**2).sum(axis=0)
+        count += len(inputs)
     mean = total / count
     variance = np.maximum(total_squares / count - mean**2, 1e-4)  # floor: a constant dimension must not explode
     return mean.astype(np.float32), variance.astype(np.float32)

@@ -120,7 +120,9 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
             length=length,
         )
 
-    mean, variance = feature_statistics(data.features, split.train)
+    mean, variance = feature_statistics(
+        data.features, split.train, config.max_len, config.frame_step, centre=config.centre, differences=config.differences
+    )
     model = build_model(
         data.feature_dim,
         len(data.classes),
@@ -132,6 +134,13 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
         learning_rate=config.learning_rate,
         mean=mean,
         variance=variance,
+        centre=config.centre,
+        differences=config.differences,
+        noise=config.noise,
+        input_dropout=config.input_dropout,
+        recurrent_dropout=config.recurrent_dropout,
+        l2=config.l2,
+        pooling=config.pooling,
     )
     class_weight = class_weights(data.labels[split.train], len(data.classes)) if config.balance == "class-weight" else None
     history_path = folder / "history.csv"
