@@ -31,6 +31,7 @@ TRAIN_ARGS = --features $(FEATURES) $(if $(RUN),--run $(RUN)) \
 	$(if $(DROPOUT),--dropout $(DROPOUT)) $(if $(MAX_LEN),--max-len $(MAX_LEN)) \
 	$(if $(BALANCE),--balance $(BALANCE)) $(if $(CV),--cv $(CV)) $(if $(QUIET),--quiet) \
 	$(if $(OVERWRITE),--overwrite) $(if $(BIDIRECTIONAL),--bidirectional) $(if $(PATIENCE),--patience $(PATIENCE)) \
+	$(if $(POOLING),--pooling $(POOLING)) $(if $(LEARNING_RATE),--learning-rate $(LEARNING_RATE)) \
 	$(if $(IGNORE_SPLIT),--ignore-split) $(if $(TRAIN_FRAME_STEP),--frame-step $(TRAIN_FRAME_STEP))
 
 .PHONY: help setup features info train predict evaluate compare sweep demo demo-data test test-slow lint bench clean
