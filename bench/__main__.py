@@ -8,6 +8,7 @@ object (``--out``, default ``bench/results.json``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -39,8 +40,7 @@ def make_clips(folder: Path, count: int, seconds: float, fps: int = 25, width: i
     for index in range(count):
         base = rng.integers(0, 255, size=(1, height, width, 3), dtype=np.uint8)
         shift = np.arange(num_frames)[:, None, None, None]
-        frames = np.roll(np.broadcast_to(base, (num_frames, height, width, 3)), 0, axis=2)
-        frames = ((frames.astype(np.int16) + shift * (index + 1)) % 256).astype(np.uint8)
+        frames = ((base.astype(np.int16) + shift * (index + 1)) % 256).astype(np.uint8)  # brightness cycles
         path = folder / f"clip{index:02d}.mp4"
         write_video(path, frames, fps)
         rows.append(f"{path.name},class{index % 2},s{index}")
@@ -142,11 +142,9 @@ def peak_rss_mb(csv: Path, out: Path, frame_step: int) -> float:
     process = psutil.Popen(command, stdout=subprocess.DEVNULL)
     peak = 0
     while process.poll() is None:
-        try:
+        with contextlib.suppress(psutil.Error):  # a child that exited while being read
             tree = [process, *process.children(recursive=True)]
             peak = max(peak, sum(member.memory_full_info().pss for member in tree if member.is_running()))
-        except psutil.Error:
-            pass
         time.sleep(0.2)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")

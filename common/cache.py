@@ -28,6 +28,7 @@ has been written and the cache keeps every video committed before.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -318,12 +319,10 @@ class CacheWriter:
 
     def close(self) -> None:
         if self.handle.id.valid:
-            try:  # give back the unused reservation while the file is still locked
+            with contextlib.suppress(OSError):  # give back the unused reservation while the file is still locked
                 fd, used = self.handle.id.get_vfd_handle(), self.handle.id.get_filesize()
                 if os.fstat(fd).st_size > used:
                     os.ftruncate(fd, used)
-            except OSError:
-                pass
             try:
                 self.handle.close()
             except (OSError, RuntimeError) as error:  # HDF5 writes what it still holds

@@ -6,9 +6,10 @@ here, shared by both stages.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 from common.errors import FramecacheError
+
 
 @dataclass
 class ExtractConfig:
@@ -49,11 +50,3 @@ class ExtractConfig:
         if self.views == 1 and self.augment != "none":
             self.augment = "none"  # a single view is the clean one: no preset applies
         return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ExtractConfig:
-        known = {field.name for field in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in known})

@@ -18,6 +18,7 @@ not part of the provenance.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -336,22 +337,18 @@ def _openvino_model(spec: BackboneSpec, provenance: dict, weights_file: Path | N
     core = openvino.Core()
     path = _openvino_model_path(spec, provenance, batch_size)
     if path.is_file():
-        try:
+        with contextlib.suppress(RuntimeError):  # unreadable: convert again, replacing it
             return core.compile_model(core.read_model(path), "CPU", OPENVINO_CONFIG)
-        except RuntimeError:
-            pass  # unreadable: convert again, replacing it
     model = _keras_model(spec, weights_file)
     with warnings.catch_warnings():  # Keras warns that the tracer passes its input as a tuple
         warnings.simplefilter("ignore", UserWarning)
         converted = openvino.convert_model(model, input=[(batch_size, spec.input_size, spec.input_size, 3)])
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache only costs the conversion next time
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{os.getpid()}.{path.name}")
         openvino.save_model(converted, partial, compress_to_fp16=False)
         partial.with_suffix(".bin").replace(path.with_suffix(".bin"))
         partial.replace(path)  # the .xml last: its presence means the pair is complete
-    except OSError:
-        pass  # a read-only cache only costs the conversion next time
     return core.compile_model(converted, "CPU", OPENVINO_CONFIG)
 
 

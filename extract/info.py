@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from common.cache import FeatureCache
 from common.cli import run_cli

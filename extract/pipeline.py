@@ -12,6 +12,7 @@ with nothing left to do (or only unreadable files) never pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import signal
@@ -110,11 +111,8 @@ def _start_ignoring_sigint(process: multiprocessing.process.BaseProcess) -> None
 def _exit_detail(code: int | None) -> str:
     if code is None or code == 0:
         return ""
-    if code < 0:
-        try:
-            return f" (killed by {signal.Signals(-code).name})"
-        except ValueError:
-            pass
+    if code < 0 and -code in signal.valid_signals():
+        return f" (killed by {signal.Signals(-code).name})"
     return f" (exit code {code})"
 
 
@@ -204,10 +202,8 @@ class _Decoders:
 
     def close(self) -> None:
         for slot in self.slots:
-            try:
+            with contextlib.suppress(OSError):  # a worker that already exited
                 slot["connection"].send(None)
-            except OSError:
-                pass
         for slot in self.slots:
             slot["process"].join(2)
             if slot["process"].is_alive():
@@ -247,12 +243,10 @@ class _Writer:
         """The writer's report of what went wrong, or the fact that it died."""
         self.failed = True
         message = None
-        try:
+        with contextlib.suppress(EOFError, OSError):
             if self.connection.poll(5):
                 kind, payload = self.connection.recv()
                 message = payload if kind == "error" else None
-        except (EOFError, OSError):
-            pass
         if message is None:
             self.process.join(5)
             message = f"the writer process died{_exit_detail(self.process.exitcode)}"

@@ -15,6 +15,7 @@ its metadata in place) can leave a file that no longer opens.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import traceback
@@ -156,10 +157,8 @@ def writer_process(connection, path: str, provenance: dict, overwrite: bool) -> 
                 return
     except Exception as error:
         report = str(error) if isinstance(error, FramecacheError) else traceback.format_exc(limit=3)
-        try:
+        with contextlib.suppress(OSError):  # the pipeline may be gone already
             connection.send(("error", report))
-        except OSError:
-            pass
     finally:
         try:
             writer.close()
