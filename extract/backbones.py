@@ -303,6 +303,24 @@ def _tensorflow_runner(model, batch_size: int, input_size: int) -> Callable:
     return lambda inputs: forward(tf.constant(inputs)).numpy()
 
 
+def _import_openvino():
+    """Import OpenVINO with its usage telemetry declined for this process.
+
+    By default ``import openvino`` sends a usage event to Google Analytics from
+    a forked child (and writes a client id under ``~/intel``) unless the user
+    ran ``opt_in_out --opt_out``. framecache runs on clinical data, often
+    offline: it sends nothing. Only this process is affected; the user's
+    global choice is left as it is.
+    """
+    with contextlib.suppress(ImportError):  # openvino-telemetry is an optional dependency of openvino
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+
+        OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
+    import openvino
+
+    return openvino
+
+
 def openvino_cache_dir() -> Path:
     """Where converted OpenVINO models are kept: ``$FRAMECACHE_CACHE/openvino``, default ``~/.cache/framecache``."""
     return Path(os.environ.get("FRAMECACHE_CACHE", "~/.cache/framecache")).expanduser() / "openvino"
@@ -310,7 +328,7 @@ def openvino_cache_dir() -> Path:
 
 def _openvino_model_path(spec: BackboneSpec, provenance: dict, batch_size: int) -> Path:
     """The cached conversion's path: keyed by weights, batch size, versions and this code."""
-    import openvino
+    openvino = _import_openvino()
 
     code = hashlib.sha256(Path(__file__).read_bytes() + Path(lite0.__file__).read_bytes()).hexdigest()
     key = {
@@ -332,8 +350,7 @@ def _openvino_model(spec: BackboneSpec, provenance: dict, weights_file: Path | N
     """
     import warnings
 
-    import openvino
-
+    openvino = _import_openvino()
     core = openvino.Core()
     path = _openvino_model_path(spec, provenance, batch_size)
     if path.is_file():
@@ -372,7 +389,7 @@ def _pick_engine(engine: str) -> str:
     if engine == "tensorflow" or (engine == "auto" and _tensorflow_sees_gpu()):
         return "tensorflow"
     try:
-        import openvino  # noqa: F401
+        _import_openvino()
     except ImportError:
         if engine == "openvino":
             raise FramecacheError("engine openvino asked for, but the openvino package is not installed") from None

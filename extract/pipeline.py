@@ -17,15 +17,16 @@ import logging
 import multiprocessing
 import signal
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 
 import numpy as np
 
 from common.cache import SCHEMA_VERSION
+from common.cli import interrupted, raise_interrupt
 from common.config import ExtractConfig
 from common.dataset import load_dataset
 from common.errors import FramecacheError
@@ -90,22 +91,24 @@ class _Video:
 
 
 def _start_ignoring_sigint(process: multiprocessing.process.BaseProcess) -> None:
-    """Start a child process with Ctrl-C ignored from its very first instruction.
+    """Start a child process that Ctrl-C cannot hurt, without losing a Ctrl-C meant for us.
 
     A terminal sends SIGINT to the whole process group: a child still starting
-    up (before it can ignore the signal itself) would die with a traceback, and
-    a decoder would be taken for crashed. An ignored signal stays ignored
-    across exec, so the child is immune at once; only the pipeline handles
-    Ctrl-C. (A Ctrl-C during these few milliseconds is lost.)
+    up would die with a traceback, and a decoder would be taken for crashed.
+    So this thread blocks SIGINT while the child is created: the child inherits
+    the blocked signal across fork and exec and keeps it pending until its
+    first line ignores it. This process keeps its handler all along, so a
+    Ctrl-C meanwhile is taken by another of its threads, or by this one once
+    unblocked, and still interrupts the run. (Ignoring SIGINT here instead
+    would let another thread swallow it.)
     """
-    if threading.current_thread() is not threading.main_thread():
-        process.start()
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Started first, on its own: its start unblocks SIGINT in this thread.
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         process.start()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _exit_detail(code: int | None) -> str:
@@ -320,7 +323,7 @@ def run_extraction(config: ExtractConfig) -> ExtractSummary:
     )
     decoders = _Decoders(settings, min(config.workers, len(todo)))
     progress = _progress(len(dataset), summary.skipped, config.quiet)
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous_sigterm = signal.signal(signal.SIGTERM, raise_interrupt)
     backbone = None
     in_flight: dict[int, _Video] = {}
     ready: deque = deque()  # (index, view, offset, frames) waiting for the backbone
@@ -397,6 +400,8 @@ def run_extraction(config: ExtractConfig) -> ExtractSummary:
     try:
         decoders.assign(todo)
         while todo or decoders.busy() or ready:
+            if interrupted():  # raised before, but swallowed by a library
+                raise KeyboardInterrupt
             if ready_frames >= config.batch_size or (ready and not decoders.busy()):
                 embed(config.batch_size)  # a short batch only at the very end
                 continue
@@ -412,10 +417,6 @@ def run_extraction(config: ExtractConfig) -> ExtractSummary:
         writer.close()
     summary.seconds = time.monotonic() - started
     return summary
-
-
-def _raise_keyboard_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _progress(total: int, initial: int, quiet: bool):

@@ -67,10 +67,10 @@ def decode_worker(connection, settings: DecodeSettings) -> None:
     replaced (decord leaks memory per decoded frame, even across readers).
     Exits when the pipe closes.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pipeline's to handle
     from extract.augment import ViewAugmenter
     from extract.decode import iter_frames, probe_video
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pipeline's to handle
     augmenter = ViewAugmenter(settings.augment, settings.seed)
     crash_on = os.environ.get(FAULT_CRASH_ENV)
     decoded = 0
