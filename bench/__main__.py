@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -59,18 +60,36 @@ def decoded_frames(csv: Path, decoder: str) -> tuple[list[np.ndarray], float]:
     return videos, sum(len(video) for video in videos) / seconds
 
 
-def backbone_fps(frames: np.ndarray, engine: str, batch_sizes: list[int]) -> dict[int, float]:
-    """The frozen backbone alone on frames already in memory, per batch size."""
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its children that have exited."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def backbone_fps(frames: np.ndarray, engine: str, batch_sizes: list[int]) -> tuple[dict[int, float], dict[int, float]]:
+    """The frozen backbone alone on frames already in memory, per batch size: frames/s and CPU ms per frame."""
     from extract.backbones import build_backbone
 
-    rates = {}
+    rates, cpu_ms = {}, {}
     for batch_size in batch_sizes:
         backbone = build_backbone(BACKBONE, "none", engine=engine, batch_size=batch_size)
         backbone.embed(frames[:batch_size])  # warm-up: compilation, memory
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         backbone.embed(frames)
         rates[batch_size] = len(frames) / (time.perf_counter() - started)
-    return rates
+        cpu_ms[batch_size] = 1000 * (cpu_seconds() - cpu_started) / len(frames)
+    return rates, cpu_ms
+
+
+def augment_ms_per_frame(videos: list[np.ndarray], preset: str = "default") -> float:
+    """The augmentation preset alone: milliseconds per augmented frame."""
+    from extract.augment import ViewAugmenter
+
+    augmenter = ViewAugmenter(preset, seed=0)
+    started = time.perf_counter()
+    for index, video in enumerate(videos):
+        augmenter(video, f"clip{index}", view=1)
+    return 1000 * (time.perf_counter() - started) / sum(len(video) for video in videos)
 
 
 def baseline_fps(csv: Path) -> float:
@@ -91,15 +110,20 @@ def baseline_fps(csv: Path) -> float:
 
 
 def extract_fps(csv: Path, out: Path, batch_size: int) -> tuple[float, dict]:
-    """``make features`` end to end (default preset, 2 views): frames embedded per second."""
+    """``make features`` end to end (default preset, 2 views): frames embedded per second.
+
+    Also the CPU time of the whole process tree per embedded frame (decoders and
+    writer included: they have exited when ``run_extraction`` returns).
+    """
     from extract.pipeline import run_extraction
 
     config = ExtractConfig(csv=str(csv), out=str(out), backbone=BACKBONE, weights="none", views=2, augment="default",
                            batch_size=batch_size, quiet=True, overwrite=True)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     summary = run_extraction(config)
-    seconds = time.perf_counter() - started
-    return summary.frames / seconds, {"videos": summary.ok, "frames": summary.frames, "seconds": round(seconds, 1)}
+    seconds, cpu_ms = time.perf_counter() - started, 1000 * (cpu_seconds() - cpu_started) / summary.frames
+    run = {"videos": summary.ok, "frames": summary.frames, "seconds": round(seconds, 1), "cpu_ms_per_frame": cpu_ms}
+    return summary.frames / seconds, run
 
 
 def synthetic_study_cache(path: Path, videos: int = 200, frames: int = 250, classes: int = 4, views: int = 2) -> None:
@@ -180,7 +204,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--csv", help="benchmark on these videos instead of generated clips")
-    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--long-minutes", default="1,10", help="two video lengths for the memory check")
     args = parser.parse_args()
@@ -197,14 +221,21 @@ def main() -> int:
         frames = np.concatenate(videos)[:256]
 
         engine = build_backbone(BACKBONE, "none", engine="auto").engine
-        per_batch = backbone_fps(frames, engine, [16, 32, 64])
+        per_batch, cpu_per_batch = backbone_fps(frames, engine, [16, 32, 64])
         best_batch = max(per_batch, key=per_batch.get)
         results["backbone_fps"] = per_batch[best_batch]
         results["backbone_fps_by_batch"] = per_batch
-        tf_fps = backbone_fps(frames, "tensorflow", [32])[32]
+        tf_fps = backbone_fps(frames, "tensorflow", [32])[0][32]
         results["backbone_fps_tensorflow"] = tf_fps
 
         results["extract_fps"], results["extract_run"] = extract_fps(csv, folder / "features.h5", best_batch)
+        # Where stage one's CPU goes, per embedded frame (2 views: one decode per two embedded frames).
+        results["profile_cpu_ms_per_embedded_frame"] = {
+            "backbone": cpu_per_batch[best_batch],
+            "decode_pyav": 1000 / results["decode_fps_pyav"] / 2,
+            "augment_default": augment_ms_per_frame(videos) / 2,
+            "extraction_total": results["extract_run"]["cpu_ms_per_frame"],
+        }
         results["baseline_fps"] = baseline_fps(csv)
 
         study = folder / "study.h5"
@@ -259,6 +290,7 @@ def machine(engine: str, batch_size: int) -> dict:
 
 def print_table(results: dict) -> None:
     rows = [(key, value) for key, value in results.items() if isinstance(value, (int, float))]
+    rows += [(f"cpu ms/embedded frame: {key}", value) for key, value in results["profile_cpu_ms_per_embedded_frame"].items()]
     rows += [(f"ratio {key}", value) for key, value in results["ratios"].items()]
     width = max(len(key) for key, _ in rows)
     for key, value in rows:

@@ -29,6 +29,7 @@ from common.errors import FramecacheError
 
 WEIGHTS_FILE = "efficientnet_lite0_notop.weights.h5"  # in Keras' cache, named like its efficientnetb0_notop.h5
 PREPROCESSING = "RGB (x - 127) / 128, as the original EfficientNet-Lite"
+INPUT_MEAN, INPUT_SCALE = 127.0, 128.0  # model input = (RGB - INPUT_MEAN) / INPUT_SCALE
 INPUT_SIZE = 224
 BN_EPSILON = 1e-3
 # (kernel, stride, expand ratio, output channels, repeats) per stage, as EfficientNet-B0.
@@ -215,13 +216,6 @@ def load_checkpoint_into(model, arrays: dict[str, np.ndarray]) -> None:
         ignored |= {"_fc.weight", "_fc.bias"}
     if unused := set(arrays) - used - ignored:
         raise FramecacheError(f"checkpoint tensors left unused, the architecture does not match: {sorted(unused)[:5]}")
-
-
-def preprocess(frames: np.ndarray) -> np.ndarray:
-    """float32 RGB 0..255 → ``(x - 127) / 128``, in place."""
-    frames -= 127.0
-    frames /= 128.0
-    return frames
 
 
 def convert_imagenet_weights(folder: Path) -> Path:

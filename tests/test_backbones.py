@@ -96,7 +96,7 @@ def test_lite0_checkpoint_reads_without_torch_and_classifies_a_cat():
     side = min(cat.shape[:2])
     top, left = (cat.shape[0] - side) // 2, (cat.shape[1] - side) // 2
     square = resize(cat[top : top + side, left : left + side], (224, 224), preserve_range=True, anti_aliasing=True)
-    probabilities = model.predict(lite0.preprocess(square[None].astype(np.float32)), verbose=0)[0]
+    probabilities = model.predict((square[None].astype(np.float32) - lite0.INPUT_MEAN) / lite0.INPUT_SCALE, verbose=0)[0]
     top5 = np.argsort(probabilities)[::-1][:5]
     assert set(top5) & set(range(281, 286)), f"no cat class (ImageNet 281-285) in the top 5: {top5}"
     assert probabilities[281:286].sum() > 0.5
