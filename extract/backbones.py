@@ -41,11 +41,13 @@ from extract import lite0
 INPUT_SIZE = 224
 RANDOM_WEIGHTS_SEED = 0  # random weights are reproducible, so predict can rebuild them
 # OpenVINO runs each batch as two half-batches on two single-thread streams at once
-# (``_openvino_streams``). Measured on 2 CPU cores, EfficientNetB0 (frames/s, /tmp-free
-# figures in the README): alone, 215 with two streams of 8 frames vs 201 for one LATENCY
-# stream of 16; while a decoder process competes for the cores, as it does during
-# extraction, 112 vs 83: one multi-thread stream stalls at every layer whenever one of
-# its threads is preempted, independent streams do not. OpenVINO would default to
+# (``_openvino_streams``). Measured on 2 CPU cores, EfficientNetB0, frames/s: alone, 215
+# with two streams of 8 frames vs 201 for one LATENCY stream of 16; while another process
+# keeps a core half busy, as decoders do during extraction, 112 vs 83: one multi-thread
+# stream stalls at every layer whenever one of its threads is preempted, independent
+# streams do not. ONNX Runtime 1.32 (tf2onnx 1.17) ran 141 against OpenVINO's 160 (LATENCY,
+# batch 32) in one
+# side-by-side run, so it is not offered. OpenVINO would default to
 # bfloat16 on CPUs with AMX/AVX512-BF16: ~2x faster, but only cosine 0.996 to
 # TensorFlow's features on Lite0, so float32 keeps the engines interchangeable.
 
