@@ -46,8 +46,7 @@ RANDOM_WEIGHTS_SEED = 0  # random weights are reproducible, so predict can rebui
 # keeps a core half busy, as decoders do during extraction, 112 vs 83: one multi-thread
 # stream stalls at every layer whenever one of its threads is preempted, independent
 # streams do not. ONNX Runtime 1.32 (tf2onnx 1.17) ran 141 against OpenVINO's 160 (LATENCY,
-# batch 32) in one
-# side-by-side run, so it is not offered. OpenVINO would default to
+# batch 32) in one side-by-side run, so it is not offered. OpenVINO would default to
 # bfloat16 on CPUs with AMX/AVX512-BF16: ~2x faster, but only cosine 0.996 to
 # TensorFlow's features on Lite0, so float32 keeps the engines interchangeable.
 
