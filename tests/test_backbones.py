@@ -50,17 +50,22 @@ def test_output_shape_for_any_number_of_frames(name):
     np.testing.assert_allclose(features[4:], backbone.embed(frames(5)[4:]), rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="frames must be"):
         backbone.embed(np.zeros((2, 100, 100, 3), np.uint8))
+    with pytest.raises(ValueError, match="frames must be uint8"):
+        backbone.embed(frames(2).astype(np.float32))
 
 
-@pytest.mark.parametrize("name, weights", [("efficientnetb0", "none"), ("efficientnet_lite0", "imagenet")])
-def test_openvino_features_match_tensorflow(name, weights):
+@pytest.mark.parametrize(
+    "name, weights, batch_size",  # 4: two OpenVINO streams of 2 frames; 3: one stream
+    [("efficientnetb0", "none", 4), ("efficientnet_lite0", "imagenet", 4), ("mobilenet_v2", "none", 3)],
+)
+def test_openvino_features_match_tensorflow(name, weights, batch_size):
     batch = frames(6, seed=1)
-    openvino = build_backbone(name, weights, engine="openvino", batch_size=4)
-    tensorflow = build_backbone(name, weights, engine="tensorflow", batch_size=4)
+    openvino = build_backbone(name, weights, engine="openvino", batch_size=batch_size)
+    tensorflow = build_backbone(name, weights, engine="tensorflow", batch_size=batch_size)
     assert openvino.engine == "openvino" and tensorflow.engine == "tensorflow"
     assert cosine(openvino.embed(batch), tensorflow.embed(batch)).min() >= 0.999
     assert openvino.provenance() == tensorflow.provenance()  # the engine is not part of the provenance
-    again = build_backbone(name, weights, engine="openvino", batch_size=4)  # from the cached conversion
+    again = build_backbone(name, weights, engine="openvino", batch_size=batch_size)  # from the cached conversion
     np.testing.assert_allclose(again.embed(batch), openvino.embed(batch), rtol=1e-5, atol=1e-6)
 
 
@@ -176,3 +181,12 @@ def test_weights_file_loads_is_hashed_and_must_match_for_predict():
     changed = dict(backbone.provenance(), weights_sha256="0" * 64)
     with pytest.raises(FramecacheError, match="differ from those the features were made with"):
         backbone_from_provenance(changed, engine="tensorflow", batch_size=2)
+
+
+def test_openvino_sends_no_telemetry(tmp_path):
+    """``import openvino`` would write a client id under ~/intel and send a usage event; framecache declines."""
+    env = {key: value for key, value in os.environ.items() if key not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env["HOME"] = str(tmp_path)  # OpenVINO's telemetry keeps its consent and client id under $HOME/intel
+    code = "from extract.backbones import _import_openvino; _import_openvino(); import openvino.tools.ovc"
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env, check=True)
+    assert not (tmp_path / "intel").exists()
