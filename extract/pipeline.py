@@ -227,16 +227,20 @@ class _Writer:
         context = multiprocessing.get_context("spawn")
         self.connection, theirs = context.Pipe(duplex=True)
         self.process = context.Process(target=writer_process, args=(theirs, path, provenance, overwrite))
-        _start_ignoring_sigint(self.process)
-        theirs.close()
         self.failed = False
         try:
+            _start_ignoring_sigint(self.process)
+            theirs.close()
             kind, payload = self.connection.recv()
         except EOFError:
             self.process.join(5)
             raise FramecacheError(
                 f"the cache writer stopped unexpectedly{_exit_detail(self.process.exitcode)}"
             ) from None
+        except BaseException:  # Ctrl-C while it starts: it sees the pipe close, closes the file, exits
+            theirs.close()
+            self.connection.close()
+            raise
         if kind != "ready":
             self.process.join(5)
             raise FramecacheError(payload)
@@ -289,7 +293,7 @@ class _Writer:
 def run_extraction(config: ExtractConfig) -> ExtractSummary:
     """Extract features for every video of ``config.csv`` into ``config.out``; resume if it exists."""
     from extract.augment import ViewAugmenter
-    from extract.backbones import build_backbone, describe_backbone
+    from extract.backbones import describe_backbone
 
     config.validate()
     started = time.monotonic()
@@ -299,6 +303,16 @@ def run_extraction(config: ExtractConfig) -> ExtractSummary:
     provenance = build_provenance(config, description, augmenter.describe())
 
     writer = _Writer(config.out, provenance, config.overwrite)
+    try:
+        return _extract(config, dataset, description, writer, started)
+    finally:
+        writer.close()
+
+
+def _extract(config: ExtractConfig, dataset, description: dict, writer: _Writer, started: float) -> ExtractSummary:
+    """Decode, embed and hand every video not cached yet to ``writer``; the caller closes it."""
+    from extract.backbones import build_backbone
+
     summary = ExtractSummary(videos_total=len(dataset))
     todo = deque(
         DecodeTask(index, row.abs_path, row.path)
@@ -307,7 +321,6 @@ def run_extraction(config: ExtractConfig) -> ExtractSummary:
     )
     summary.skipped = len(dataset) - len(todo)
     if not todo:
-        writer.close()
         summary.seconds = time.monotonic() - started
         return summary
 
@@ -322,7 +335,11 @@ def run_extraction(config: ExtractConfig) -> ExtractSummary:
         seed=config.seed,
     )
     decoders = _Decoders(settings, min(config.workers, len(todo)))
-    progress = _progress(len(dataset), summary.skipped, config.quiet)
+    try:
+        progress = _progress(len(dataset), summary.skipped, config.quiet)
+    except BaseException:
+        decoders.close()
+        raise
     previous_sigterm = signal.signal(signal.SIGTERM, raise_interrupt)
     backbone = None
     in_flight: dict[int, _Video] = {}
@@ -414,7 +431,6 @@ def run_extraction(config: ExtractConfig) -> ExtractSummary:
         signal.signal(signal.SIGTERM, previous_sigterm)
         progress.close()
         decoders.close()
-        writer.close()
     summary.seconds = time.monotonic() - started
     return summary
 

@@ -841,3 +841,25 @@ def test_disk_full_on_a_real_file_system(tmp_path):
                 cache.features(video.key)
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+SWALLOWED_CTRL_C = """
+import os, signal, time
+from common.cli import run_cli
+
+def main():  # a library that catches everything swallows the KeyboardInterrupt
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except BaseException:
+        pass
+    return 0
+
+run_cli(main)
+"""
+
+
+def test_a_swallowed_ctrl_c_still_exits_130():
+    result = run([sys.executable, "-c", SWALLOWED_CTRL_C], timeout=60)
+    assert result.returncode == 130, (result.returncode, result.stderr)
+    assert result.stderr.strip() == "interrupted"
