@@ -334,12 +334,8 @@ def _extract(config: ExtractConfig, dataset, description: dict, writer: _Writer,
         augment=config.augment,
         seed=config.seed,
     )
+    progress = _progress(len(dataset), summary.skipped, config.quiet)
     decoders = _Decoders(settings, min(config.workers, len(todo)))
-    try:
-        progress = _progress(len(dataset), summary.skipped, config.quiet)
-    except BaseException:
-        decoders.close()
-        raise
     previous_sigterm = signal.signal(signal.SIGTERM, raise_interrupt)
     backbone = None
     in_flight: dict[int, _Video] = {}

@@ -19,6 +19,7 @@ weights: offline, 1280-d, 224 px), on small videos made at run time:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -156,11 +157,9 @@ def tagged_processes(tag: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
+            with contextlib.suppress(OSError):  # a process that exited meanwhile
                 if marker in (entry / "environ").read_bytes().split(b"\0"):  # empty for zombies
                     found.append(int(entry.name))
-            except OSError:
-                pass
     return found
 
 
