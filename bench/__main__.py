@@ -23,9 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from common.cache import CacheWriter
-from common.config import ExtractConfig
-from common.dataset import load_dataset
+from framecache.common.cache import CacheWriter
+from framecache.common.config import ExtractConfig
+from framecache.common.dataset import load_dataset
 
 BACKBONE = "efficientnetb0"  # the project's default backbone; random weights (speed does not depend on them)
 SIZE = 224
@@ -34,7 +34,7 @@ VIEWS = 2  # stage one as the issue measures it: the clean view and one augmente
 
 def make_clips(folder: Path, count: int, seconds: float, fps: int = 25, width: int = 320, height: int = 240) -> Path:
     """Write ``count`` synthetic clips and a labels.csv; return the CSV path."""
-    from data.synthetic import write_video
+    from framecache.data.synthetic import write_video
 
     rng = np.random.default_rng(0)
     rows = ["path,label,group"]
@@ -53,7 +53,7 @@ def make_clips(folder: Path, count: int, seconds: float, fps: int = 25, width: i
 
 def decoded_frames(csv: Path, decoder: str) -> tuple[list[np.ndarray], float]:
     """Decode every clip whole at the backbone's input size; return the frames and frames/s."""
-    from extract.decode import iter_frames
+    from framecache.extract.decode import iter_frames
 
     started = time.perf_counter()
     videos = [np.concatenate(list(iter_frames(path, size=SIZE, backend=decoder))) for path in load_dataset(csv)["abs_path"]]
@@ -69,7 +69,7 @@ def cpu_seconds() -> float:
 
 def backbone_fps(frames: np.ndarray, engine: str, batch_sizes: list[int]) -> tuple[dict[int, float], dict[int, float]]:
     """The frozen backbone alone on frames already in memory, per batch size: frames/s and CPU ms per frame."""
-    from extract.backbones import build_backbone
+    from framecache.extract.backbones import build_backbone
 
     rates, cpu_ms = {}, {}
     for batch_size in batch_sizes:
@@ -84,7 +84,7 @@ def backbone_fps(frames: np.ndarray, engine: str, batch_sizes: list[int]) -> tup
 
 def augment_ms_per_frame(videos: list[np.ndarray], preset: str = "default") -> float:
     """The augmentation preset alone: milliseconds per augmented frame."""
-    from extract.augment import ViewAugmenter
+    from framecache.extract.augment import ViewAugmenter
 
     augmenter = ViewAugmenter(preset, seed=0)
     started = time.perf_counter()
@@ -97,7 +97,7 @@ def baseline_fps(csv: Path) -> float:
     """The obvious approach: decode each video whole, then one Keras ``model.predict`` per video."""
     import keras
 
-    from extract.decode import iter_frames
+    from framecache.extract.decode import iter_frames
 
     model = keras.applications.EfficientNetB0(include_top=False, weights=None, pooling="avg", input_shape=(SIZE, SIZE, 3))
     paths = list(load_dataset(csv)["abs_path"])
@@ -116,7 +116,7 @@ def extract_fps(csv: Path, out: Path, batch_size: int) -> tuple[float, dict]:
     Also the CPU time of the whole process tree per embedded frame (decoders and
     writer included: they have exited when ``run_extraction`` returns).
     """
-    from extract.pipeline import run_extraction
+    from framecache.extract.pipeline import run_extraction
 
     config = ExtractConfig(csv=str(csv), out=str(out), backbone=BACKBONE, weights="none", views=VIEWS, augment="default",
                            batch_size=batch_size, quiet=True, overwrite=True)
@@ -193,7 +193,7 @@ def long_video(folder: Path, minutes: float) -> Path:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    from data.synthetic import write_video
+    from framecache.data.synthetic import write_video
 
     write_video(folder / "short.mp4", np.zeros((25, 480, 640, 3), np.uint8), 25)  # a class needs two videos
     csv = folder / f"long_{minutes:g}min.csv"
@@ -210,7 +210,7 @@ def main() -> int:
     parser.add_argument("--long-minutes", default="1,10", help="two video lengths for the memory check")
     args = parser.parse_args()
 
-    from extract.backbones import build_backbone
+    from framecache.extract.backbones import build_backbone
 
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="framecache-bench-") as folder:

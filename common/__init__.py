@@ -1,3 +1,1 @@
-"""Shared pieces of framecache: the CSV contract, the feature-cache format, config."""
-
-__version__ = "0.1.0"
+"""What both stages share: the CSV contract, the feature-cache format, config."""

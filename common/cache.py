@@ -41,8 +41,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from common import __version__
-from common.errors import FramecacheError
+from framecache import __version__
+from framecache.common.errors import FramecacheError
 
 SCHEMA_VERSION = 1
 # Provenance fields that do not change the features: ignored when deciding

@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from common.errors import FramecacheError
+from framecache.common.errors import FramecacheError
 
 _interrupted = False
 

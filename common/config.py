@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.errors import FramecacheError
+from framecache.common.errors import FramecacheError
 
 
 @dataclass

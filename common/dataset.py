@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.errors import FramecacheError
+from framecache.common.errors import FramecacheError
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common.errors import FramecacheError
-from data.synthetic import (
+from framecache.common.errors import FramecacheError
+from framecache.data.synthetic import (
     CLASSES,
     DEFAULT_CLASSES,
     DEFAULT_FPS,

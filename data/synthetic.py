@@ -31,7 +31,7 @@ import av
 import cv2
 import numpy as np
 
-from common.errors import FramecacheError
+from framecache.common.errors import FramecacheError
 
 CLASSES = ("squat", "jumping_jack", "arm_raise", "side_bend", "high_knees")
 DEFAULT_CLASSES = CLASSES[:4]

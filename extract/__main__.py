@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.cli import run_cli
-from common.config import ExtractConfig
+from framecache.common.cli import run_cli
+from framecache.common.config import ExtractConfig
 
 
 def parse_args(argv: list[str] | None = None) -> ExtractConfig:
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> ExtractConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from extract.pipeline import run_extraction
+    from framecache.extract.pipeline import run_extraction
 
     config = parse_args(argv)
     summary = run_extraction(config)

@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 import vidaug.augmentors as va
 
-from common.errors import FramecacheError
+from framecache.common.errors import FramecacheError
 
 AUGMENT_PRESETS: tuple[str, ...] = ("none", "light", "default")
 

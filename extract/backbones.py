@@ -35,8 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from common.errors import FramecacheError
-from extract import lite0
+from framecache.common.errors import FramecacheError
+from framecache.extract import lite0
 
 INPUT_SIZE = 224
 RANDOM_WEIGHTS_SEED = 0  # random weights are reproducible, so predict can rebuild them

@@ -47,7 +47,7 @@ import decord
 import numpy as np
 from decord import VideoReader, cpu
 
-from common.errors import FramecacheError
+from framecache.common.errors import FramecacheError
 
 BACKENDS: tuple[str, ...] = ("decord", "pyav")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from common.cache import FeatureCache
-from common.cli import run_cli
+from framecache.common.cache import FeatureCache
+from framecache.common.cli import run_cli
 
 
 def format_summary(summary: dict) -> str:

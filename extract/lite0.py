@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import FramecacheError
+from framecache.common.errors import FramecacheError
 
 WEIGHTS_FILE = "efficientnet_lite0_notop.weights.h5"  # in Keras' cache, named like its efficientnetb0_notop.h5
 PREPROCESSING = "RGB (x - 127) / 128, as the original EfficientNet-Lite"

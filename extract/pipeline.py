@@ -25,12 +25,12 @@ from multiprocessing.connection import wait
 
 import numpy as np
 
-from common.cache import SCHEMA_VERSION
-from common.cli import interrupted, raise_interrupt
-from common.config import ExtractConfig
-from common.dataset import load_dataset
-from common.errors import FramecacheError
-from extract.workers import DecodeSettings, DecodeTask, decode_worker, writer_process
+from framecache.common.cache import SCHEMA_VERSION
+from framecache.common.cli import interrupted, raise_interrupt
+from framecache.common.config import ExtractConfig
+from framecache.common.dataset import load_dataset
+from framecache.common.errors import FramecacheError
+from framecache.extract.workers import DecodeSettings, DecodeTask, decode_worker, writer_process
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ DECODE_TIMEOUT_S = 600.0  # a worker silent this long on one video is stuck: res
 
 def build_provenance(config: ExtractConfig, backbone_description: dict, augment_description: dict) -> dict:
     """Everything that decides the features, as stored in the cache."""
-    from extract.decode import RESIZE_POLICY
+    from framecache.extract.decode import RESIZE_POLICY
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -292,8 +292,8 @@ class _Writer:
 
 def run_extraction(config: ExtractConfig) -> ExtractSummary:
     """Extract features for every video of ``config.csv`` into ``config.out``; resume if it exists."""
-    from extract.augment import ViewAugmenter
-    from extract.backbones import describe_backbone
+    from framecache.extract.augment import ViewAugmenter
+    from framecache.extract.backbones import describe_backbone
 
     config.validate()
     started = time.monotonic()
@@ -311,7 +311,7 @@ def run_extraction(config: ExtractConfig) -> ExtractSummary:
 
 def _extract(config: ExtractConfig, dataset, description: dict, writer: _Writer, started: float) -> ExtractSummary:
     """Decode, embed and hand every video not cached yet to ``writer``; the caller closes it."""
-    from extract.backbones import build_backbone
+    from framecache.extract.backbones import build_backbone
 
     summary = ExtractSummary(videos_total=len(dataset))
     todo = deque(
@@ -459,8 +459,8 @@ def embed_videos(paths: list[str], provenance: dict, engine: str = "auto") -> li
     Used by ``predict``; raises :class:`FramecacheError` if the backbone or
     weights recorded in ``provenance`` cannot be rebuilt here.
     """
-    from extract.backbones import backbone_from_provenance
-    from extract.decode import iter_frames
+    from framecache.extract.backbones import backbone_from_provenance
+    from framecache.extract.decode import iter_frames
 
     backbone = backbone_from_provenance(provenance, engine=engine)
     results = []

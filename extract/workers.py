@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.errors import FramecacheError
+from framecache.common.errors import FramecacheError
 
 # decord 0.6 keeps ~75 KB per decoded frame (640x480 source) until its process
 # ends, even after its VideoReader is gone: a decord worker retires after this
@@ -68,8 +68,8 @@ def decode_worker(connection, settings: DecodeSettings) -> None:
     Exits when the pipe closes.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pipeline's to handle
-    from extract.augment import ViewAugmenter
-    from extract.decode import iter_frames, probe_video
+    from framecache.extract.augment import ViewAugmenter
+    from framecache.extract.decode import iter_frames, probe_video
 
     augmenter = ViewAugmenter(settings.augment, settings.seed)
     crash_on = os.environ.get(FAULT_CRASH_ENV)
@@ -129,7 +129,7 @@ def writer_process(connection, path: str, provenance: dict, overwrite: bool) -> 
     # damage the file. The writer also closes the file as soon as the pipeline is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from common.cache import CacheWriter
+    from framecache.common.cache import CacheWriter
 
     try:
         writer = CacheWriter(path, provenance, overwrite=overwrite)

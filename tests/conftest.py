@@ -32,7 +32,7 @@ def moving_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np
 @pytest.fixture
 def make_video(tmp_path):
     """``make_video(name, num_frames=8, height=48, width=64, fps=10, seed=0) -> Path``."""
-    from data.synthetic import write_video
+    from framecache.data.synthetic import write_video
 
     def make(name: str, num_frames: int = 8, height: int = 48, width: int = 64, fps: float = 10, seed: int = 0) -> Path:
         path = tmp_path / name

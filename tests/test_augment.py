@@ -9,8 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-from common.errors import FramecacheError
-from extract.augment import AUGMENT_PRESETS, ViewAugmenter
+from framecache.common.errors import FramecacheError
+from framecache.extract.augment import AUGMENT_PRESETS, ViewAugmenter
 
 AUGMENTING_PRESETS = [preset for preset in AUGMENT_PRESETS if preset != "none"]
 

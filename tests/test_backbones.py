@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.errors import FramecacheError
-from extract import lite0
-from extract.backbones import (
+from framecache.common.errors import FramecacheError
+from framecache.extract import lite0
+from framecache.extract.backbones import (
     available_backbones,
     backbone_from_provenance,
     build_backbone,
@@ -162,7 +162,7 @@ def test_imagenet_offline_says_where_to_put_the_file(tmp_path):
     Keras reads KERAS_HOME when it is imported, so this runs in a fresh process.
     """
     env = dict(os.environ, KERAS_HOME=str(tmp_path), HOME=str(tmp_path))
-    code = "from extract.backbones import build_backbone; build_backbone('efficientnetb0', 'imagenet')"
+    code = "from framecache.extract.backbones import build_backbone; build_backbone('efficientnetb0', 'imagenet')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     if result.returncode == 0:
         pytest.skip("this machine can download ImageNet weights")
@@ -187,6 +187,6 @@ def test_openvino_sends_no_telemetry(tmp_path):
     """``import openvino`` would write a client id under ~/intel and send a usage event; framecache declines."""
     env = {key: value for key, value in os.environ.items() if key not in ("CI", "TF_BUILD", "JENKINS_URL")}
     env["HOME"] = str(tmp_path)  # OpenVINO's telemetry keeps its consent and client id under $HOME/intel
-    code = "from extract.backbones import _import_openvino; _import_openvino(); import openvino.tools.ovc"
+    code = "from framecache.extract.backbones import _import_openvino; _import_openvino(); import openvino.tools.ovc"
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env, check=True)
     assert not (tmp_path / "intel").exists()

@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from common.cache import SCHEMA_VERSION, CacheWriter, FeatureCache, provenance_hash, video_id
-from common.errors import FramecacheError
+from framecache.common.cache import SCHEMA_VERSION, CacheWriter, FeatureCache, provenance_hash, video_id
+from framecache.common.errors import FramecacheError
 
 PROVENANCE = {"backbone": "tiny", "weights": "random", "feature_dim": 4, "views": 2, "seed": 0, "frame_step": 1}
 
@@ -104,7 +104,7 @@ def test_second_writer_in_another_process_is_refused(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from common.cache import CacheWriter
+            from framecache.common.cache import CacheWriter
             writer = CacheWriter({str(path)!r}, {PROVENANCE!r})
             print("open", flush=True)
             sys.stdin.readline()

@@ -5,8 +5,8 @@ import logging
 import numpy as np
 import pytest
 
-from common.dataset import encode_labels, load_dataset, oversample_indices
-from common.errors import FramecacheError
+from framecache.common.dataset import encode_labels, load_dataset, oversample_indices
+from framecache.common.errors import FramecacheError
 
 
 def write_csv(tmp_path, text, name="labels.csv", encoding="utf-8"):

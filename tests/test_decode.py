@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from common.errors import FramecacheError
-from extract.decode import BACKENDS, RESIZE_POLICY, VideoInfo, iter_frames, probe_video, sample_indices
+from framecache.common.errors import FramecacheError
+from framecache.extract.decode import BACKENDS, RESIZE_POLICY, VideoInfo, iter_frames, probe_video, sample_indices
 
 
 def write_test_video(path: Path, frames: np.ndarray, fps: int = 30, codec: str = "mpeg4") -> Path:

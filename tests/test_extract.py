@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from common.cache import FeatureCache
-from common.config import ExtractConfig
-from common.errors import FramecacheError
-from extract.pipeline import embed_videos, run_extraction
+from framecache.common.cache import FeatureCache
+from framecache.common.config import ExtractConfig
+from framecache.common.errors import FramecacheError
+from framecache.extract.pipeline import embed_videos, run_extraction
 
 BACKBONE = "efficientnetb0"  # random weights: tests never download
 

@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.cache import CacheWriter, FeatureCache
-from common.cli import run_cli
-from common.errors import FramecacheError
-from extract.pipeline import EmbedResult
-from train import predict
-from train.config import TrainConfig
-from train.evaluate import evaluate_run
-from train.fit import run_training
-from train.synthetic import synthetic_provenance, write_synthetic_cache
+from framecache.common.cache import CacheWriter, FeatureCache
+from framecache.common.cli import run_cli
+from framecache.common.errors import FramecacheError
+from framecache.extract.pipeline import EmbedResult
+from framecache.train import predict
+from framecache.train.config import TrainConfig
+from framecache.train.evaluate import evaluate_run
+from framecache.train.fit import run_training
+from framecache.train.synthetic import synthetic_provenance, write_synthetic_cache
 
 FAST = dict(units=16, head_units=16, max_len=16, epochs=6, patience=3, batch_size=16, learning_rate=0.01, dropout=0.1)
 
@@ -49,7 +49,7 @@ def cached_embedding(cache, monkeypatch):
         calls.append(run_provenance)
         return [EmbedResult(path, clean[path]) if path in clean else EmbedResult(path, None, "cannot decode: no such file") for path in paths]
 
-    monkeypatch.setattr("extract.pipeline.embed_videos", embed_videos)
+    monkeypatch.setattr("framecache.extract.pipeline.embed_videos", embed_videos)
     return calls, provenance
 
 
@@ -82,7 +82,7 @@ def test_predict_fails_only_when_every_video_fails(run, cached_embedding, capsys
 
 
 def test_predict_refuses_features_of_another_size(run, monkeypatch, capsys):
-    monkeypatch.setattr("extract.pipeline.embed_videos", lambda paths, provenance, engine="auto": [EmbedResult(paths[0], np.zeros((5, 7), np.float32))])
+    monkeypatch.setattr("framecache.extract.pipeline.embed_videos", lambda paths, provenance, engine="auto": [EmbedResult(paths[0], np.zeros((5, 7), np.float32))])
     code, _, err = cli(["--run", str(run), "a.mp4"], capsys)
     assert code == 2 and "model reads 16-d features" in err
 

@@ -40,10 +40,10 @@ import h5py
 import numpy as np
 import pytest
 
-from common.cache import RESERVE_BYTES, SCHEMA_VERSION, CacheWriter, FeatureCache
-from common.errors import FramecacheError
-from data.synthetic import write_video
-from extract.workers import FAULT_CRASH_ENV
+from framecache.common.cache import RESERVE_BYTES, SCHEMA_VERSION, CacheWriter, FeatureCache
+from framecache.common.errors import FramecacheError
+from framecache.data.synthetic import write_video
+from framecache.extract.workers import FAULT_CRASH_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ["--backbone", "mobilenet_v2", "--weights", "none"]
@@ -321,8 +321,8 @@ def test_a_crash_is_blamed_on_the_video_that_caused_it(videos, monkeypatch):
     Deterministic version of a race: the pipeline must first take what the dead
     worker sent (the whole first video) and only then record the crash.
     """
-    from extract.pipeline import _Decoders
-    from extract.workers import DecodeSettings, DecodeTask
+    from framecache.extract.pipeline import _Decoders
+    from framecache.extract.workers import DecodeSettings, DecodeTask
 
     monkeypatch.setenv(FAULT_CRASH_ENV, CRASH_MARKER)  # the spawned worker inherits it
     settings = DecodeSettings(
@@ -351,8 +351,8 @@ def test_a_crash_is_blamed_on_the_video_that_caused_it(videos, monkeypatch):
 
 def test_a_video_handed_to_a_dead_worker_goes_to_its_replacement(videos, monkeypatch):
     """The pipeline can queue a video on a worker that has just died: that must not stop the run."""
-    from extract.pipeline import _Decoders
-    from extract.workers import DecodeSettings, DecodeTask
+    from framecache.extract.pipeline import _Decoders
+    from framecache.extract.workers import DecodeSettings, DecodeTask
 
     monkeypatch.setenv(FAULT_CRASH_ENV, CRASH_MARKER)
     settings = DecodeSettings(
@@ -548,7 +548,7 @@ def test_ctrl_c_at_any_moment(eight_videos, reference, tmp_path):
 WRITE_FOREVER = """
 import sys
 import numpy as np
-from common.cache import CacheWriter
+from framecache.common.cache import CacheWriter
 writer = CacheWriter(sys.argv[1], {"backbone": "x", "weights": "random", "feature_dim": 1280, "views": 2})
 print("ready", flush=True)
 index = len(writer.done_paths())
@@ -596,7 +596,7 @@ def test_the_limit_a_writer_killed_mid_commit(tmp_path):
 
 HOLDER = """
 import sys
-from common.cache import CacheWriter, FeatureCache
+from framecache.common.cache import CacheWriter, FeatureCache
 with FeatureCache(sys.argv[1]) as cache:
     provenance = cache.provenance
 with CacheWriter(sys.argv[1], provenance):
@@ -844,7 +844,7 @@ def test_disk_full_on_a_real_file_system(tmp_path):
 
 SWALLOWED_CTRL_C = """
 import os, signal, time
-from common.cli import run_cli
+from framecache.common.cli import run_cli
 
 def main():  # a library that catches everything swallows the KeyboardInterrupt
     try:

@@ -11,9 +11,9 @@ import decord
 import numpy as np
 import pytest
 
-from common.errors import FramecacheError
-from data.make_demo import build_demo, main
-from data.synthetic import (
+from framecache.common.errors import FramecacheError
+from framecache.data.make_demo import build_demo, main
+from framecache.data.synthetic import (
     CLASSES,
     DEFAULT_CLASSES,
     SyntheticSettings,

@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.cli import run_cli
-from common.errors import FramecacheError
-from train import compare, sweep
-from train.__main__ import main as train_main
-from train.config import TrainConfig
-from train.fit import run_training
-from train.report import RANDOM_WEIGHTS_WARNING
-from train.synthetic import write_synthetic_cache
+from framecache.common.cli import run_cli
+from framecache.common.errors import FramecacheError
+from framecache.train import compare, sweep
+from framecache.train.__main__ import main as train_main
+from framecache.train.config import TrainConfig
+from framecache.train.fit import run_training
+from framecache.train.report import RANDOM_WEIGHTS_WARNING
+from framecache.train.synthetic import write_synthetic_cache
 
 RUN_FILES = ("model.keras", "config.json", "metrics.json", "history.csv", "report.txt", "confusion.png", "curves.png", "predictions.csv")
 # Small and quick: the synthetic classes differ only in temporal order, which this GRU learns in a few epochs.
@@ -137,11 +137,11 @@ def test_compare_shows_the_settings_that_differ(run, tmp_path):
 
 
 def test_sweep_reads_the_cache_once(cache, tmp_path, monkeypatch, capsys):
-    import train.data
+    from framecache.train import data as train_data
 
     loads = []
-    real_load = train.data.load_cache
-    monkeypatch.setattr(train.data, "load_cache", lambda *args, **kwargs: loads.append(args) or real_load(*args, **kwargs))
+    real_load = train_data.load_cache
+    monkeypatch.setattr(train_data, "load_cache", lambda *args, **kwargs: loads.append(args) or real_load(*args, **kwargs))
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps({"units": [8]}))  # the grid file wins over --units
     argv = ["--features", str(cache), "--out", str(tmp_path / "sweep"), "--grid", str(grid), "--units", "4,5", "--epochs", "2", "--max-len", "16,8", "--quiet"]

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from common.cache import CacheWriter
-from common.errors import FramecacheError
-from train.data import SequenceBatches, load_cache, pad_sequences, sample_indices
-from train.fit import class_weights
-from train.splits import group_ids, make_folds, make_split
-from train.synthetic import synthetic_provenance, write_synthetic_cache
+from framecache.common.cache import CacheWriter
+from framecache.common.errors import FramecacheError
+from framecache.train.data import SequenceBatches, load_cache, pad_sequences, sample_indices
+from framecache.train.fit import class_weights
+from framecache.train.splits import group_ids, make_folds, make_split
+from framecache.train.synthetic import synthetic_provenance, write_synthetic_cache
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.cli import run_cli
-from train.config import TrainConfig, add_config_arguments
+from framecache.common.cli import run_cli
+from framecache.train.config import TrainConfig, add_config_arguments
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -21,8 +21,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.fit import run_training
-    from train.report import console_summary
+    from framecache.train.fit import run_training
+    from framecache.train.report import console_summary
 
     config = parse_args(argv)
     metrics = run_training(config)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from common.cli import run_cli
-from common.errors import FramecacheError
-from train.report import HEADLINE
+from framecache.common.cli import run_cli
+from framecache.common.errors import FramecacheError
+from framecache.train.report import HEADLINE
 
 IGNORED_SETTINGS = ("run", "overwrite", "quiet")
 SHORT_NAMES = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "macro_f1": "macro_f1"}

@@ -10,7 +10,7 @@ import argparse
 import typing
 from dataclasses import asdict, dataclass, fields
 
-from common.errors import FramecacheError
+from framecache.common.errors import FramecacheError
 
 BALANCE_CHOICES = ("oversample", "class-weight", "none")
 POOLING_CHOICES = ("mean", "last")

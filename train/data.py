@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from common.cache import FeatureCache
-from common.dataset import encode_labels, oversample_indices
-from common.errors import FramecacheError
+from framecache.common.cache import FeatureCache
+from framecache.common.dataset import encode_labels, oversample_indices
+from framecache.common.errors import FramecacheError
 
 log = logging.getLogger(__name__)
 

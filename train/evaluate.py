@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cache import FeatureCache
-from common.cli import run_cli
-from common.errors import FramecacheError
-from train import report
-from train.data import SequenceBatches, load_cache
-from train.model import check_features_match, load_model, predict_probabilities, read_metadata, resolve_model
+from framecache.common.cache import FeatureCache
+from framecache.common.cli import run_cli
+from framecache.common.errors import FramecacheError
+from framecache.train import report
+from framecache.train.data import SequenceBatches, load_cache
+from framecache.train.model import check_features_match, load_model, predict_probabilities, read_metadata, resolve_model
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.class_weight import compute_class_weight
 
-from common import __version__
-from common.errors import FramecacheError
-from train import report
-from train.config import TrainConfig
-from train.data import CachedVideos, SequenceBatches, feature_statistics, load_cache, padded_length
-from train.model import build_model, predict_probabilities, save_model
-from train.splits import Split, group_ids, make_folds, make_split
+from framecache import __version__
+from framecache.common.errors import FramecacheError
+from framecache.train import report
+from framecache.train.config import TrainConfig
+from framecache.train.data import CachedVideos, SequenceBatches, feature_statistics, load_cache, padded_length
+from framecache.train.model import build_model, predict_probabilities, save_model
+from framecache.train.splits import Split, group_ids, make_folds, make_split
 
 log = logging.getLogger(__name__)
 

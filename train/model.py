@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from common.errors import FramecacheError
+from framecache.common.errors import FramecacheError
 
 METADATA_NAME = "framecache.json"
 

@@ -20,11 +20,11 @@ import sys
 
 import numpy as np
 
-from common.cli import run_cli
-from common.errors import FramecacheError
-from train.data import SequenceBatches
-from train.model import load_model, predict_probabilities, read_metadata, resolve_model
-from train.report import random_weights_warning
+from framecache.common.cli import run_cli
+from framecache.common.errors import FramecacheError
+from framecache.train.data import SequenceBatches
+from framecache.train.model import load_model, predict_probabilities, read_metadata, resolve_model
+from framecache.train.report import random_weights_warning
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def classify_features(model, metadata: dict, sequences: list[np.ndarray], batch_
 
 def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 3) -> list[dict]:
     """One result per path, in order: the top classes with probabilities, or the error."""
-    from extract import pipeline
+    from framecache.extract import pipeline
 
     model_path = resolve_model(run)
     metadata = read_metadata(model_path)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from common.errors import FramecacheError
+from framecache.common.errors import FramecacheError
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from common.cli import run_cli
-from common.errors import FramecacheError
-from train.config import RUN_CONTROL, TrainConfig, add_config_arguments, field_types
+from framecache.common.cli import run_cli
+from framecache.common.errors import FramecacheError
+from framecache.train.config import RUN_CONTROL, TrainConfig, add_config_arguments, field_types
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,9 @@ def grid_configs(base: TrainConfig, grid: dict[str, list], out: Path) -> list[Tr
 
 def run_sweep(base: TrainConfig, grid: dict[str, list], out: str | Path) -> Path:
     """Train every combination of ``grid`` on ``base.features`` (read once); return the sweep folder."""
-    from train.data import load_cache
-    from train.fit import run_training
-    from train.report import format_headline
+    from framecache.train.data import load_cache
+    from framecache.train.fit import run_training
+    from framecache.train.report import format_headline
 
     out = Path(out)
     configs = grid_configs(base, grid, out)  # every value checked before any training
@@ -69,7 +69,7 @@ def run_sweep(base: TrainConfig, grid: dict[str, list], out: str | Path) -> Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.compare import format_table, runs_table
+    from framecache.train.compare import format_table, runs_table
 
     parser = argparse.ArgumentParser(prog="python -m train.sweep", description=__doc__.split("\n\n")[0])
     add_config_arguments(parser, as_lists=SWEEPABLE, skip=("run",))

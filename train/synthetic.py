@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cache import CacheWriter
+from framecache.common.cache import CacheWriter
 
 PHASES = 3
 

@@ -1,0 +1,3 @@
+"""The ``framecache`` command (placeholder during the move)."""
+def main():
+    raise SystemExit(0)
