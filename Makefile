@@ -1,38 +1,24 @@
-# framecache: every target creates and reuses .venv on first use.
-# Variables pass through to the command-line tools, e.g.
+# framecache: a thin layer over the `framecache` command; every target creates and reuses .venv.
+# Every option of a command is also a Make variable, named like its flag in capitals
+# (--max-len -> MAX_LEN=, --no-centre -> CENTRE=0, --overwrite -> OVERWRITE=1), e.g.
 #   make features CSV=my/labels.csv OUT=my.h5 BACKBONE=mobilenet_v2 WEIGHTS=weights.h5 VIEWS=2
-#   make train FEATURES=my.h5 RUN=runs/first EPOCHS=50
+#   make train FEATURES=my.h5 RUN=runs/first EPOCHS=50 TEST_FRACTION=0.1
+# ARGS='--flag value ...' is passed through as it is. `framecache COMMAND --help` lists every option.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+FRAMECACHE_CMD ?= $(VENV)/bin/framecache
+# FRAMECACHE_MAKE=1: the command reads the Make variables given on make's command line
+# (make exports those) and names options as Make variables in its messages.
+FRAMECACHE := FRAMECACHE_MAKE=1 $(FRAMECACHE_CMD)
 export PYTHONUNBUFFERED := 1
 
 CSV ?= data/demo/labels.csv
 OUT ?= features.h5
 FEATURES ?= $(OUT)
 DEMO_DIR := data/demo
-
-# Stage one options, passed only when set.
-EXTRACT_ARGS = --csv $(CSV) --out $(OUT) \
-	$(if $(BACKBONE),--backbone $(BACKBONE)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
-	$(if $(ENGINE),--engine $(ENGINE)) $(if $(VIEWS),--views $(VIEWS)) \
-	$(if $(AUGMENT),--augment $(AUGMENT)) $(if $(SEED),--seed $(SEED)) \
-	$(if $(FRAME_STEP),--frame-step $(FRAME_STEP)) $(if $(FPS),--fps $(FPS)) \
-	$(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(WORKERS),--workers $(WORKERS)) \
-	$(if $(DECODER),--decoder $(DECODER)) $(if $(OVERWRITE),--overwrite) $(if $(QUIET),--quiet)
-
-# Stage two options, passed only when set.
-TRAIN_ARGS = --features $(FEATURES) $(if $(RUN),--run $(RUN)) \
-	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED)) \
-	$(if $(UNITS),--units $(UNITS)) $(if $(LAYERS),--layers $(LAYERS)) \
-	$(if $(DROPOUT),--dropout $(DROPOUT)) $(if $(MAX_LEN),--max-len $(MAX_LEN)) \
-	$(if $(BALANCE),--balance $(BALANCE)) $(if $(CV),--cv $(CV)) $(if $(QUIET),--quiet) \
-	$(if $(OVERWRITE),--overwrite) $(if $(BIDIRECTIONAL),--bidirectional) $(if $(PATIENCE),--patience $(PATIENCE)) \
-	$(if $(POOLING),--pooling $(POOLING)) $(if $(LEARNING_RATE),--learning-rate $(LEARNING_RATE)) \
-	$(if $(IGNORE_SPLIT),--ignore-split) $(if $(TRAIN_FRAME_STEP),--frame-step $(TRAIN_FRAME_STEP))
 
 .PHONY: help setup features info train predict evaluate compare sweep demo demo-data test test-slow lint bench clean
 
@@ -41,50 +27,54 @@ help:
 	@echo "make test        the test suite (make test-slow: the slow tests too)"
 	@echo "make features    CSV=labels.csv OUT=features.h5 [BACKBONE= WEIGHTS= VIEWS= AUGMENT= SEED= ...]"
 	@echo "make info        FEATURES=features.h5 [JSON=1]"
-	@echo "make train       FEATURES=features.h5 [RUN=runs/name EPOCHS= SEED= UNITS= DROPOUT= MAX_LEN= CV=]"
-	@echo "make predict     RUN=runs/name VIDEOS='a.mp4 b.mp4'"
-	@echo "make evaluate    RUN=runs/name FEATURES=other.h5"
-	@echo "make compare     table of all runs under runs/"
-	@echo "make sweep       FEATURES=features.h5 [GRID=grid.json]"
+	@echo "make train       FEATURES=features.h5 [RUN=runs/name EPOCHS= SEED= UNITS= DROPOUT= MAX_LEN= CV= ...]"
+	@echo "make predict     RUN=runs/name VIDEOS='a.mp4 b.mp4' [TOP= ENGINE=]"
+	@echo "make evaluate    RUN=runs/name FEATURES=other.h5 [SPLIT= REPORT=folder]"
+	@echo "make compare     [RUNS=runs]  table of all runs"
+	@echo "make sweep       FEATURES=features.h5 [GRID=grid.json SWEEP='--units 32,64' SWEEP_OUT=folder]"
 	@echo "make bench       [CSV=your.csv BENCH_OUT=bench/results.json]  stage one and two measured side by side"
+	@echo "Every option of 'framecache COMMAND --help' is a Make variable: --max-len -> MAX_LEN=, or ARGS='...'."
 
 setup: $(STAMP)
 
+# pip's and setuptools' chatter goes to a log, shown only when the install fails.
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing framecache and its pinned dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@$(PY) -m pip install --quiet --upgrade pip > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@$(PY) -m pip install --quiet -e '.[dev]' >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@touch $(STAMP)
 
 features: $(STAMP)
-	$(PY) -m extract $(EXTRACT_ARGS)
+	$(FRAMECACHE) extract --csv $(CSV) --out $(OUT) $(ARGS)
 
 info: $(STAMP)
-	$(PY) -m extract.info $(FEATURES) $(if $(JSON),--json)
+	$(FRAMECACHE) info $(FEATURES) $(ARGS)
 
 train: $(STAMP)
-	$(PY) -m train $(TRAIN_ARGS)
+	$(FRAMECACHE) train --features $(FEATURES) $(ARGS)
 
 predict: $(STAMP)
-	$(PY) -m train.predict --run $(RUN) $(if $(ENGINE),--engine $(ENGINE)) $(VIDEOS)
+	$(FRAMECACHE) predict --run $(RUN) $(ARGS) $(VIDEOS)
 
 evaluate: $(STAMP)
-	$(PY) -m train.evaluate --run $(RUN) --features $(FEATURES)
+	$(FRAMECACHE) evaluate --run $(RUN) --features $(FEATURES) $(if $(REPORT),--out $(REPORT)) $(ARGS)
 
 compare: $(STAMP)
-	$(PY) -m train.compare $(or $(RUNS),runs)
+	$(FRAMECACHE) compare $(or $(RUNS),runs)
 
 sweep: $(STAMP)
-	$(PY) -m train.sweep --features $(FEATURES) $(if $(GRID),--grid $(GRID)) $(SWEEP)
+	$(FRAMECACHE) sweep --features $(FEATURES) $(if $(GRID),--grid $(GRID)) $(if $(SWEEP_OUT),--out $(SWEEP_OUT)) $(SWEEP) $(ARGS)
 
 demo-data: $(STAMP)
-	$(PY) -m data.make_demo --out $(DEMO_DIR)
+	$(PY) -m framecache.data.make_demo --out $(DEMO_DIR)
 
+# The demo's features are fixed (so a rerun resumes); its training takes Make variables (make demo EPOCHS=5).
 demo: demo-data
-	$(PY) -m extract --csv $(DEMO_DIR)/labels.csv --out $(DEMO_DIR)/features.h5 \
+	$(FRAMECACHE_CMD) extract --csv $(DEMO_DIR)/labels.csv --out $(DEMO_DIR)/features.h5 \
 		--backbone efficientnet_lite0 --weights imagenet $(if $(QUIET),--quiet)
-	$(PY) -m extract.info $(DEMO_DIR)/features.h5
-	$(PY) -m train --features $(DEMO_DIR)/features.h5 --run runs/demo $(if $(SEED),--seed $(SEED)) $(if $(QUIET),--quiet)
+	$(FRAMECACHE_CMD) info $(DEMO_DIR)/features.h5
+	$(FRAMECACHE) train --features $(DEMO_DIR)/features.h5 --run runs/demo --overwrite $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -95,10 +85,9 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-# CSV= only when given (make's own default CSV is the demo's, for features).
-bench: BENCH_CSV = $(if $(filter command line environment,$(origin CSV)),$(CSV))
+# CSV= only when given (make's own default CSV is the demo's, for features): then it is in the environment.
 bench: $(STAMP)
-	$(PY) -m bench $(if $(BENCH_CSV),--csv $(BENCH_CSV)) --out $(or $(BENCH_OUT),bench/results.json)
+	$(FRAMECACHE) bench --out $(or $(BENCH_OUT),bench/results.json) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import resource
 import time
@@ -43,11 +42,9 @@ import numpy as np
 
 from framecache import __version__
 from framecache.common.errors import FramecacheError
+from framecache.common.provenance import Provenance
 
 SCHEMA_VERSION = 1
-# Provenance fields that do not change the features: ignored when deciding
-# whether a cache may be resumed.
-NON_FEATURE_FIELDS = ("framecache_version",)
 # Disk space reserved before each commit on top of the features' own bytes: HDF5
 # metadata (object headers, B-tree nodes, a group's name heap that grows by
 # doubling) of one commit stays far below this.
@@ -57,12 +54,6 @@ RESERVE_BYTES = 4 << 20
 def video_id(path: str) -> str:
     """The stable key of a video in the cache: derived from its path as written in the CSV."""
     return hashlib.sha1(path.encode("utf-8")).hexdigest()[:16]
-
-
-def provenance_hash(provenance: dict) -> str:
-    """SHA-256 over the provenance fields that decide the features (package version excluded)."""
-    relevant = {key: value for key, value in provenance.items() if key not in NON_FEATURE_FIELDS}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -75,6 +66,7 @@ class VideoMeta:
     group: str | None
     split: str | None
     num_frames: int
+    file: str = ""  # the HDF5 file holding its features (read them with FeatureReader)
 
 
 @dataclass
@@ -147,6 +139,13 @@ def _check_schema(handle: h5py.File, path: Path) -> None:
         )
 
 
+def _read_provenance(handle: h5py.File, path: Path) -> Provenance:
+    try:
+        return Provenance.from_json(handle.attrs["provenance"])
+    except FramecacheError as error:
+        raise FramecacheError(f"{path} is not a readable framecache feature cache: {error}") from None
+
+
 class CacheWriter:
     """Appends videos to a feature cache; resumes an existing one with the same provenance.
 
@@ -154,10 +153,12 @@ class CacheWriter:
     ...     todo = [p for p in paths if p not in cache.done_paths()]
     """
 
-    def __init__(self, path: str | Path, provenance: dict, overwrite: bool = False, lock_timeout: float = 10.0):
+    def __init__(self, path: str | Path, provenance: Provenance, overwrite: bool = False, lock_timeout: float = 10.0):
+        if not isinstance(provenance, Provenance):
+            raise TypeError(f"provenance must be a framecache.common.provenance.Provenance, got {type(provenance).__name__}")
         self.path = Path(path)
-        self.provenance = dict(provenance, framecache_version=__version__)
-        self.provenance_hash = provenance_hash(self.provenance)
+        self.provenance = provenance.replace(framecache_version=__version__)
+        self.provenance_hash = self.provenance.hash
         if not self.path.parent.is_dir():
             raise FramecacheError(f"output folder does not exist: {self.path.parent}; create it or pass another --out")
         if overwrite and self.path.exists():
@@ -189,10 +190,10 @@ class CacheWriter:
     def _initialise(self) -> None:
         attrs = self.handle.attrs
         attrs["schema_version"] = SCHEMA_VERSION
-        attrs["provenance"] = json.dumps(self.provenance, sort_keys=True)
+        attrs["provenance"] = self.provenance.to_json()
         attrs["provenance_hash"] = self.provenance_hash
         for key in ("backbone", "weights", "feature_dim", "views", "framecache_version"):
-            attrs[key] = self.provenance[key]
+            attrs[key] = getattr(self.provenance, key)
         self.handle.require_group("videos")
         self.handle.require_group("failed")
         self.handle.flush()
@@ -201,13 +202,10 @@ class CacheWriter:
         _check_schema(self.handle, self.path)
         if self.handle.attrs["provenance_hash"] == self.provenance_hash:
             return
-        stored = json.loads(self.handle.attrs["provenance"])
-        keys = sorted((set(stored) | set(self.provenance)) - set(NON_FEATURE_FIELDS))
+        stored = _read_provenance(self.handle, self.path)
         differences = [
-            f"{key}: cache has {stored.get(key)!r}, this run {self.provenance.get(key)!r}"
-            for key in keys
-            if stored.get(key) != self.provenance.get(key)
-        ]
+            f"{key}: cache has {cached!r}, this run {ours!r}" for key, cached, ours in stored.differences(self.provenance)
+        ] or [f"provenance hash: cache has {str(self.handle.attrs['provenance_hash'])[:16]}, this run {self.provenance_hash[:16]}"]
         raise FramecacheError(
             f"{self.path} was extracted with other settings ({'; '.join(differences)}); "
             "its features would not match. Write to another OUT=, or pass --overwrite (OVERWRITE=1) to replace it"
@@ -276,7 +274,7 @@ class CacheWriter:
     ) -> None:
         """Store one video's features, shape ``(views, num_frames, feature_dim)``, and commit."""
         features = np.asarray(features)
-        expected = (self.provenance["views"], self.provenance["feature_dim"])
+        expected = (self.provenance.views, self.provenance.feature_dim)
         if features.ndim != 3 or (features.shape[0], features.shape[2]) != expected or features.shape[1] < 1:
             raise ValueError(f"features of {path} have shape {features.shape}, expected (views={expected[0]}, T>=1, {expected[1]})")
         features = features.astype(np.float16)
@@ -350,7 +348,7 @@ class FeatureCache:
         self.handle = _open_h5(self.path, "r")
         try:
             _check_schema(self.handle, self.path)
-            self.provenance: dict = json.loads(self.handle.attrs["provenance"])
+            self.provenance = _read_provenance(self.handle, self.path)
             self.provenance_hash: str = str(self.handle.attrs["provenance_hash"])
             try:
                 self.videos: list[VideoMeta] = self._read_videos()
@@ -376,6 +374,7 @@ class FeatureCache:
                         group=_optional(attrs["group"]),
                         split=_optional(attrs["split"]),
                         num_frames=int(attrs["num_frames"]),
+                        file=str(self.path),
                     )
                 )
         return sorted(videos, key=lambda video: video.path)
@@ -389,11 +388,11 @@ class FeatureCache:
 
     @property
     def feature_dim(self) -> int:
-        return int(self.provenance["feature_dim"])
+        return int(self.provenance.feature_dim)
 
     @property
     def num_views(self) -> int:
-        return int(self.provenance["views"])
+        return int(self.provenance.views)
 
     def features(self, key: str, view: int | None = None) -> np.ndarray:
         """One video's features: float16 ``(views, T, D)``, or ``(T, D)`` for one ``view``."""
@@ -423,10 +422,10 @@ class FeatureCache:
             "frames": sum(video.num_frames for video in self.videos),
             "views": self.num_views,
             "feature_dim": self.feature_dim,
-            "backbone": self.provenance["backbone"],
-            "weights": self.provenance["weights"],
+            "backbone": self.provenance.backbone,
+            "weights": self.provenance.weights,
             "provenance_hash": self.provenance_hash,
-            "provenance": self.provenance,
+            "provenance": self.provenance.to_dict(),
             "failures": [{"path": failure.path, "reason": failure.reason} for failure in self.failures],
         }
 
@@ -435,6 +434,53 @@ class FeatureCache:
             self.handle.close()
 
     def __enter__(self) -> FeatureCache:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class FeatureReader:
+    """Reads videos' features by their :class:`VideoMeta`, holding at most ``max_open`` files open.
+
+    Files are opened lazily, in the process that reads: h5py handles do not
+    survive ``fork``, so a reader can be handed to worker processes (it pickles
+    without its handles). Stage two streams from caches larger than memory with it.
+    """
+
+    def __init__(self, max_open: int = 16):
+        self.max_open = max_open
+        self._handles: dict[str, h5py.File] = {}
+
+    def read(self, video: VideoMeta, view: int | None = None) -> np.ndarray:
+        """The video's features: float16 ``(views, T, D)``, or ``(T, D)`` for one ``view``."""
+        handle = self._handle(video.file)
+        try:
+            dataset = handle["videos"][video.key[:2]][video.key]["features"]
+            return dataset[view] if view is not None else dataset[()]
+        except _DAMAGE_ERRORS as error:
+            raise _damaged(Path(video.file), error) from None
+
+    def _handle(self, file: str) -> h5py.File:
+        handle = self._handles.pop(file, None)
+        if handle is None or not handle.id.valid:
+            if len(self._handles) >= self.max_open:  # close the least recently used
+                oldest = next(iter(self._handles))
+                self._handles.pop(oldest).close()
+            handle = _open_h5(Path(file), "r")
+        self._handles[file] = handle  # most recently used last
+        return handle
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            if handle.id.valid:
+                handle.close()
+        self._handles.clear()
+
+    def __getstate__(self) -> dict:
+        return {"max_open": self.max_open, "_handles": {}}
+
+    def __enter__(self) -> FeatureReader:
         return self
 
     def __exit__(self, *exc_info) -> None:

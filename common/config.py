@@ -1,7 +1,10 @@
-"""Stage-one settings, and which of them decide the features (the provenance).
+"""Stage-one settings, and the lists of choices both stages share.
 
-``predict`` rebuilds exactly these settings from a trained run, so they live
-here, shared by both stages.
+Every field is an option (see :mod:`framecache.common.options`): a flag of
+``framecache extract`` (``frame_step`` → ``--frame-step``) and a Make
+variable of ``make features`` (``FRAME_STEP=``). ``predict`` rebuilds the
+settings that decide the features from a trained run, so they live here,
+shared by both stages.
 """
 
 from __future__ import annotations
@@ -9,44 +12,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from framecache.common.errors import FramecacheError
+from framecache.common.options import Interval, option, option_name, validate
+
+ENGINES = ("auto", "openvino", "tensorflow")
+DECODERS = ("pyav", "decord")
+AUGMENT_PRESETS = ("none", "light", "default")
+AT_LEAST_ONE = Interval(1, None)
 
 
 @dataclass
 class ExtractConfig:
-    """Everything ``python -m extract`` takes. Defaults are the CLI's defaults."""
+    """Everything ``framecache extract`` takes. Defaults are the CLI's defaults."""
 
-    csv: str = "data/demo/labels.csv"
-    out: str = "features.h5"
-    backbone: str = "efficientnetb0"
-    weights: str = "imagenet"  # imagenet | none | PATH to a weights file
-    engine: str = "auto"  # auto | openvino | tensorflow
-    views: int = 2  # view 0 is the clean video; 1..views-1 are augmented
-    augment: str = "default"  # none | light | default
-    seed: int = 0
-    frame_step: int = 1  # keep every k-th frame
-    fps: float | None = None  # or resample to this frame rate (never up)
-    batch_size: int = 32  # frames per backbone call, mixed across videos
-    chunk_frames: int = 32  # frames decoded at a time per video (memory stays flat)
-    workers: int = 1  # decoding processes
-    decoder: str = "pyav"  # pyav | decord (decord leaks memory per frame: see README, Performance)
-    overwrite: bool = False
-    quiet: bool = False
+    csv: str = option("data/demo/labels.csv", "dataset CSV with path,label[,group][,split]")
+    out: str = option("features.h5", "HDF5 feature cache to write or resume")
+    backbone: str = option("efficientnetb0", "frozen backbone: efficientnetb0, mobilenet_v2 or efficientnet_lite0 (offline ImageNet weights)")
+    weights: str = option("imagenet", "imagenet (Keras' cache; downloaded where online) | none (random: no class signal) | PATH to a weights file")
+    engine: str = option("auto", "inference engine (auto: OpenVINO when installed, TensorFlow on a GPU)", choices=ENGINES)
+    views: int = option(2, "views per video; view 0 is the clean video, the others augmented", interval=AT_LEAST_ONE)
+    augment: str = option("default", "augmentation preset of views 1..", choices=AUGMENT_PRESETS)
+    seed: int = option(0, "seed of every random choice (augmentation)")
+    frame_step: int = option(1, "keep every k-th frame (1: all)", interval=AT_LEAST_ONE)
+    fps: float | None = option(None, "resample to this frame rate instead of --frame-step (never up)", interval=Interval(0, None, "neither"))
+    batch_size: int = option(32, "frames per backbone call, mixed across videos", interval=AT_LEAST_ONE)
+    chunk_frames: int = option(32, "frames decoded at a time per video (memory stays flat)", interval=AT_LEAST_ONE)
+    workers: int = option(1, "decoding processes", interval=AT_LEAST_ONE)
+    decoder: str = option("pyav", "video decoder (decord's memory grows with every decoded frame: see README)", choices=DECODERS)
+    lock_timeout: float = option(10.0, "seconds to wait for another process writing the same cache", interval=Interval(0, None))
+    overwrite: bool = option(False, "replace a cache made with other settings")
+    quiet: bool = option(False, "no progress, warnings only")
 
     def validate(self) -> ExtractConfig:
         """Check values at the boundary; raise :class:`FramecacheError` naming the bad one."""
-        positive_ints = ("views", "frame_step", "batch_size", "chunk_frames", "workers")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise FramecacheError(f"{name} must be a whole number >= 1, got {value!r}")
-        if self.fps is not None and not self.fps > 0:
-            raise FramecacheError(f"fps must be > 0, got {self.fps!r}")
+        validate(self)
         if self.fps is not None and self.frame_step != 1:
-            raise FramecacheError("give either frame_step or fps, not both")
-        if self.engine not in ("auto", "openvino", "tensorflow"):
-            raise FramecacheError(f"engine must be auto, openvino or tensorflow, got {self.engine!r}")
-        if self.decoder not in ("decord", "pyav"):
-            raise FramecacheError(f"decoder must be decord or pyav, got {self.decoder!r}")
+            raise FramecacheError(f"give either {option_name('frame_step')} or {option_name('fps')}, not both")
         if self.views == 1 and self.augment != "none":
             self.augment = "none"  # a single view is the clean one: no preset applies
         return self

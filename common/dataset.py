@@ -74,6 +74,7 @@ def load_dataset(csv_path: str | Path, min_videos_per_class: int = 2) -> pd.Data
             )
 
     table = _drop_duplicate_paths(table, csv_path)
+    _check_label_spellings(table, csv_path)
     _check_class_sizes(table, csv_path, min_videos_per_class)
 
     folder = csv_path.resolve().parent
@@ -118,6 +119,36 @@ def _drop_duplicate_paths(table: pd.DataFrame, csv_path: Path) -> pd.DataFrame:
     count = int(table.duplicated("path").sum())
     log.warning("dataset CSV %s repeats %d path(s), e.g. %r; keeping the first of each", csv_path, count, duplicated["path"].iloc[0])
     return table.drop_duplicates("path", keep="first")
+
+
+def _label_key(label: str) -> str:
+    """What two spellings of one class share: case and runs of spaces do not count."""
+    return " ".join(label.casefold().split())
+
+
+def _check_label_spellings(table: pd.DataFrame, csv_path: Path) -> None:
+    """Refuse labels that differ only in case or inner spaces ('Jack', 'jack'): each would be a class of its own.
+
+    Surrounding spaces are already stripped, so 'jack ' and 'jack' are one
+    class, 'jack'. The message names every spelling with its number of videos.
+    """
+    keys = table["label"].map(_label_key)
+    spellings = table.groupby(keys)["label"].unique()
+    clashes = {key: sorted(values) for key, values in spellings.items() if len(values) > 1}
+    if not clashes:
+        return
+    described = []
+    for key in sorted(clashes):
+        parts = []
+        for spelling in clashes[key]:
+            rows = table.index[table["label"] == spelling]
+            parts.append(f"{spelling!r} ({len(rows)} video{'s' if len(rows) != 1 else ''}, e.g. line {rows[0] + 2})")
+        described.append(" vs ".join(parts))
+    raise FramecacheError(
+        f"dataset CSV {csv_path} spells {'a label' if len(described) == 1 else f'{len(described)} labels'} in more than one way, "
+        f"differing only in case or spaces: {'; '.join(described)}. Each spelling would be a class of its own: "
+        "fix the CSV so that every video of a class has the same label"
+    )
 
 
 def _check_class_sizes(table: pd.DataFrame, csv_path: Path, min_videos_per_class: int) -> None:

@@ -17,6 +17,8 @@ import os
 import typing
 from dataclasses import dataclass
 
+import numpy as np
+
 from framecache.common.errors import FramecacheError
 
 # The interface the user is driving framecache through: decides how messages name options.
@@ -56,13 +58,36 @@ def option_name(name: str, value: object = None) -> str:
     >>> set_interface("cli"); option_name("test_fraction", 0.1)
     '--test-fraction 0.1'
     >>> set_interface("python"); option_name("test_fraction")
-    'test_fraction='
+    'test_fraction'
     """
     if _interface == MAKE:
-        return f"{make_variable(name)}={'' if value is None else value}"
+        shown = {True: 1, False: 0}.get(value, value) if isinstance(value, bool) else value
+        return make_variable(name) if value is None else f"{make_variable(name)}={shown}"
     if _interface == CLI:
+        if isinstance(value, bool):
+            return flag(name) if value else "--no-" + flag(name)[2:]
         return flag(name) if value is None else f"{flag(name)} {value}"
-    return f"{name}={'' if value is None else repr(value)}"
+    return name if value is None else f"{name}={value!r}"
+
+
+# Make targets whose name differs from the framecache command they run.
+MAKE_TARGETS = {"extract": "features"}
+
+
+def command_hint(command: str, **values: object) -> str:
+    """A command the user can run, spelled for their interface.
+
+    >>> set_interface("make"); command_hint("info", features="study.h5")
+    'make info FEATURES=study.h5'
+    >>> set_interface("cli"); command_hint("train", run="runs/a")
+    'framecache train --run runs/a'
+    """
+    if _interface == MAKE:
+        return " ".join([f"make {MAKE_TARGETS.get(command, command)}", *(option_name(name, value) for name, value in values.items())])
+    if command == "info" and "features" in values:  # info takes the cache as its argument
+        return f"framecache info {values['features']}"
+    with_cli = [option_name(name, value) if _interface == CLI else f"{flag(name)} {value}" for name, value in values.items()]
+    return " ".join([f"framecache {command}", *with_cli])
 
 
 @dataclass(frozen=True)
@@ -106,25 +131,38 @@ def optional(config_class: type, name: str) -> bool:
     return type(None) in typing.get_args(typing.get_type_hints(config_class)[name])
 
 
+def check(name: str, value, kind: type | None = None, interval: Interval | None = None, choices: tuple | None = None):
+    """Check one value (type, range, choices); raise FramecacheError naming the option as the user's interface does.
+
+    The one validation helper: configs (:func:`validate`) and library functions use it alike.
+
+    >>> set_interface("cli"); check("batch_size", 0, int, Interval(1, None))
+    Traceback (most recent call last):
+    ...
+    framecache.common.errors.FramecacheError: --batch-size must be >= 1, got 0
+    """
+    if kind is int and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+        raise FramecacheError(f"{option_name(name)} must be a whole number, got {value!r}")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value)):
+        raise FramecacheError(f"{option_name(name)} must be a number, got {value!r}")
+    if kind is bool and not isinstance(value, bool):
+        raise FramecacheError(f"{option_name(name)} must be true or false, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise FramecacheError(f"{option_name(name)} must be a string, got {value!r}")
+    if choices and value not in choices:
+        raise FramecacheError(f"{option_name(name)} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    if interval is not None and value not in interval:
+        raise FramecacheError(f"{option_name(name)} must be {interval.describe()}, got {value!r}")
+    return value
+
+
 def validate(config) -> None:
     """Check every field against its declared type and constraints; raise FramecacheError naming the bad one."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if value is None and optional(type(config), field.name):
             continue
-        kind = value_type(type(config), field.name)
-        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise FramecacheError(f"{option_name(field.name)} must be a whole number, got {value!r}")
-        if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
-            raise FramecacheError(f"{option_name(field.name)} must be a number, got {value!r}")
-        if kind is bool and not isinstance(value, bool):
-            raise FramecacheError(f"{option_name(field.name)} must be true or false, got {value!r}")
-        choices = field.metadata.get("choices")
-        if choices and value not in choices:
-            raise FramecacheError(f"{option_name(field.name)} must be one of {', '.join(map(str, choices))}, got {value!r}")
-        interval = field.metadata.get("interval")
-        if interval is not None and value not in interval:
-            raise FramecacheError(f"{option_name(field.name)} must be {interval.describe()}, got {value!r}")
+        check(field.name, value, value_type(type(config), field.name), field.metadata.get("interval"), field.metadata.get("choices"))
 
 
 def parse_bool(text: str) -> bool:
@@ -161,8 +199,8 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type, skip: tup
             parser.add_argument(flag(field.name), type=kind, default=default, choices=choices, help=help_text)
 
 
-def make_defaults(parser: argparse.ArgumentParser, config_class: type, environ: typing.Mapping[str, str] | None = None) -> None:
-    """Under make, turn the Make variables that name fields (``MAX_LEN=32``) into the parser's defaults.
+def make_defaults(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (), environ: typing.Mapping[str, str] | None = None) -> None:
+    """Under make, turn the Make variables that name a parser's flags (``MAX_LEN=32``) into its defaults.
 
     The Makefile exports every variable given on its command line and sets
     ``FRAMECACHE_MAKE=1``; flags given explicitly (``ARGS=...``) still win.
@@ -171,22 +209,20 @@ def make_defaults(parser: argparse.ArgumentParser, config_class: type, environ: 
     if not environ.get(MAKE_ENV):
         return
     defaults = {}
-    for field in dataclasses.fields(config_class):
-        text = environ.get(make_variable(field.name), "")
-        if not text.strip() or parser.get_default(field.name) is None and field.name not in _dests(parser):
+    for action in parser._actions:
+        text = environ.get(make_variable(action.dest), "")
+        if not action.option_strings or action.dest in ("help", *skip) or not text.strip():
             continue
-        kind = value_type(config_class, field.name)
+        is_flag = isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction))
         try:
-            value = parse_value(kind, text)
-        except ValueError:
-            raise FramecacheError(f"{make_variable(field.name)}={text} is not a valid {kind.__name__}") from None
-        list_valued = isinstance(parser.get_default(field.name), list)
-        defaults[field.name] = [parse_value(kind, item) for item in text.split(",")] if list_valued else value
+            value = parse_bool(text) if is_flag else (action.type or str)(text.strip())
+        except (ValueError, argparse.ArgumentTypeError):
+            kind = "true/false (1/0)" if is_flag else getattr(action.type, "__name__", "value")
+            raise FramecacheError(f"{make_variable(action.dest)}={text} is not a valid {kind}") from None
+        if action.choices is not None and value not in action.choices:
+            raise FramecacheError(f"{make_variable(action.dest)}={text}: choose one of {', '.join(map(str, action.choices))}")
+        defaults[action.dest] = value
     parser.set_defaults(**defaults)
-
-
-def _dests(parser: argparse.ArgumentParser) -> set[str]:
-    return {action.dest for action in parser._actions}
 
 
 def _list_of(kind: type, flag_text: str):

@@ -46,9 +46,9 @@ import cv2
 import numpy as np
 import vidaug.augmentors as va
 
+from framecache.common.config import AUGMENT_PRESETS
 from framecache.common.errors import FramecacheError
-
-AUGMENT_PRESETS: tuple[str, ...] = ("none", "light", "default")
+from framecache.common.options import Interval, check
 
 
 @dataclass(frozen=True)
@@ -152,10 +152,8 @@ class ViewAugmenter:
     """
 
     def __init__(self, preset: str = "default", seed: int = 0):
-        if preset not in AUGMENT_PRESETS:
-            raise FramecacheError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(AUGMENT_PRESETS)}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise FramecacheError(f"seed must be an integer, got {seed!r}")
+        check("augment", preset, choices=AUGMENT_PRESETS)
+        check("seed", seed, int)
         self.preset = preset
         self.seed = int(seed)
         self.params = _PRESET_PARAMS[preset]
@@ -168,8 +166,7 @@ class ViewAugmenter:
         _check_frames(frames)
         if not isinstance(video_key, str):
             raise FramecacheError(f"video_key must be a string, got {video_key!r}")
-        if isinstance(view, bool) or not isinstance(view, (int, np.integer)) or view < 0:
-            raise FramecacheError(f"view must be an integer >= 0, got {view!r}")
+        check("view", view, int, Interval(0, None))
         if view == 0 or self.preset == "none" or len(frames) == 0:
             return frames
 

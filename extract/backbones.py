@@ -31,11 +31,13 @@ from pathlib import Path
 # oneDNN makes TensorFlow ~1.6x faster on this kind of CPU, with equal
 # outputs; it must be set before TensorFlow is first imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from framecache.common.config import AT_LEAST_ONE, ENGINES
 from framecache.common.errors import FramecacheError
+from framecache.common.options import check
+from framecache.common.provenance import BackboneDescription, Provenance
 from framecache.extract import lite0
 
 INPUT_SIZE = 224
@@ -179,8 +181,8 @@ def _offline_message(name: str, file_name: str, folder: Path, cause: BaseExcepti
     )
 
 
-def _resolve_weights(spec: BackboneSpec, weights: str) -> tuple[dict, Path | None]:
-    """The provenance of ``spec`` with ``weights``, and the weights file to load (None: random)."""
+def _resolve_weights(spec: BackboneSpec, weights: str) -> tuple[BackboneDescription, Path | None]:
+    """The description of ``spec`` with ``weights``, and the weights file to load (None: random)."""
     if str(weights).lower() in ("none", "random"):
         label, path = "random", None
     elif str(weights).lower() == "imagenet":
@@ -194,34 +196,34 @@ def _resolve_weights(spec: BackboneSpec, weights: str) -> tuple[dict, Path | Non
                 f"weights file not found: {weights}; pass --weights imagenet, none, or the path of a Keras weights "
                 f"file for {spec.name} (include_top=False)"
             )
-    provenance = {
-        "backbone": spec.name,
-        "weights": label,
-        "weights_sha256": sha256_of(path) if path else None,
-        "input_size": spec.input_size,
-        "feature_dim": spec.feature_dim,
-        "preprocessing": spec.preprocessing,
-    }
-    return provenance, path
+    description = BackboneDescription(
+        backbone=spec.name,
+        weights=label,
+        weights_sha256=sha256_of(path) if path else None,
+        input_size=spec.input_size,
+        feature_dim=spec.feature_dim,
+        preprocessing=spec.preprocessing,
+    )
+    return description, path
 
 
-def describe_backbone(name: str, weights: str = "imagenet") -> dict:
-    """The provenance of a backbone without building it (hashes the weights file; may download or convert it)."""
+def describe_backbone(name: str, weights: str = "imagenet") -> BackboneDescription:
+    """What decides a backbone's features, without building it (hashes the weights file; may download or convert it)."""
     return _resolve_weights(_spec(name), weights)[0]
 
 
 class Backbone:
     """A frozen backbone in inference mode: uint8 frames in, float32 features out."""
 
-    def __init__(self, spec: BackboneSpec, provenance: dict, engine: str, batch_size: int, run: Callable):
+    def __init__(self, spec: BackboneSpec, description: BackboneDescription, engine: str, batch_size: int, run: Callable):
         self.name = spec.name
         self.input_size = spec.input_size
         self.feature_dim = spec.feature_dim
-        self.weights: str = provenance["weights"]
-        self.weights_sha256: str | None = provenance["weights_sha256"]
+        self.weights: str = description.weights
+        self.weights_sha256: str | None = description.weights_sha256
         self.engine = engine
         self.batch_size = batch_size
-        self._provenance = provenance
+        self.description = description  # what decides its features; the engine is not part of it
         self._run = run  # uint8 (batch_size, size, size, 3) -> float32 (batch_size, feature_dim)
 
     def embed(self, frames: np.ndarray) -> np.ndarray:
@@ -240,10 +242,6 @@ class Backbone:
                 batch = np.concatenate([batch, np.zeros((self.batch_size - count, *shape), batch.dtype)])
             features[start : start + count] = self._run(np.ascontiguousarray(batch))[:count]
         return features
-
-    def provenance(self) -> dict:
-        """What decides the features (JSON-able); the engine is not part of it."""
-        return dict(self._provenance)
 
 
 def _keras_model(spec: BackboneSpec, weights_file: Path | None):
@@ -332,13 +330,13 @@ def openvino_cache_dir() -> Path:
     return Path(os.environ.get("FRAMECACHE_CACHE", "~/.cache/framecache")).expanduser() / "openvino"
 
 
-def _openvino_model_path(spec: BackboneSpec, provenance: dict, batch_size: int) -> Path:
+def _openvino_model_path(spec: BackboneSpec, description: BackboneDescription, batch_size: int) -> Path:
     """The cached conversion's path: keyed by weights, batch size, versions and this code."""
     openvino = _import_openvino()
 
     code = hashlib.sha256(Path(__file__).read_bytes() + Path(lite0.__file__).read_bytes()).hexdigest()
     key = {
-        "weights": provenance["weights_sha256"] or f"random-seed{RANDOM_WEIGHTS_SEED}",
+        "weights": description.weights_sha256 or f"random-seed{RANDOM_WEIGHTS_SEED}",
         "batch_size": batch_size,
         "keras": version("keras"),
         "openvino": openvino.__version__,
@@ -348,7 +346,7 @@ def _openvino_model_path(spec: BackboneSpec, provenance: dict, batch_size: int) 
     return openvino_cache_dir() / f"{spec.name}-b{batch_size}-{digest}.xml"
 
 
-def _openvino_model(spec: BackboneSpec, provenance: dict, weights_file: Path | None, batch_size: int, streams: int):
+def _openvino_model(spec: BackboneSpec, description: BackboneDescription, weights_file: Path | None, batch_size: int, streams: int):
     """The backbone compiled for OpenVINO's CPU runtime, converted from Keras once and cached on disk.
 
     ``batch_size`` frames per infer request, ``streams`` requests run at once.
@@ -361,7 +359,7 @@ def _openvino_model(spec: BackboneSpec, provenance: dict, weights_file: Path | N
     openvino = _import_openvino()
     core = openvino.Core()
     config = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(streams), "INFERENCE_PRECISION_HINT": "f32"}
-    path = _openvino_model_path(spec, provenance, batch_size)
+    path = _openvino_model_path(spec, description, batch_size)
     if path.is_file():
         with contextlib.suppress(RuntimeError):  # unreadable: convert again, replacing it
             return core.compile_model(core.read_model(path), "CPU", config)
@@ -427,8 +425,7 @@ def _tensorflow_sees_gpu() -> bool:
 
 
 def _pick_engine(engine: str) -> str:
-    if engine not in ("auto", "openvino", "tensorflow"):
-        raise FramecacheError(f"engine must be auto, openvino or tensorflow, got {engine!r}")
+    check("engine", engine, choices=ENGINES)
     if engine == "tensorflow" or (engine == "auto" and _tensorflow_sees_gpu()):
         return "tensorflow"
     try:
@@ -449,28 +446,21 @@ def build_backbone(
     ``engine``: ``auto``, ``openvino`` or ``tensorflow``; frames are run in
     batches of exactly ``batch_size`` (the last one padded).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise FramecacheError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    check("batch_size", batch_size, int, AT_LEAST_ONE)
     spec = _spec(name)
     engine = _pick_engine(engine)
-    provenance, weights_file = _resolve_weights(spec, weights)
+    description, weights_file = _resolve_weights(spec, weights)
     if engine == "openvino":
         streams = _openvino_streams(batch_size)
-        compiled = _openvino_model(spec, provenance, weights_file, batch_size // streams, streams)
+        compiled = _openvino_model(spec, description, weights_file, batch_size // streams, streams)
         run = _openvino_runner(compiled, streams)
     else:
         run = _tensorflow_runner(_keras_model(spec, weights_file), spec, batch_size)
-    return Backbone(spec, provenance, engine, batch_size, run)
+    return Backbone(spec, description, engine, batch_size, run)
 
 
-def backbone_from_provenance(provenance: dict, engine: str = "auto", batch_size: int = 32) -> Backbone:
+def backbone_from_provenance(provenance: Provenance, engine: str = "auto", batch_size: int = 32) -> Backbone:
     """Rebuild the backbone that made features with ``provenance``; refuse weights that differ."""
-    backbone = build_backbone(provenance["backbone"], provenance["weights"], engine=engine, batch_size=batch_size)
-    expected = provenance.get("weights_sha256")
-    if backbone.weights_sha256 != expected:
-        raise FramecacheError(
-            f"the weights {provenance['weights']} of {provenance['backbone']} found here (sha256 "
-            f"{str(backbone.weights_sha256)[:12]}…) differ from those the features were made with (sha256 "
-            f"{str(expected)[:12]}…); put the original weights file back"
-        )
+    backbone = build_backbone(provenance.backbone, provenance.weights, engine=engine, batch_size=batch_size)
+    provenance.check_backbone(backbone.description)
     return backbone

@@ -47,9 +47,11 @@ import decord
 import numpy as np
 from decord import VideoReader, cpu
 
+from framecache.common.config import AT_LEAST_ONE, DECODERS
 from framecache.common.errors import FramecacheError
+from framecache.common.options import Interval, check, option_name
 
-BACKENDS: tuple[str, ...] = ("decord", "pyav")
+BACKENDS = DECODERS  # the decoders, one list: common.config.DECODERS
 
 # The resize policy in words, recorded in the cache provenance.
 RESIZE_POLICY = "shorter side to size keeping aspect ratio (bilinear, in the decoder), then centre crop size x size"
@@ -87,7 +89,7 @@ def probe_video(path: str, backend: str = "decord") -> VideoInfo:
     frames. With decord it also finds a file that holds fewer frames than its
     header claims; PyAV reads only the header and finds that while decoding.
     """
-    _check_backend(backend)
+    check("decoder", backend, choices=DECODERS)
     header, _ = _read_header(path)
     if backend == "pyav":
         return header
@@ -108,17 +110,15 @@ def sample_indices(
     video. A target fps at or above the native rate keeps every frame (never
     upsample). ``frame_step`` and ``fps`` cannot be combined.
     """
-    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 0:
-        raise FramecacheError(f"num_frames must be an integer >= 0, got {num_frames!r}")
-    if isinstance(frame_step, bool) or not isinstance(frame_step, (int, np.integer)) or frame_step < 1:
-        raise FramecacheError(f"frame_step must be an integer >= 1, got {frame_step!r}")
+    check("num_frames", num_frames, int, Interval(0, None))
+    check("frame_step", frame_step, int, AT_LEAST_ONE)
     if fps is None:
         return np.arange(0, num_frames, frame_step, dtype=np.int64)
 
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.number)) or not (math.isfinite(fps) and fps > 0):
-        raise FramecacheError(f"fps must be a number > 0, got {fps!r}")
+    check("fps", fps, float, Interval(0, None, "neither"))
     if frame_step != 1:
-        raise FramecacheError(f"give either frame_step or fps, not both (got frame_step={frame_step!r}, fps={fps!r})")
+        raise FramecacheError(f"give either {option_name('frame_step')} or {option_name('fps')}, not both "
+                              f"(got frame_step={frame_step!r}, fps={fps!r})")
     if not (isinstance(native_fps, (int, float, np.number)) and math.isfinite(native_fps) and native_fps > 0):
         raise FramecacheError(f"cannot sample at fps={fps!r}: the video's native fps is unknown ({native_fps!r})")
     if fps >= native_fps:
@@ -146,11 +146,9 @@ def iter_frames(
     file are checked when this is called; decode errors are raised while
     iterating (see the module docstring for the error policy).
     """
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise FramecacheError(f"size must be an integer >= 1, got {size!r}")
-    if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, (int, np.integer)) or chunk_frames < 1:
-        raise FramecacheError(f"chunk_frames must be an integer >= 1, got {chunk_frames!r}")
-    _check_backend(backend)
+    check("size", size, int, AT_LEAST_ONE)
+    check("chunk_frames", chunk_frames, int, AT_LEAST_ONE)
+    check("decoder", backend, choices=DECODERS)
     sample_indices(0, 1.0, frame_step, fps)  # validate the sampling arguments before opening
 
     header, count_is_exact = _read_header(path)
@@ -241,11 +239,6 @@ def _iter_pyav(
         )
     if buffer:  # the duration-based frame count was an overestimate
         yield _center_crop(np.stack(buffer), size)
-
-
-def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise FramecacheError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def _check_file(path: str) -> None:

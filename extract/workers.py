@@ -1,4 +1,8 @@
-"""The processes around the backbone: decoders that feed it and the one cache writer.
+"""What the processes around the backbone run: decoders that feed it and the one cache writer.
+
+This module is the child side; :mod:`framecache.extract.processes` holds the
+pipeline's handles on these processes, and :mod:`framecache.extract.messages`
+what they send each other.
 
 Decoding runs in separate processes so that a video that crashes the native
 decoder ends one worker, not the run: the pipeline restarts the worker and
@@ -19,11 +23,23 @@ import contextlib
 import os
 import signal
 import traceback
-from dataclasses import dataclass
-
-import numpy as np
 
 from framecache.common.errors import FramecacheError
+from framecache.common.provenance import Provenance
+from framecache.extract.messages import (
+    Close,
+    Closed,
+    DecodeTask,
+    End,
+    Failed,
+    FailureRecord,
+    Frames,
+    Ready,
+    Retire,
+    VideoRecord,
+    WriterError,
+)
+from framecache.extract.views import DecodeSettings, ViewDecoder, failure_reason
 
 # decord 0.6 keeps ~75 KB per decoded frame (640x480 source) until its process
 # ends, even after its VideoReader is gone: a decord worker retires after this
@@ -37,49 +53,27 @@ DECORD_RECYCLE_FRAMES = 5000
 FAULT_CRASH_ENV = "FRAMECACHE_FAULT_CRASH"
 
 
-@dataclass(frozen=True)
-class DecodeSettings:
-    """What a decoding worker needs to turn a path into view frames."""
-
-    size: int
-    frame_step: int
-    fps: float | None
-    chunk_frames: int
-    decoder: str
-    views: int
-    augment: str
-    seed: int
-
-
-@dataclass(frozen=True)
-class DecodeTask:
-    index: int  # the video's row in the dataset
-    path: str  # the file to open
-    key: str  # the CSV path: seeds the augmentation, so reruns reproduce it
-
-
 def decode_worker(connection, settings: DecodeSettings) -> None:
     """Worker process: receive DecodeTasks, send back view frames chunk by chunk.
 
-    Messages sent: ``("frames", index, offset, views)`` with views uint8
-    ``(V, n, size, size, 3)``; ``("end", index, num_frames, source_frames, source_fps)``;
-    ``("failed", index, reason)``; ``("retire", None)`` before exiting to be
+    Messages sent (:mod:`framecache.extract.messages`): :class:`Frames` with
+    views uint8 ``(V, n, size, size, 3)``, then :class:`End`, or
+    :class:`Failed` with the reason; :class:`Retire` before exiting to be
     replaced (decord leaks memory per decoded frame, even across readers).
-    Exits when the pipe closes.
+    Exits when the pipe closes or on ``None``.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pipeline's to handle
-    from framecache.extract.augment import ViewAugmenter
-    from framecache.extract.decode import iter_frames, probe_video
+    from framecache.extract.decode import probe_video
 
-    augmenter = ViewAugmenter(settings.augment, settings.seed)
+    decoder = ViewDecoder(settings)
     crash_on = os.environ.get(FAULT_CRASH_ENV)
     decoded = 0
     while True:
         if settings.decoder == "decord" and decoded >= DECORD_RECYCLE_FRAMES:
-            connection.send(("retire", None))
+            connection.send(Retire())
             return
         try:
-            task: DecodeTask = connection.recv()
+            task: DecodeTask | None = connection.recv()
         except (EOFError, OSError):
             return  # the pipeline is gone
         if task is None:
@@ -89,38 +83,23 @@ def decode_worker(connection, settings: DecodeSettings) -> None:
         try:
             info = probe_video(task.path, backend=settings.decoder)
             offset = 0
-            for chunk in iter_frames(
-                task.path,
-                size=settings.size,
-                frame_step=settings.frame_step,
-                fps=settings.fps,
-                chunk_frames=settings.chunk_frames,
-                backend=settings.decoder,
-            ):
-                views = [chunk] + [augmenter(chunk, task.key, view) for view in range(1, settings.views)]
-                connection.send(("frames", task.index, offset, np.stack(views)))
-                offset += len(chunk)
-                decoded += len(chunk) * max(1, settings.frame_step)
-            if offset == 0:
-                raise FramecacheError("no frames could be decoded")
-            connection.send(("end", task.index, offset, info.num_frames, info.fps))
+            for views in decoder.views(task.path, task.key):
+                connection.send(Frames(task.index, offset, views))
+                offset += views.shape[1]
+                decoded += views.shape[1] * max(1, settings.frame_step)
+            connection.send(End(task.index, offset, info.num_frames, info.fps))
         except (EOFError, BrokenPipeError, ConnectionResetError):
             return
-        except FramecacheError as error:
-            connection.send(("failed", task.index, str(error)))
-        except MemoryError:
-            connection.send(("failed", task.index, "out of memory while decoding (frame size too large?)"))
-        except Exception as error:  # decord raises assorted types; keep the run going
-            reason = f"{type(error).__name__}: {error}".strip().splitlines()[0]
-            connection.send(("failed", task.index, f"cannot decode: {reason}"))
+        except Exception as error:  # a bad video; keep the run going
+            connection.send(Failed(task.index, failure_reason(error)))
 
 
-def writer_process(connection, path: str, provenance: dict, overwrite: bool) -> None:
+def writer_process(connection, path: str, provenance: Provenance, overwrite: bool, lock_timeout: float = 10.0) -> None:
     """Writer process: own the CacheWriter and commit what the pipeline sends.
 
-    Replies ``("ready", done_paths)`` or ``("error", message)`` after opening,
-    and ``("closed", None)`` after a ``("close",)`` message. A failed write
-    (disk full...) is reported as ``("error", message)`` at once, and the
+    Replies :class:`Ready` (with the paths done) or :class:`WriterError` after
+    opening, and :class:`Closed` after a :class:`Close` message. A failed write
+    (disk full...) is reported as :class:`WriterError` at once, and the
     writer closes the file and exits.
     """
     os.setsid()  # not in the pipeline's process group: a group kill leaves it to close the file
@@ -132,33 +111,40 @@ def writer_process(connection, path: str, provenance: dict, overwrite: bool) -> 
     from framecache.common.cache import CacheWriter
 
     try:
-        writer = CacheWriter(path, provenance, overwrite=overwrite)
+        writer = CacheWriter(path, provenance, overwrite=overwrite, lock_timeout=lock_timeout)
     except FramecacheError as error:
-        connection.send(("error", str(error)))
+        connection.send(WriterError(str(error)))
         return
     except Exception as error:
-        connection.send(("error", f"cannot open {path}: {type(error).__name__}: {error}"))
+        connection.send(WriterError(f"cannot open {path}: {type(error).__name__}: {error}"))
         return
     try:
-        connection.send(("ready", writer.done_paths()))
+        connection.send(Ready(writer.done_paths()))
         while True:
             try:
                 message = connection.recv()
             except (EOFError, OSError):
                 return  # pipeline died: close the file cleanly below
-            kind = message[0]
-            if kind == "video":
-                writer.add_video(**message[1])
-            elif kind == "failure":
-                writer.add_failure(**message[1])
-            elif kind == "close":
+            if isinstance(message, VideoRecord):
+                writer.add_video(
+                    message.path,
+                    message.label,
+                    message.features,
+                    group=message.group,
+                    split=message.split,
+                    source_frames=message.source_frames,
+                    source_fps=message.source_fps,
+                )
+            elif isinstance(message, FailureRecord):
+                writer.add_failure(message.path, message.label, message.reason, group=message.group, split=message.split)
+            elif isinstance(message, Close):
                 writer.close()
-                connection.send(("closed", None))
+                connection.send(Closed())
                 return
     except Exception as error:
         report = str(error) if isinstance(error, FramecacheError) else traceback.format_exc(limit=3)
         with contextlib.suppress(OSError):  # the pipeline may be gone already
-            connection.send(("error", report))
+            connection.send(WriterError(report))
     finally:
         try:
             writer.close()

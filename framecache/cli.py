@@ -1,3 +1,234 @@
-"""The ``framecache`` command (placeholder during the move)."""
-def main():
-    raise SystemExit(0)
+"""The ``framecache`` command: one subcommand per job, each a thin layer over a library function.
+
+Building the parser imports nothing heavy, so ``framecache --help`` and
+``framecache train --help`` answer at once; TensorFlow is imported only by the
+subcommand that needs it. Stage one's and stage two's flags are generated from
+their config dataclasses (:mod:`framecache.common.options`); under make
+(``FRAMECACHE_MAKE=1``, set by the Makefile) every flag can also be given as a
+Make variable (``make train MAX_LEN=32``) and messages name options that way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from framecache import __version__
+from framecache.common import options
+from framecache.common.cli import run_cli
+from framecache.common.config import ENGINES, ExtractConfig
+from framecache.common.errors import FramecacheError
+from framecache.train.config import TrainConfig
+from framecache.train.sweep import SWEEPABLE
+
+
+def _print_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--print-config", action="store_true", help="print the settings as JSON and exit, doing nothing")
+
+
+def _extract_parser(parser: argparse.ArgumentParser) -> None:
+    options.add_arguments(parser, ExtractConfig)
+    _print_config_flag(parser)
+
+
+def _extract(args: argparse.Namespace) -> int:
+    config = _config(ExtractConfig, args)
+    if args.print_config:
+        print(json.dumps(asdict(config)))
+        return 0
+    from framecache.extract.pipeline import run_extraction
+
+    summary = run_extraction(config)
+    for path, reason in summary.failures:
+        print(f"failed: {path}: {reason}", file=sys.stderr)
+    print(f"{config.out}: {summary.line()}")
+    if summary.interrupted:
+        print("stopped early; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _info_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("features", help="the HDF5 feature cache")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+
+
+def _info(args: argparse.Namespace) -> int:
+    from framecache.common.cache import FeatureCache
+    from framecache.extract.info import format_summary
+
+    with FeatureCache(args.features) as cache:
+        summary = cache.summary()
+    print(json.dumps(summary) if args.json else format_summary(summary))
+    return 0
+
+
+def _train_parser(parser: argparse.ArgumentParser) -> None:
+    options.add_arguments(parser, TrainConfig)
+    _print_config_flag(parser)
+
+
+def _train(args: argparse.Namespace) -> int:
+    config = _config(TrainConfig, args)
+    if args.print_config:
+        print(json.dumps(asdict(config)))
+        return 0
+    from framecache.train.fit import run_training
+    from framecache.train.report import console_summary
+
+    metrics = run_training(config)
+    print(console_summary(metrics, Path(config.run)))
+    return 0
+
+
+def _evaluate_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="run folder written by `framecache train` (or its model.keras)")
+    parser.add_argument("--features", required=True, help="HDF5 feature cache to evaluate on")
+    parser.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
+                        help="which videos, by the CSV's split column (default %(default)s)")
+    parser.add_argument("--out", help="also write metrics.json, report.txt, confusion.png and predictions.csv here")
+    parser.add_argument("--quiet", action="store_true", help="warnings and the result only")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from framecache.train import report
+    from framecache.train.evaluate import evaluate_run
+
+    metrics = evaluate_run(args.run, args.features, args.split, args.out)
+    if metrics.get("warning"):
+        print(metrics["warning"])
+    print(f"{metrics['videos']} videos of {args.features}: {report.format_headline(metrics)}")
+    if args.out:
+        print(f"files in {args.out}: metrics.json, report.txt, confusion.png, predictions.csv")
+    return 0
+
+
+def _predict_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="run folder written by `framecache train` (or its model.keras)")
+    parser.add_argument("--top", type=int, default=3, help="classes listed per video (default %(default)s)")
+    parser.add_argument("--engine", default="auto", choices=ENGINES, help="backbone inference engine (default %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="warnings only on stderr")
+    parser.add_argument("videos", nargs="+", help="video files")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from framecache.train.predict import predict_videos
+
+    if args.top < 1:
+        raise FramecacheError(f"{options.option_name('top')} must be >= 1, got {args.top}")
+    lines = predict_videos(args.run, args.videos, engine=args.engine, top=args.top)
+    for line in lines:
+        print(json.dumps(line), flush=True)
+    return 1 if all("error" in line for line in lines) else 0
+
+
+def _compare_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="?", default="runs", help="folder holding run folders (default %(default)s)")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from framecache.train.compare import format_table, runs_table
+
+    print(format_table(runs_table(args.runs)))
+    return 0
+
+
+def _sweep_parser(parser: argparse.ArgumentParser) -> None:
+    options.add_arguments(parser, TrainConfig, as_lists=SWEEPABLE, skip=("run",))
+    parser.add_argument("--grid", help="JSON file: {\"setting\": [values, ...]}; overrides the same flags")
+    parser.add_argument("--out", help="folder for the sweep's runs (default runs/sweep-<timestamp>)")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from framecache.train.compare import format_table, runs_table
+    from framecache.train.sweep import read_grid, run_sweep
+
+    values = vars(args).copy()
+    grid_file, out = values.pop("grid"), values.pop("out")
+    grid = {key: values.pop(key) for key in SWEEPABLE}
+    if grid_file:
+        grid.update(read_grid(grid_file))
+    base = TrainConfig(**{name: value for name, value in values.items() if name in TrainConfig.__dataclass_fields__})
+    base.quiet = True  # no per-epoch lines: one line per run
+    out = out or f"runs/sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run_sweep(base, grid, out)
+    print(format_table(runs_table(out)))
+    return 0
+
+
+def _bench_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="bench/results.json", help="where the results go, as JSON (default %(default)s)")
+    parser.add_argument("--csv", help="benchmark on these videos instead of generated clips")
+    parser.add_argument("--clips", type=int, default=16, help="generated clips (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each generated clip (default %(default)s)")
+    parser.add_argument("--long-minutes", default="1,10", help="two video lengths for the memory check (default %(default)s)")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from framecache.bench.run import run_bench
+
+    return run_bench(out=args.out, csv=args.csv, clips=args.clips, seconds=args.seconds, long_minutes=args.long_minutes)
+
+
+# Flags that Make variables never set: their Make names mean something else in the Makefile
+# (OUT= is the feature cache), so the Makefile passes them under their own names.
+MAKE_SKIP = {"evaluate": ("out",), "sweep": ("out",), "bench": ("out",)}
+
+# name: (build its flags, run it, one line of help)
+COMMANDS = {
+    "extract": (_extract_parser, _extract, "stage one: decode the CSV's videos, embed every frame, cache the features (resumes)"),
+    "info": (_info_parser, _info, "what a feature cache holds: provenance, videos per label, failures"),
+    "train": (_train_parser, _train, "stage two: train a GRU on a feature cache and write a run folder"),
+    "evaluate": (_evaluate_parser, _evaluate, "a trained run's model on a feature cache"),
+    "predict": (_predict_parser, _predict, "label new videos end to end with a trained run (one JSON line each)"),
+    "compare": (_compare_parser, _compare, "one table of every run under a folder"),
+    "sweep": (_sweep_parser, _sweep, "train a grid of settings on one cache (read once) and compare them"),
+    "bench": (_bench_parser, _bench, "stage one and two measured side by side"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; under make, Make variables become the subcommands' defaults."""
+    parser = argparse.ArgumentParser(
+        prog="framecache",
+        description="Classify short labelled videos: a frozen CNN's per-frame features are cached once (extract), "
+        "a GRU trains on them in seconds (train).",
+    )
+    parser.add_argument("--version", action="version", version=f"framecache {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (add_flags, run, help_text) in COMMANDS.items():
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        add_flags(command)
+        options.make_defaults(command, skip=MAKE_SKIP.get(name, ()))
+        command.set_defaults(command_handler=run)
+    return parser
+
+
+def _config(config_class: type, args: argparse.Namespace):
+    """The config dataclass from parsed flags, checked at the boundary."""
+    return config_class(**{name: getattr(args, name) for name in config_class.__dataclass_fields__}).validate()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``framecache`` command."""
+    argv = sys.argv[1:] if argv is None else argv
+    options.set_interface(options.MAKE if os.environ.get(options.MAKE_ENV) else options.CLI)
+
+    def run() -> int:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "quiet", False) or args.command == "info":
+            logging.getLogger().setLevel(logging.WARNING)
+        return args.command_handler(args)
+
+    run_cli(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Converted OpenVINO models go to a fresh folder per test session, not the user's cache.
 os.environ["FRAMECACHE_CACHE"] = tempfile.mkdtemp(prefix="framecache-test-cache-")
 
@@ -13,6 +12,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from framecache.common.provenance import Provenance
+
+
+def make_provenance(**overrides) -> Provenance:
+    """A provenance as stage one records it, for caches and models made by hand in tests; ``overrides`` set fields."""
+    values = dict(
+        backbone="tiny",
+        weights="random",
+        weights_sha256=None,
+        input_size=224,
+        feature_dim=4,
+        views=2,
+        preprocessing="none",
+        resize="test",
+        decoder="pyav",
+        frame_step=1,
+        fps=None,
+        augment="none",
+        seed=0,
+        schema_version=1,
+    )
+    values.update(overrides)
+    return Provenance(**values)
 
 
 def moving_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_provenance
 
 from framecache.common.errors import FramecacheError
+from framecache.common.provenance import BackboneDescription
 from framecache.extract import lite0
 from framecache.extract.backbones import (
     available_backbones,
@@ -64,7 +66,7 @@ def test_openvino_features_match_tensorflow(name, weights, batch_size):
     tensorflow = build_backbone(name, weights, engine="tensorflow", batch_size=batch_size)
     assert openvino.engine == "openvino" and tensorflow.engine == "tensorflow"
     assert cosine(openvino.embed(batch), tensorflow.embed(batch)).min() >= 0.999
-    assert openvino.provenance() == tensorflow.provenance()  # the engine is not part of the provenance
+    assert openvino.description == tensorflow.description  # the engine is not part of the provenance
     again = build_backbone(name, weights, engine="openvino", batch_size=batch_size)  # from the cached conversion
     np.testing.assert_allclose(again.embed(batch), openvino.embed(batch), rtol=1e-5, atol=1e-6)
 
@@ -75,15 +77,15 @@ def test_random_weights_are_reproducible_and_leave_global_random_state_alone():
     np.random.seed(123)
     first = build_backbone("mobilenet_v2", "none", engine="tensorflow", batch_size=2)
     assert np.random.random() == expected
-    provenance = first.provenance()
-    assert provenance == {
-        "backbone": "mobilenet_v2",
-        "weights": "random",
-        "weights_sha256": None,
-        "input_size": 224,
-        "feature_dim": 1280,
-        "preprocessing": "RGB x / 127.5 - 1",
-    }
+    assert first.description == BackboneDescription(
+        backbone="mobilenet_v2",
+        weights="random",
+        weights_sha256=None,
+        input_size=224,
+        feature_dim=1280,
+        preprocessing="RGB x / 127.5 - 1",
+    )
+    provenance = make_provenance(backbone="mobilenet_v2", weights="random", weights_sha256=None, feature_dim=1280)
     second = backbone_from_provenance(provenance, engine="tensorflow", batch_size=2)
     np.testing.assert_array_equal(first.embed(frames(2)), second.embed(frames(2)))
 
@@ -124,12 +126,12 @@ def test_lite0_weights_are_converted_once_deterministically(tmp_path, monkeypatc
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "a"))
     described = describe_backbone("efficientnet_lite0", "imagenet")
     cached = tmp_path / "a" / "models" / lite0.WEIGHTS_FILE
-    assert described["weights"] == "imagenet" and described["weights_sha256"] == sha256_of(cached)
+    assert described.weights == "imagenet" and described.weights_sha256 == sha256_of(cached)
     modified = cached.stat().st_mtime_ns
     assert describe_backbone("efficientnet_lite0", "imagenet") == described
     assert cached.stat().st_mtime_ns == modified  # reused, not converted again
     # Another machine converts to the same bytes, so its features carry the same provenance.
-    assert sha256_of(lite0.convert_imagenet_weights(tmp_path / "b")) == described["weights_sha256"]
+    assert sha256_of(lite0.convert_imagenet_weights(tmp_path / "b")) == described.weights_sha256
 
 
 def test_missing_or_mismatched_weights_files_are_clear_errors(tmp_path):
@@ -178,7 +180,7 @@ def test_weights_file_loads_is_hashed_and_must_match_for_predict():
     assert backbone.weights == str(SHARED_WEIGHTS) and backbone.weights_sha256 == sha256_of(SHARED_WEIGHTS)
     random = build_backbone("mobilenet_v2", "none", engine="tensorflow", batch_size=2)
     assert cosine(backbone.embed(frames(2)), random.embed(frames(2))).max() < 0.99  # the weights were loaded
-    changed = dict(backbone.provenance(), weights_sha256="0" * 64)
+    changed = make_provenance(backbone="mobilenet_v2", weights=str(SHARED_WEIGHTS), weights_sha256="0" * 64, feature_dim=1280)
     with pytest.raises(FramecacheError, match="differ from those the features were made with"):
         backbone_from_provenance(changed, engine="tensorflow", batch_size=2)
 

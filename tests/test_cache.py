@@ -1,5 +1,6 @@
 """The feature cache: round trip, resume, provenance checks, locking, damaged files."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -7,11 +8,13 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
+from conftest import make_provenance
 
-from framecache.common.cache import SCHEMA_VERSION, CacheWriter, FeatureCache, provenance_hash, video_id
+from framecache import __version__
+from framecache.common.cache import SCHEMA_VERSION, CacheWriter, FeatureCache, video_id
 from framecache.common.errors import FramecacheError
 
-PROVENANCE = {"backbone": "tiny", "weights": "random", "feature_dim": 4, "views": 2, "seed": 0, "frame_step": 1}
+PROVENANCE = make_provenance(backbone="tiny", weights="random", feature_dim=4, views=2)
 
 
 def features(num_frames, value=1.0):
@@ -56,7 +59,7 @@ def test_resume_keeps_done_videos_and_replaces_failures(tmp_path):
     with CacheWriter(path, PROVENANCE) as writer:
         writer.add_video("a.mp4", "x", features(2))
         writer.add_failure("b.mp4", "x", "broken")
-    with CacheWriter(path, dict(PROVENANCE)) as writer:
+    with CacheWriter(path, make_provenance(backbone="tiny", weights="random", feature_dim=4, views=2)) as writer:
         assert writer.done_paths() == {"a.mp4"}
         writer.add_video("b.mp4", "x", features(2))  # fixed since: its failure record goes
     with FeatureCache(path) as cache:
@@ -68,14 +71,27 @@ def test_other_provenance_is_refused_naming_the_difference(tmp_path):
     path = tmp_path / "features.h5"
     CacheWriter(path, PROVENANCE).close()
     with pytest.raises(FramecacheError, match=r"views: cache has 2, this run 3.*--overwrite"):
-        CacheWriter(path, dict(PROVENANCE, views=3))
-    with CacheWriter(path, dict(PROVENANCE, views=3), overwrite=True) as writer:
+        CacheWriter(path, PROVENANCE.replace(views=3))
+    with CacheWriter(path, PROVENANCE.replace(views=3), overwrite=True) as writer:
         assert writer.done_paths() == set()
 
 
-def test_package_version_does_not_change_the_hash():
-    assert provenance_hash(dict(PROVENANCE, framecache_version="9")) == provenance_hash(PROVENANCE)
-    assert provenance_hash(dict(PROVENANCE, seed=1)) != provenance_hash(PROVENANCE)
+def test_provenance_is_stored_as_json_and_read_back(tmp_path):
+    path = tmp_path / "features.h5"
+    CacheWriter(path, PROVENANCE).close()
+    with h5py.File(path, "r") as handle:
+        stored = json.loads(handle.attrs["provenance"])
+        assert handle.attrs["provenance_hash"] == PROVENANCE.hash
+        assert (handle.attrs["backbone"], handle.attrs["feature_dim"], handle.attrs["views"]) == ("tiny", 4, 2)
+    assert stored["backbone"] == "tiny" and stored["framecache_version"] == __version__
+    with FeatureCache(path) as cache:
+        assert cache.provenance == PROVENANCE.replace(framecache_version=__version__)
+        assert cache.summary()["provenance"] == stored
+        read_back = cache.provenance
+    with CacheWriter(path, read_back) as writer:  # what was read back resumes
+        assert writer.done_paths() == set()
+    with pytest.raises(TypeError, match="must be a framecache.common.provenance.Provenance"):
+        CacheWriter(path, PROVENANCE.to_dict())
 
 
 def test_interrupted_write_is_dropped_on_resume(tmp_path):
@@ -105,7 +121,8 @@ def test_second_writer_in_another_process_is_refused(tmp_path):
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
             from framecache.common.cache import CacheWriter
-            writer = CacheWriter({str(path)!r}, {PROVENANCE!r})
+            from framecache.common.provenance import Provenance
+            writer = CacheWriter({str(path)!r}, Provenance.from_json({PROVENANCE.to_json()!r}))
             print("open", flush=True)
             sys.stdin.readline()
             writer.close()
@@ -163,3 +180,24 @@ def test_missing_cache_and_missing_output_folder(tmp_path):
         FeatureCache(tmp_path / "nope.h5")
     with pytest.raises(FramecacheError, match="output folder does not exist"):
         CacheWriter(tmp_path / "no" / "such" / "features.h5", PROVENANCE)
+
+
+def test_feature_reader_reads_what_the_cache_holds_and_pickles_without_handles(tmp_path):
+    import pickle
+
+    from framecache.common.cache import FeatureReader
+    from framecache.train.synthetic import write_synthetic_cache
+
+    path = tmp_path / "features.h5"
+    write_synthetic_cache(path, videos=6, feature_dim=8, views=2, seed=0)
+    with FeatureCache(path) as cache:
+        videos = cache.videos
+        expected = {video.key: cache.features(video.key) for video in videos}
+    with FeatureReader(max_open=1) as reader:
+        for video in videos:
+            np.testing.assert_array_equal(reader.read(video), expected[video.key])
+            np.testing.assert_array_equal(reader.read(video, view=1), expected[video.key][1])
+        copy = pickle.loads(pickle.dumps(reader))
+        assert copy._handles == {} and len(reader._handles) == 1
+        np.testing.assert_array_equal(copy.read(videos[0]), expected[videos[0].key])
+        copy.close()

@@ -67,6 +67,25 @@ def test_duplicate_paths_with_same_label_warn_and_keep_one(tmp_path, caplog):
     assert "repeats 1 path" in caplog.text
 
 
+def test_labels_differing_only_in_case_are_refused_naming_every_spelling(tmp_path):
+    rows = ["a.mp4,Jack", "b.mp4,jack ", "c.mp4, jack", "d.mp4,Jack", "e.mp4,JACK", "f.mp4,squat", "g.mp4,squat"]
+    path = write_csv(tmp_path, "path,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(FramecacheError) as error:
+        load_dataset(path)
+    message = str(error.value)
+    # surrounding spaces are stripped: 'jack ' and ' jack' are one spelling, 'jack', of two videos
+    assert "'JACK' (1 video, e.g. line 6) vs 'Jack' (2 videos, e.g. line 2) vs 'jack' (2 videos, e.g. line 3)" in message
+    assert "fix the CSV" in message and "squat" not in message
+
+
+def test_labels_differing_only_in_inner_spaces_are_refused_and_surrounding_ones_merged(tmp_path):
+    path = write_csv(tmp_path, "path,label\na.mp4,side lunge\nb.mp4,side  lunge\nc.mp4,Side Lunge\nd.mp4,x\n")
+    with pytest.raises(FramecacheError, match=r"'Side Lunge' \(1 video, e.g. line 4\) vs 'side  lunge' \(1 video"):
+        load_dataset(path)
+    path = write_csv(tmp_path, "path,label\na.mp4,jack \nb.mp4, jack\nc.mp4,squat\nd.mp4,squat\n")
+    assert load_dataset(path)["label"].tolist() == ["jack", "jack", "squat", "squat"]
+
+
 def test_encode_labels_round_trip_and_fixed_classes():
     codes, classes = encode_labels(["squat", "jump", "squat"])
     assert classes == ["jump", "squat"]

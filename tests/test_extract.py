@@ -1,5 +1,8 @@
 """Stage one end to end on tiny generated videos, with bad files mixed in."""
 
+import io
+import re
+import shutil
 import subprocess
 import sys
 
@@ -9,7 +12,9 @@ import pytest
 from framecache.common.cache import FeatureCache
 from framecache.common.config import ExtractConfig
 from framecache.common.errors import FramecacheError
-from framecache.extract.pipeline import embed_videos, run_extraction
+from framecache.extract import progress
+from framecache.extract.embed import embed_videos
+from framecache.extract.pipeline import ExtractSummary, run_extraction
 
 BACKBONE = "efficientnetb0"  # random weights: tests never download
 
@@ -85,8 +90,10 @@ def test_features_do_not_depend_on_batching_or_workers(dataset, tmp_path):
 def test_embed_videos_matches_the_clean_cached_view(dataset):
     config = config_for(dataset)
     run_extraction(config)
-    cached, info = read_all(config.out)
-    results = embed_videos([str(dataset.parent / "videos/d.mp4"), str(dataset.parent / "videos/corrupt.mp4")], info["provenance"])
+    cached, _ = read_all(config.out)
+    with FeatureCache(config.out) as cache:
+        provenance = cache.provenance
+    results = embed_videos([str(dataset.parent / "videos/d.mp4"), str(dataset.parent / "videos/corrupt.mp4")], provenance)
     assert results[0].error is None and results[1].features is None and results[1].error
     np.testing.assert_allclose(results[0].features, cached["videos/d.mp4"][0], rtol=2e-2, atol=1e-7)
 
@@ -95,9 +102,74 @@ def test_cli_prints_one_line_errors_without_traceback(tmp_path):
     csv = tmp_path / "labels.csv"
     csv.write_text("path,label\na.mp4,x\n")
     result = subprocess.run(
-        [sys.executable, "-m", "extract", "--csv", str(csv), "--out", str(tmp_path / "f.h5"), "--weights", "none", "--quiet"],
+        [sys.executable, "-m", "framecache", "extract", "--csv", str(csv), "--out", str(tmp_path / "f.h5"), "--weights", "none", "--quiet"],
         capture_output=True, text=True,
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
     assert not (tmp_path / "f.h5").exists()
+
+
+PROGRESS = re.compile(r"^(\d+)/(\d+) videos \((\d+) %\), (\d+) failed, [\d.]+ frames/s(, ~\d+ (s|min) left)?$", re.M)
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(dataset, monkeypatch, capsys):
+    monkeypatch.setattr(progress, "PROGRESS_INTERVAL_S", 1e9)  # only the lines every tenth of the videos
+    run_extraction(config_for(dataset, quiet=False))
+    lines = PROGRESS.findall(capsys.readouterr().err)
+    # 7 videos: each one is another tenth; the 3 bad ones fail, in some order
+    assert [int(done) for done, *_ in lines] == list(range(1, 8))
+    assert lines[-1][:4] == ("7", "7", "100", "3") and not lines[-1][4]  # nothing left: no estimate
+    assert all(total == "7" and int(percent) == 100 * int(done) // 7 for done, total, percent, *_ in lines)
+    assert all(left for done, *_, left, _ in lines[:-1])  # an estimate while videos remain
+
+    run_extraction(config_for(dataset, quiet=True, out=str(dataset.parent / "quiet.h5")))
+    assert not PROGRESS.findall(capsys.readouterr().err)
+
+
+def test_progress_lines_come_every_interval_and_every_tenth():
+    summary = ExtractSummary(videos_total=1000, skipped=400)
+    now = [0.0]
+    out = io.StringIO()  # not a terminal
+    reporter = progress.Progress(summary, quiet=False, started=0.0, stream=out, clock=lambda: now[0])
+    for video in range(1, 12):  # 11 videos at 1 s each: 41 % reached at the 10th
+        now[0] += 1.0
+        summary.ok, summary.frames = video, 150 * video
+        reporter.video_done(summary)
+    now[0] = 19.5
+    reporter.tick(summary)  # 9.5 s since the last line, at 10 s: nothing
+    now[0] = 20.5
+    reporter.tick(summary)  # 10.5 s: a line although no video finished
+    assert out.getvalue().splitlines() == [
+        "410/1000 videos (41 %), 0 failed, 150 frames/s, ~10 min left",
+        "411/1000 videos (41 %), 0 failed, 80 frames/s, ~18 min left",
+    ]
+    summary.ok = 600  # past another tenth, at once
+    reporter.video_done(summary)
+    assert out.getvalue().splitlines()[-1].startswith("1000/1000 videos (100 %), 0 failed")
+
+
+def test_no_video_read_is_an_error_naming_the_csv_folder(dataset, tmp_path):
+    """A CSV moved away from its videos: every relative path misses."""
+    moved = tmp_path / "elsewhere" / "labels.csv"
+    moved.parent.mkdir()
+    shutil.copy(dataset, moved)
+    config = config_for(moved)
+    with pytest.raises(FramecacheError) as error:
+        run_extraction(config)
+    message = str(error.value)
+    assert "none of the 7 video(s)" in message and "(7 of 7): file not found" in message
+    assert f"resolve against the CSV's own folder, {moved.parent.resolve()}" in message
+    assert str(moved.parent.resolve() / "videos" / "a.mp4") in message  # where it looked, for one of them
+    with FeatureCache(config.out) as cache:  # the failures are still recorded
+        assert len(cache.failures) == 7 and cache.videos == []
+
+
+def test_no_video_read_names_the_most_common_reason(dataset, tmp_path):
+    csv = tmp_path / "bad.csv"
+    csv.write_text("path,label\nvideos/corrupt.mp4,a\nvideos/empty.mp4,a\nvideos/empty2.mp4,b\nvideos/empty3.mp4,b\n")
+    for name in ("empty2.mp4", "empty3.mp4"):
+        (tmp_path / "videos" / name).write_bytes(b"")
+    with pytest.raises(FramecacheError, match=r"none of the 4 video\(s\).*\(3 of 4\): file is empty \(0 bytes\)\. .*make info") as error:
+        run_extraction(config_for(csv, out=str(tmp_path / "bad.h5")))
+    assert "CSV's own folder" not in str(error.value)

@@ -6,15 +6,18 @@ to predictions.csv.
 """
 
 import json
+import shutil
+import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from framecache.cli import main as framecache_main
 from framecache.common.cache import CacheWriter, FeatureCache
-from framecache.common.cli import run_cli
 from framecache.common.errors import FramecacheError
-from framecache.extract.pipeline import EmbedResult
+from framecache.common.provenance import Provenance
+from framecache.extract.embed import EmbedResult
 from framecache.train import predict
 from framecache.train.config import TrainConfig
 from framecache.train.evaluate import evaluate_run
@@ -49,13 +52,13 @@ def cached_embedding(cache, monkeypatch):
         calls.append(run_provenance)
         return [EmbedResult(path, clean[path]) if path in clean else EmbedResult(path, None, "cannot decode: no such file") for path in paths]
 
-    monkeypatch.setattr("framecache.extract.pipeline.embed_videos", embed_videos)
+    monkeypatch.setattr("framecache.extract.embed.embed_videos", embed_videos)
     return calls, provenance
 
 
 def cli(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: predict.main(argv), quiet=True)
+        framecache_main(["predict", *argv])
     captured = capsys.readouterr()
     return exit_info.value.code, [json.loads(line) for line in captured.out.splitlines()], captured.err
 
@@ -76,13 +79,36 @@ def test_predict_agrees_with_the_evaluation_path(run, cached_embedding, capsys):
     assert lines[-1] == {"path": "missing.mp4", "error": "cannot decode: no such file"}
 
 
+def test_a_model_saved_before_provenance_was_typed_still_predicts(run, cached_embedding, capsys, tmp_path):
+    """Its framecache.json holds the provenance as the plain dict stage one wrote then (fewer keys)."""
+    calls, _ = cached_embedding
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    with zipfile.ZipFile(run / "model.keras") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    metadata = json.loads(members["framecache.json"])
+    stored = {key: metadata["provenance"][key] for key in (
+        "backbone", "weights", "weights_sha256", "input_size", "resize", "frame_step", "fps", "feature_dim", "views", "augment",
+        "seed", "framecache_version")}  # fmt: skip
+    members["framecache.json"] = json.dumps({**metadata, "provenance": stored}).encode()
+    with zipfile.ZipFile(old / "model.keras", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    paths = pd.read_csv(run / "predictions.csv")["path"].tolist()[:3]
+    code, lines, _ = cli(["--run", str(old), *paths], capsys)
+    assert code == 0 and [line["path"] for line in lines] == paths and all("label" in line for line in lines)
+    assert calls == [Provenance.from_dict(stored)] and calls[0].backbone == "synthetic"
+    code, again, _ = cli(["--run", str(run), *paths], capsys)
+    assert again == lines
+
+
 def test_predict_fails_only_when_every_video_fails(run, cached_embedding, capsys):
     code, lines, _ = cli(["--run", str(run), "a.mp4", "b.mp4"], capsys)
     assert code == 1 and [line["path"] for line in lines] == ["a.mp4", "b.mp4"] and all("error" in line for line in lines)
 
 
 def test_predict_refuses_features_of_another_size(run, monkeypatch, capsys):
-    monkeypatch.setattr("framecache.extract.pipeline.embed_videos", lambda paths, provenance, engine="auto": [EmbedResult(paths[0], np.zeros((5, 7), np.float32))])
+    monkeypatch.setattr("framecache.extract.embed.embed_videos", lambda paths, provenance, engine="auto": [EmbedResult(paths[0], np.zeros((5, 7), np.float32))])
     code, _, err = cli(["--run", str(run), "a.mp4"], capsys)
     assert code == 2 and "model reads 16-d features" in err
 

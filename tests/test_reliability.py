@@ -1,7 +1,7 @@
 """Reliability of stage one: a bad file, a crash or a kill must never cost finished work.
 
-Every test drives the real command line (``python -m extract``, ``python -m
-extract.info``) in a subprocess, with the real backbone (MobileNetV2, random
+Every test drives the real command line (``framecache extract``, ``framecache
+info``) in a subprocess, with the real backbone (MobileNetV2, random
 weights: offline, 1280-d, 224 px), on small videos made at run time:
 
 - bad videos in the CSV are recorded as failed with a reason, good ones extracted;
@@ -39,6 +39,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
+from conftest import make_provenance
 
 from framecache.common.cache import RESERVE_BYTES, SCHEMA_VERSION, CacheWriter, FeatureCache
 from framecache.common.errors import FramecacheError
@@ -100,7 +101,7 @@ def cli_env(**extra: str) -> dict:
 def extract_command(csv: Path, out: Path, *extra: str, views: int = 2, workers: int = 1, chunk: int = 2) -> list[str]:
     """``python -m extract`` with small batches and chunks, so commits come often."""
     return [
-        sys.executable, "-m", "extract", "--csv", str(csv), "--out", str(out), *MODEL,
+        sys.executable, "-m", "framecache", "extract", "--csv", str(csv), "--out", str(out), *MODEL,
         "--views", str(views), "--augment", "light" if views > 1 else "none",
         "--batch-size", "4", "--chunk-frames", str(chunk), "--workers", str(workers), "--quiet", *extra,
     ]  # fmt: skip
@@ -287,7 +288,7 @@ def test_bad_videos_are_recorded_as_failed_and_good_ones_extracted(videos, tmp_p
     for path, expected in BAD_VIDEOS.items():
         assert any(fragment in failures[path] for fragment in expected), f"{path}: {failures[path]!r}"
         assert f"failed: {path}: " in result.stderr  # also told on the terminal
-    info = run([sys.executable, "-m", "extract.info", str(out)])
+    info = run([sys.executable, "-m", "framecache", "info", str(out)])
     assert_ok(info)
     assert "failed      empty.mp4: file is empty (0 bytes)" in info.stdout
 
@@ -321,21 +322,22 @@ def test_a_crash_is_blamed_on_the_video_that_caused_it(videos, monkeypatch):
     Deterministic version of a race: the pipeline must first take what the dead
     worker sent (the whole first video) and only then record the crash.
     """
-    from framecache.extract.pipeline import _Decoders
-    from framecache.extract.workers import DecodeSettings, DecodeTask
+    from framecache.extract.messages import DecodeTask, End, Failed, Frames
+    from framecache.extract.processes import DecoderPool
+    from framecache.extract.views import DecodeSettings
 
     monkeypatch.setenv(FAULT_CRASH_ENV, CRASH_MARKER)  # the spawned worker inherits it
     settings = DecodeSettings(
         size=224, frame_step=1, fps=None, chunk_frames=1, decoder="pyav", views=1, augment="none", seed=0
     )
-    decoders = _Decoders(settings, 1)
+    decoders = DecoderPool(settings, 1)
     try:
         tasks = [
             DecodeTask(0, str(videos / "one-frame.mp4"), "one-frame.mp4"),  # one 150 kB message: fits the pipe
             DecodeTask(1, str(videos / f"{CRASH_MARKER}-0.mp4"), f"{CRASH_MARKER}-0.mp4"),
         ]
         decoders.assign(deque(tasks))
-        worker = decoders.slots[0]["process"]
+        worker = decoders.slots[0].process
         worker.join(30)  # nothing read yet: it decodes video 0 into the pipe, then crashes on video 1
         if worker.is_alive():
             pytest.skip("this system's pipe buffer cannot hold one frame: the worker waits for the pipeline")
@@ -345,31 +347,32 @@ def test_a_crash_is_blamed_on_the_video_that_caused_it(videos, monkeypatch):
             messages += decoders.receive(timeout=1)
     finally:
         decoders.close()
-    assert [message[:2] for message in messages] == [("frames", 0), ("end", 0), ("failed", 1)]
-    assert messages[-1][2] == "the decoder crashed on this video (killed by SIGSEGV)"
+    assert [(type(message), message.index) for message in messages] == [(Frames, 0), (End, 0), (Failed, 1)]
+    assert messages[-1].reason == "the decoder crashed on this video (killed by SIGSEGV)"
 
 
 def test_a_video_handed_to_a_dead_worker_goes_to_its_replacement(videos, monkeypatch):
     """The pipeline can queue a video on a worker that has just died: that must not stop the run."""
-    from framecache.extract.pipeline import _Decoders
-    from framecache.extract.workers import DecodeSettings, DecodeTask
+    from framecache.extract.messages import DecodeTask, End, Failed, Frames
+    from framecache.extract.processes import DecoderPool
+    from framecache.extract.views import DecodeSettings
 
     monkeypatch.setenv(FAULT_CRASH_ENV, CRASH_MARKER)
     settings = DecodeSettings(
         size=224, frame_step=1, fps=None, chunk_frames=4, decoder="pyav", views=1, augment="none", seed=0
     )
-    decoders = _Decoders(settings, 1)
+    decoders = DecoderPool(settings, 1)
     try:
         decoders.assign(deque([DecodeTask(0, str(videos / f"{CRASH_MARKER}-0.mp4"), "crash")]))
-        decoders.slots[0]["process"].join(30)  # dead, not yet noticed by the pipeline
+        decoders.slots[0].process.join(30)  # dead, not yet noticed by the pipeline
         decoders.assign(deque([DecodeTask(1, str(videos / GOOD[2]), GOOD[2])]))  # its pipe is broken
         messages = []
         while decoders.busy():
             messages += decoders.receive(timeout=1)
     finally:
         decoders.close()
-    assert messages[0] == ("failed", 0, "the decoder crashed on this video (killed by SIGSEGV)")
-    assert [message[:2] for message in messages[1:]] == [("frames", 1)] * 3 + [("end", 1)]
+    assert messages[0] == Failed(0, "the decoder crashed on this video (killed by SIGSEGV)")
+    assert [(type(message), message.index) for message in messages[1:]] == [(Frames, 1)] * 3 + [(End, 1)]
 
 
 def test_unreadable_video_fails_and_the_rest_is_extracted(videos, tmp_path):
@@ -549,7 +552,8 @@ WRITE_FOREVER = """
 import sys
 import numpy as np
 from framecache.common.cache import CacheWriter
-writer = CacheWriter(sys.argv[1], {"backbone": "x", "weights": "random", "feature_dim": 1280, "views": 2})
+from framecache.common.provenance import Provenance
+writer = CacheWriter(sys.argv[1], Provenance(backbone="x", weights="random", feature_dim=1280, views=2))
 print("ready", flush=True)
 index = len(writer.done_paths())
 while True:  # commits back to back: a kill almost always lands inside one
@@ -568,7 +572,7 @@ def test_the_limit_a_writer_killed_mid_commit(tmp_path):
     Ctrl-C and SIGTERM), but an out-of-memory killer, a cgroup-wide kill or a
     power cut can. HDF5 updates metadata in place, so a kill inside a commit can
     leave a file that no longer opens. What must hold: a clear error, never a
-    traceback, from both the reader and ``python -m extract.info``.
+    traceback, from both the reader and ``framecache info``.
     """
     rng, damaged = random.Random(4), 0
     path = tmp_path / "features.h5"
@@ -585,7 +589,7 @@ def test_the_limit_a_writer_killed_mid_commit(tmp_path):
             read_cache(path)
         except FramecacheError as error:
             assert "is damaged" in str(error)
-            assert_one_error_line(run([sys.executable, "-m", "extract.info", str(path)]), "is damaged")
+            assert_one_error_line(run([sys.executable, "-m", "framecache", "info", str(path)]), "is damaged")
             damaged += 1
             path.unlink()
     print(f"writer killed mid-commit: {damaged} of 60 files damaged")
@@ -695,9 +699,9 @@ def test_non_utf8_csv_error_says_where(videos, tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# Bad caches for python -m extract.info
+# Bad caches for framecache info
 
-PROVENANCE = {"backbone": "mobilenet_v2", "weights": "random", "feature_dim": 1280, "views": 1}
+PROVENANCE = make_provenance(backbone="mobilenet_v2", weights="random", feature_dim=1280, views=1)
 
 
 def small_cache(path: Path, videos: int = 3) -> Path:
@@ -745,11 +749,11 @@ def test_info_on_a_bad_cache_gives_one_error_line(tmp_path, case):
     make, expected = BAD_CACHES[case]
     path = tmp_path / "features.h5"
     make(path)
-    assert_one_error_line(run([sys.executable, "-m", "extract.info", str(path)]), expected)
+    assert_one_error_line(run([sys.executable, "-m", "framecache", "info", str(path)]), expected)
 
 
 def test_info_on_a_good_cache(tmp_path):
-    result = run([sys.executable, "-m", "extract.info", str(small_cache(tmp_path / "features.h5"))])
+    result = run([sys.executable, "-m", "framecache", "info", str(small_cache(tmp_path / "features.h5"))])
     assert_ok(result)
     assert "3 ok, 0 failed" in result.stdout
 

@@ -6,13 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framecache.common.cli import run_cli
+from framecache.cli import main as framecache_main
 from framecache.common.errors import FramecacheError
 from framecache.train import compare, sweep
-from framecache.train.__main__ import main as train_main
 from framecache.train.config import TrainConfig
 from framecache.train.fit import run_training
-from framecache.train.report import RANDOM_WEIGHTS_WARNING
 from framecache.train.synthetic import write_synthetic_cache
 
 RUN_FILES = ("model.keras", "config.json", "metrics.json", "history.csv", "report.txt", "confusion.png", "curves.png", "predictions.csv")
@@ -34,7 +32,7 @@ def run(cache, tmp_path_factory):
 
 def cli(argv, capsys) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: train_main(argv), quiet=True)
+        framecache_main(["train", *argv])
     captured = capsys.readouterr()
     return exit_info.value.code, captured.out, captured.err
 
@@ -97,9 +95,9 @@ def test_random_weights_are_reported_loudly(tmp_path, capsys):
     folder = tmp_path / "random-run"
     code, out, _ = cli(["--features", str(cache), "--run", str(folder), "--epochs", "2", "--units", "8", "--quiet"], capsys)
     assert code == 0
-    assert RANDOM_WEIGHTS_WARNING in out
-    assert json.loads((folder / "metrics.json").read_text())["warning"] == RANDOM_WEIGHTS_WARNING
-    assert RANDOM_WEIGHTS_WARNING in (folder / "report.txt").read_text()
+    warning = json.loads((folder / "metrics.json").read_text())["warning"]
+    assert warning.startswith("RANDOM WEIGHTS: ") and "--weights imagenet" in warning  # named as the CLI spells it
+    assert out.count(warning) == 1 and (folder / "report.txt").read_text().count(warning) == 1
     assert "RANDOM WEIGHTS" in compare.format_table(compare.runs_table(tmp_path))
 
 
@@ -146,7 +144,7 @@ def test_sweep_reads_the_cache_once(cache, tmp_path, monkeypatch, capsys):
     grid.write_text(json.dumps({"units": [8]}))  # the grid file wins over --units
     argv = ["--features", str(cache), "--out", str(tmp_path / "sweep"), "--grid", str(grid), "--units", "4,5", "--epochs", "2", "--max-len", "16,8", "--quiet"]
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: sweep.main(argv), quiet=True)
+        framecache_main(["sweep", *argv])
     assert exit_info.value.code == 0 and len(loads) == 1
     runs = sorted(path.name for path in (tmp_path / "sweep").iterdir())
     assert runs == ["max_len16", "max_len8"]
@@ -162,3 +160,24 @@ def test_sweep_checks_every_setting_before_training(tmp_path):
         sweep.read_grid(str(grid))
     with pytest.raises(FramecacheError, match="dropout must be"):
         sweep.grid_configs(TrainConfig(), {"dropout": [0.2, 2.0]}, tmp_path)
+
+
+def test_a_failed_training_leaves_no_folder_it_created(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FramecacheError, match="not found"):  # no cache; the default run folder is runs/<timestamp>
+        run_training(TrainConfig(features=str(tmp_path / "missing.h5"), quiet=True))
+    assert not (tmp_path / "runs").exists()
+    small = write_synthetic_cache(tmp_path / "small.h5", videos=6, classes=2, feature_dim=8, subjects=None)
+    with pytest.raises(FramecacheError, match="'class0' \\(3 videos\\)"):  # a class too small for 5 folds
+        run_training(TrainConfig(features=str(small), run=str(tmp_path / "deep" / "run"), cv=5, quiet=True))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["small.h5"]
+
+
+def test_a_failed_training_keeps_the_users_own_folder(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "empty").mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    for run in (mine, mine / "empty"):
+        with pytest.raises(FramecacheError, match="not found"):
+            run_training(TrainConfig(features=str(tmp_path / "missing.h5"), run=str(run), quiet=True))
+    assert (mine / "notes.txt").read_text() == "mine" and (mine / "empty").is_dir()

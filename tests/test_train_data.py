@@ -5,6 +5,7 @@ import pytest
 
 from framecache.common.cache import CacheWriter
 from framecache.common.errors import FramecacheError
+from framecache.common.options import option_name
 from framecache.train.data import SequenceBatches, load_cache, pad_sequences, sample_indices
 from framecache.train.fit import class_weights
 from framecache.train.splits import group_ids, make_folds, make_split
@@ -159,8 +160,10 @@ def test_csv_split_column_wins():
 def test_too_few_groups_says_what_to_do():
     labels = np.array(["a", "b"] * 6, dtype=object)
     groups = np.array(["s1", "s2", "s3"] * 4, dtype=object)
-    with pytest.raises(FramecacheError, match="needs at least 5 subjects .groups., there are 3; lower --test-fraction"):
+    with pytest.raises(FramecacheError, match="needs at least 5 subjects .groups.; there are 3") as error:
         make_split(labels, groups, [None] * 12, 0.2, 0.2, seed=0)
+    assert f"Pass {option_name('test_fraction', 0.34)} (one part in 3) or more" in str(error.value)  # a larger share: fewer parts
+    make_split(labels, groups, [None] * 12, 0.34, 0.34, seed=0)  # which works (validation: 1 of the 2 subjects left)
 
 
 def test_a_class_held_by_one_subject_is_kept_in_train():
@@ -188,3 +191,81 @@ def test_folds_cover_every_video_once_without_leaks():
         assert set(labels[fold.train]) == set(labels)
     with pytest.raises(FramecacheError, match="needs at least 20 subjects"):
         make_folds(labels, groups, 20, 0.2, seed=0)
+
+
+# ---- classes too small to split: refused before scikit-learn, naming the class -----------------
+
+FOUR_EACH = np.array(["jack", "squat", "lunge"] * 4, dtype=object)  # 4 videos per class: fewer than 5 parts
+ONE_SUBJECT_EACH = np.array([f"s{index}" for index in range(12)], dtype=object)
+
+
+@pytest.mark.parametrize("groups", [None, ONE_SUBJECT_EACH], ids=["videos", "groups"])
+def test_cross_validation_with_classes_smaller_than_k_names_them(groups):
+    # scikit-learn: "n_splits=5 cannot be greater than the number of members in each class."
+    with pytest.raises(FramecacheError) as error:
+        make_folds(FOUR_EACH, groups, 5, 0.2, seed=0)
+    message = str(error.value)
+    assert "n_splits" not in message and "members" not in message
+    assert "'jack' (4 videos" in message and "at least 5 videos" in message
+    assert ("4 subjects" in message) == (groups is not None)
+    assert f"Pass {option_name('cv', 4)} or less" in message
+    assert len(make_folds(FOUR_EACH, groups, 4, 0.25, seed=0)) == 4  # which works (validation: one part in 3 of the rest)
+
+
+@pytest.mark.parametrize("groups", [None, ONE_SUBJECT_EACH], ids=["videos", "groups"])
+def test_single_split_with_classes_smaller_than_its_parts_names_them(groups):
+    # test_fraction 0.2 is one part in 5; scikit-learn refused it with the same raw error
+    with pytest.raises(FramecacheError) as error:
+        make_split(FOUR_EACH, groups, [None] * 12, 0.2, 0.2, seed=0)
+    message = str(error.value)
+    assert "n_splits" not in message and message.startswith("cannot hold out a test part")
+    assert "'lunge' (4 videos" in message and f"Pass {option_name('test_fraction', 0.25)} (one part in 4) or more" in message
+    make_split(FOUR_EACH, groups, [None] * 12, 0.25, 0.25, seed=0)  # the advice works (validation too: 0.25 of 0.75 left)
+
+
+def test_validation_part_too_fine_names_its_own_option():
+    labels = np.array(["a", "b", "c"] * 5, dtype=object)
+    with pytest.raises(FramecacheError, match="cannot hold out a validation part") as error:
+        make_split(labels, None, [None] * 15, 0.1, 0.2, seed=0)  # 0.1 of all = one part in 8 of the 12 left
+    assert f"Pass {option_name('val_fraction', 0.2)} (one part in 4) or more" in str(error.value)
+    make_split(labels, None, [None] * 15, 0.2, 0.2, seed=0)
+
+
+@pytest.mark.parametrize("groups", [None, np.array([f"s{index % 10}" for index in range(10)] + ["rare"] * 3, dtype=object)],
+                         ids=["videos", "groups"])
+def test_cross_validation_refuses_a_class_of_one_video_or_subject(groups):
+    labels = np.array(["a"] * 10 + ["rare"] * 3, dtype=object)
+    if groups is None:
+        labels = labels[:11]  # one 'rare' video
+    with pytest.raises(FramecacheError) as error:
+        make_folds(labels, groups, 3, 0.2, seed=0)
+    message = str(error.value)
+    expected = "'rare' (3 videos, 1 subject)" if groups is not None else "'rare' (1 video)"
+    assert expected in message and option_name("cv", 0) in message and "smaller" not in message  # no K helps
+
+
+def test_a_hold_out_that_takes_a_whole_class_names_it():
+    labels = np.array([f"c{index}" for index in range(5)] * 6, dtype=object)
+    groups = np.array([f"s{index}" for index in range(5)] * 6, dtype=object)  # each class is one subject
+    with pytest.raises(FramecacheError, match=r"keep every class in training.*'c0' \(6 videos, 1 subject\)"):
+        make_split(labels, groups, [None] * 30, 0.2, 0.2, seed=0)
+
+
+def test_no_small_dataset_reaches_scikit_learns_own_errors():
+    """Every tiny dataset either splits, every class in training, or is refused with a FramecacheError of ours."""
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        classes = int(rng.integers(1, 4))
+        labels = np.array([f"c{code}" for code in rng.integers(0, classes, size=int(rng.integers(2, 14)))], dtype=object)
+        groups = None if trial % 2 else np.array([f"s{subject}" for subject in rng.integers(0, 6, size=len(labels))], dtype=object)
+        try:
+            if trial % 3 == 0:
+                splits = make_folds(labels, groups, int(rng.integers(2, 6)), 0.2, seed=trial)
+            else:
+                fractions = rng.choice([0.1, 0.2, 0.25, 0.34]), rng.choice([0.1, 0.2, 0.3])
+                splits = [make_split(labels, groups, [None] * len(labels), *fractions, seed=trial)]
+        except FramecacheError as error:
+            assert "n_splits" not in str(error) and "cannot split" not in str(error), (trial, str(error))
+            continue
+        for split in splits:
+            assert set(labels[split.train]) == set(labels)

@@ -5,7 +5,14 @@ import pytest
 
 from framecache.common.errors import FramecacheError
 from framecache.train.data import SequenceBatches, feature_statistics, pad_sequences, temporal_inputs
-from framecache.train.model import TemporalInputs, build_model, load_model, predict_probabilities, read_metadata, save_model
+from framecache.train.model import (
+    TemporalInputs,
+    build_model,
+    load_model,
+    predict_probabilities,
+    read_metadata,
+    save_model,
+)
 
 FEATURE_DIM = 6
 

@@ -6,14 +6,13 @@ test figures (``mean±std`` for ``--cv`` runs), the epochs trained and seconds.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from framecache.common.cli import run_cli
 from framecache.common.errors import FramecacheError
+from framecache.common.notices import RANDOM_WEIGHTS, RANDOM_WEIGHTS_TAG, random_weights_warning
 from framecache.train.report import HEADLINE
 
 IGNORED_SETTINGS = ("run", "overwrite", "quiet")
@@ -59,24 +58,12 @@ def format_table(table: pd.DataFrame) -> str:
         ]
     shown["epochs_trained"] = table["epochs_trained"]
     shown["seconds"] = table["seconds"].map(lambda seconds: f"{seconds:.1f}" if pd.notna(seconds) else "")
-    random = table["weights"] == "random"
+    random = table["weights"] == RANDOM_WEIGHTS
     if random.any():
-        shown["note"] = ["RANDOM WEIGHTS" if flag else "" for flag in random]
+        shown["note"] = [RANDOM_WEIGHTS_TAG if flag else "" for flag in random]
     text = shown.to_string(index=False)
     if len(table) > 1 and not differing:
         text += "\n(all runs have the same settings)"
     if random.any():
-        text += "\nRANDOM WEIGHTS: features from a randomly initialised backbone carry no class signal; those figures are chance level."
+        text += "\n" + random_weights_warning(RANDOM_WEIGHTS)
     return text
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="?", default="runs", help="folder holding run folders (default %(default)s)")
-    args = parser.parse_args(argv)
-    print(format_table(runs_table(args.runs)))
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

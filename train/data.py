@@ -20,6 +20,7 @@ import numpy as np
 from framecache.common.cache import FeatureCache
 from framecache.common.dataset import encode_labels, oversample_indices
 from framecache.common.errors import FramecacheError
+from framecache.common.provenance import Provenance
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class CachedVideos:
     paths: list[str]
     groups: list[str | None]
     splits: list[str | None]  # the CSV's split column (None where blank)
-    provenance: dict
+    provenance: Provenance
     provenance_hash: str
     cache_path: str
 
@@ -44,11 +45,11 @@ class CachedVideos:
 
     @property
     def feature_dim(self) -> int:
-        return int(self.provenance["feature_dim"])
+        return int(self.provenance.feature_dim)
 
     @property
     def weights(self) -> str:
-        return str(self.provenance.get("weights"))
+        return str(self.provenance.weights)
 
 
 def load_cache(path: str, classes: list[str] | None = None) -> CachedVideos:

@@ -7,19 +7,16 @@ its clean view, sampled as at training-time evaluation.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from framecache.common.cache import FeatureCache
-from framecache.common.cli import run_cli
 from framecache.common.errors import FramecacheError
 from framecache.train import report
 from framecache.train.data import SequenceBatches, load_cache
-from framecache.train.model import check_features_match, load_model, predict_probabilities, read_metadata, resolve_model
+from framecache.train.model import load_model, predict_probabilities, read_metadata, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +26,7 @@ def evaluate_run(run: str, features: str, split: str = "all", out: str | None = 
     model_path = resolve_model(run)
     metadata = read_metadata(model_path)
     with FeatureCache(features) as cache:
-        for warning in check_features_match(metadata, cache.provenance, f"cache {features}"):
+        for warning in metadata["provenance"].check_features(cache.provenance, f"cache {features}"):
             log.warning(warning)
     data = load_cache(features, classes=metadata["labels"])
     indices = np.arange(data.num_videos)
@@ -55,24 +52,3 @@ def evaluate_run(run: str, features: str, split: str = "all", out: str | None = 
         paths = [data.paths[index] for index in indices]
         report.predictions_table(paths, data.labels[indices], probabilities, data.classes).to_csv(folder / "predictions.csv", index=False)
     return metrics
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run folder written by `python -m train` (or its model.keras)")
-    parser.add_argument("--features", required=True, help="HDF5 feature cache to evaluate on")
-    parser.add_argument("--split", default="all", choices=["all", "train", "val", "test"], help="which videos, by the CSV's split column (default %(default)s)")
-    parser.add_argument("--out", help="also write metrics.json, report.txt, confusion.png and predictions.csv here")
-    parser.add_argument("--quiet", action="store_true", help="warnings and the result only")
-    args = parser.parse_args(argv)
-    metrics = evaluate_run(args.run, args.features, args.split, args.out)
-    if metrics.get("warning"):
-        print(metrics["warning"])
-    print(f"{metrics['videos']} videos of {args.features}: {report.format_headline(metrics)}")
-    if args.out:
-        print(f"files in {args.out}: metrics.json, report.txt, confusion.png, predictions.csv")
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main, quiet="--quiet" in sys.argv)

@@ -60,15 +60,18 @@ class FoldResult:
         return len(self.history)
 
 
+def new_run_folder() -> Path:
+    """``runs/<timestamp>``, with a suffix if that exists (``runs/20250101-120000-2``)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder, suffix = Path("runs") / stamp, 2
+    while folder.exists():
+        folder, suffix = Path("runs") / f"{stamp}-{suffix}", suffix + 1
+    return folder
+
+
 def prepare_run_folder(run: str | None, overwrite: bool) -> Path:
     """Create the run folder; refuse to mix results into a finished run unless ``overwrite``."""
-    if run is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        folder, suffix = Path("runs") / stamp, 2
-        while folder.exists():
-            folder, suffix = Path("runs") / f"{stamp}-{suffix}", suffix + 1
-    else:
-        folder = Path(run)
+    folder = new_run_folder() if run is None else Path(run)
     if folder.exists() and not folder.is_dir():
         raise FramecacheError(f"run folder {folder} is a file; pass another --run")
     finished = folder.is_dir() and any((folder / name).exists() for name in ("metrics.json", "model.keras"))
@@ -173,9 +176,9 @@ def model_metadata(data: CachedVideos, config: TrainConfig) -> dict:
         "framecache_version": __version__,
         "labels": data.classes,
         "feature_dim": data.feature_dim,
-        "backbone": data.provenance.get("backbone"),
+        "backbone": data.provenance.backbone,
         "weights": data.weights,
-        "provenance": data.provenance,
+        "provenance": data.provenance.to_dict(),
         "provenance_hash": data.provenance_hash,
         "cache_path": data.cache_path,
         "max_len": config.max_len,
@@ -185,10 +188,34 @@ def model_metadata(data: CachedVideos, config: TrainConfig) -> dict:
 
 
 def run_training(config: TrainConfig, data: CachedVideos | None = None) -> dict:
-    """Train (one split, or ``config.cv`` folds), write the run folder, and return its metrics."""
+    """Train (one split, or ``config.cv`` folds), write the run folder, and return its metrics.
+
+    A run that fails (a missing cache, a class too small to split, Ctrl-C)
+    removes the folders it created, if it left them empty; a folder that
+    existed before, and anything in it, is never removed.
+    """
     config.validate()
-    folder = prepare_run_folder(config.run, config.overwrite)
+    folder = new_run_folder() if config.run is None else Path(config.run)
+    created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    folder = prepare_run_folder(str(folder), config.overwrite)
     config.run = str(folder)
+    try:
+        return _train(config, data, folder)
+    except BaseException:
+        _remove_empty_folders(created)
+        raise
+
+
+def _remove_empty_folders(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) while it is empty; stop at the first that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # only ever removes an empty folder
+        except OSError:
+            return
+
+
+def _train(config: TrainConfig, data: CachedVideos | None, folder: Path) -> dict:
     if data is None:
         data = load_cache(config.features)
     warning = report.random_weights_warning(data.weights)
@@ -233,7 +260,7 @@ def run_training(config: TrainConfig, data: CachedVideos | None = None) -> dict:
     report.write_reports(
         folder,
         metrics,
-        cache_line=f"{data.cache_path} (backbone {data.provenance.get('backbone')}, weights {data.weights})",
+        cache_line=f"{data.cache_path} (backbone {data.provenance.backbone}, weights {data.weights})",
         test_labels=data.labels[test],
         test_probabilities=np.concatenate([result.test_probabilities for result in results]),
         histories=[result.history for result in results],
@@ -252,7 +279,7 @@ def _split_metrics(data: CachedVideos, result: FoldResult, sizes: dict, warning:
         epochs=result.epochs,
         best_epoch=result.best_epoch,
         seconds=result.seconds,
-        cache={"path": data.cache_path, "provenance_hash": data.provenance_hash, "backbone": data.provenance.get("backbone")},
+        cache={"path": data.cache_path, "provenance_hash": data.provenance_hash, "backbone": data.provenance.backbone},
     )
     if warning:
         metrics["warning"] = warning

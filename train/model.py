@@ -10,7 +10,9 @@ prediction. The transforms are layers of the model, so ``predict`` and
 A saved ``model.keras`` carries one extra member, ``framecache.json``: the
 labels, the cache's provenance (how stage one made the features) and the
 train-time sampling on top of it (``max_len``, ``frame_step``). Keras ignores
-the member; :func:`load_model` reads it back.
+the member; :func:`read_metadata` reads it back, the provenance as a
+:class:`~framecache.common.provenance.Provenance` (a model saved by any
+earlier version included).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import keras
 import numpy as np
 
 from framecache.common.errors import FramecacheError
+from framecache.common.provenance import Provenance
 
 METADATA_NAME = "framecache.json"
 
@@ -143,20 +146,29 @@ def save_model(model: keras.Model, path: str | Path, metadata: dict) -> None:
     """Save the model as ``.keras`` with ``metadata`` (labels, provenance, sampling) inside."""
     path = Path(path)
     model.save(path)
+    stored = dict(metadata)
+    if isinstance(stored.get("provenance"), Provenance):
+        stored["provenance"] = stored["provenance"].to_dict()
     with zipfile.ZipFile(path, "a") as archive:
-        archive.writestr(METADATA_NAME, json.dumps(metadata, indent=2))
+        archive.writestr(METADATA_NAME, json.dumps(stored, indent=2))
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The framecache metadata of a saved model, without loading the model."""
+    """The framecache metadata of a saved model, without loading the model; its ``"provenance"`` as a Provenance."""
     path = Path(path)
     if not path.is_file():
         raise FramecacheError(f"no model at {path}; train one with `python -m train --run {path.parent}`")
     try:
         with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read(METADATA_NAME))
+            metadata = json.loads(archive.read(METADATA_NAME))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError):
         raise FramecacheError(f"{path} is not a model saved by framecache (no {METADATA_NAME} inside); train it again") from None
+    if "provenance" in metadata:
+        try:
+            metadata["provenance"] = Provenance.from_dict(metadata["provenance"])
+        except FramecacheError as error:
+            raise FramecacheError(f"{path} holds no usable provenance ({error}); train it again") from None
+    return metadata
 
 
 def load_model(path: str | Path) -> tuple[keras.Model, dict]:
@@ -174,12 +186,6 @@ def predict_probabilities(model: keras.Model, batches: keras.utils.PyDataset) ->
     return np.asarray(model.predict(batches, verbose=0))
 
 
-# Provenance fields that decide what a feature vector means: a model only reads features that agree on all of them.
-FEATURE_IDENTITY = ("backbone", "weights", "weights_sha256", "input_size", "resize", "feature_dim")
-# Fields that change the temporal sampling: a difference is allowed, with a warning.
-FEATURE_SAMPLING = ("frame_step", "fps")
-
-
 def resolve_model(run: str | Path) -> Path:
     """The ``model.keras`` of a run folder (or the file itself)."""
     run = Path(run)
@@ -193,24 +199,3 @@ def resolve_model(run: str | Path) -> Path:
     if not run.is_dir():
         raise FramecacheError(f"run folder not found: {run}; train one with `python -m train --run {run}`")
     return run / "model.keras"
-
-
-def check_features_match(metadata: dict, provenance: dict, source: str) -> list[str]:
-    """Refuse features that are not the kind the model was trained on; return warnings for sampling differences."""
-    trained = metadata["provenance"]
-    differences = [
-        f"{key}: model {trained.get(key)!r}, {source} {provenance.get(key)!r}"
-        for key in FEATURE_IDENTITY
-        if key in trained and key in provenance and trained[key] != provenance[key]
-    ]
-    if differences:
-        raise FramecacheError(
-            f"{source} holds other features than this model was trained on ({'; '.join(differences)}); "
-            "extract features with the model's backbone and weights, or train a model on this cache"
-        )
-    return [
-        f"{source} samples frames differently from the model's training cache ({key}: model {trained.get(key)!r}, "
-        f"{source} {provenance.get(key)!r}); figures may shift"
-        for key in FEATURE_SAMPLING
-        if trained.get(key) != provenance.get(key)
-    ]

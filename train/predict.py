@@ -13,14 +13,10 @@ The exit status is 1 only when every video failed.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 
 import numpy as np
 
-from framecache.common.cli import run_cli
 from framecache.common.errors import FramecacheError
 from framecache.train.data import SequenceBatches
 from framecache.train.model import load_model, predict_probabilities, read_metadata, resolve_model
@@ -44,14 +40,14 @@ def classify_features(model, metadata: dict, sequences: list[np.ndarray], batch_
 
 def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 3) -> list[dict]:
     """One result per path, in order: the top classes with probabilities, or the error."""
-    from framecache.extract import pipeline
+    from framecache.extract import embed
 
     model_path = resolve_model(run)
     metadata = read_metadata(model_path)
     warning = random_weights_warning(metadata["weights"])
     if warning:
         log.warning(warning)
-    embedded = pipeline.embed_videos(list(paths), metadata["provenance"], engine=engine)
+    embedded = embed.embed_videos(list(paths), metadata["provenance"], engine=engine)
     for result in embedded:
         if result.features is not None and (result.features.ndim != 2 or result.features.shape[1] != metadata["feature_dim"]):
             raise FramecacheError(
@@ -78,23 +74,3 @@ def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 
             "top": [{"label": labels[code], "p": round(float(row[code]), 6)} for code in best],
         })
     return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run folder written by `python -m train` (or its model.keras)")
-    parser.add_argument("--top", type=int, default=3, help="classes listed per video (default %(default)s)")
-    parser.add_argument("--engine", default="auto", choices=["auto", "openvino", "tensorflow"], help="backbone inference engine (default %(default)s)")
-    parser.add_argument("--quiet", action="store_true", help="warnings only on stderr")
-    parser.add_argument("videos", nargs="+", help="video files")
-    args = parser.parse_args(argv)
-    if args.top < 1:
-        raise FramecacheError(f"--top must be >= 1, got {args.top}")
-    lines = predict_videos(args.run, args.videos, engine=args.engine, top=args.top)
-    for line in lines:
-        print(json.dumps(line), flush=True)
-    return 1 if all("error" in line for line in lines) else 0
-
-
-if __name__ == "__main__":
-    run_cli(main, quiet="--quiet" in sys.argv)

@@ -23,17 +23,10 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from framecache.common.notices import RANDOM_WEIGHTS_TAG, random_weights_warning  # noqa: F401 (used by fit, evaluate, predict)
+
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1")
 RUN_FILES = ("model.keras", "metrics.json", "report.txt", "confusion.png", "curves.png", "history.csv", "predictions.csv", "config.json")
-RANDOM_WEIGHTS_WARNING = (
-    "WARNING: these features come from a backbone with RANDOM weights: they carry no class signal, "
-    "so every figure here is chance level. Extract again with pretrained weights (e.g. WEIGHTS=imagenet)."
-)
-
-
-def random_weights_warning(weights: str) -> str | None:
-    """The loud warning for features from random backbone weights, or ``None``."""
-    return RANDOM_WEIGHTS_WARNING if weights == "random" else None
 
 
 def classification_metrics(true_labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
@@ -191,7 +184,7 @@ def write_reports(
         lines.append(f"val      {format_headline(metrics['val'])}\n")
     lines.append(text_report(test_labels, test_probabilities, metrics["labels"]))
     (folder / "report.txt").write_text("\n".join(lines))
-    flag = " — RANDOM WEIGHTS" if warning else ""
+    flag = f" — {RANDOM_WEIGHTS_TAG}" if warning else ""
     title = f"{folder.name}: " + ("every fold's test videos" if "cv" in metrics else "test split") + flag
     plot_confusion(folder / "confusion.png", metrics["confusion_matrix"], metrics["labels"], title)
     plot_curves(folder / "curves.png", histories, folder.name + flag)

@@ -1,4 +1,4 @@
-"""``python -m train.sweep --features F --units 64,128 --dropout 0.2,0.4``: a small grid on one cache.
+"""``framecache sweep --features F --units 64,128 --dropout 0.2,0.4``: a small grid on one cache.
 
 The cache is read once and every combination trains on it; each run is a full
 run folder under ``--out``, and the comparison table closes the sweep. Every
@@ -8,21 +8,17 @@ as ``{"units": [64, 128], "dropout": [0.2, 0.4]}`` (its values win).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
-import sys
-from datetime import datetime
 from pathlib import Path
 
-from framecache.common.cli import run_cli
 from framecache.common.errors import FramecacheError
-from framecache.train.config import RUN_CONTROL, TrainConfig, add_config_arguments, field_types
+from framecache.train.config import RUN_CONTROL, TrainConfig
 
 log = logging.getLogger(__name__)
 
-SWEEPABLE = tuple(name for name in field_types() if name not in RUN_CONTROL)
+SWEEPABLE = tuple(name for name in TrainConfig.__dataclass_fields__ if name not in RUN_CONTROL)
 
 
 def read_grid(path: str) -> dict[str, list]:
@@ -66,27 +62,3 @@ def run_sweep(base: TrainConfig, grid: dict[str, list], out: str | Path) -> Path
         spread = {name: metrics[f"{name}_std"] for name in ("accuracy", "balanced_accuracy", "macro_f1")} if "cv" in metrics else None
         log.info("run %d/%d %s: %s (%.1f s)", number, len(configs), Path(config.run).name, format_headline(metrics, spread), metrics["seconds"])
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    from framecache.train.compare import format_table, runs_table
-
-    parser = argparse.ArgumentParser(prog="python -m train.sweep", description=__doc__.split("\n\n")[0])
-    add_config_arguments(parser, as_lists=SWEEPABLE, skip=("run",))
-    parser.add_argument("--grid", help="JSON file: {\"setting\": [values, ...]}; overrides the same flags")
-    parser.add_argument("--out", help="folder for the sweep's runs (default runs/sweep-<timestamp>)")
-    args = vars(parser.parse_args(argv))
-    grid_file, out = args.pop("grid"), args.pop("out")
-    grid = {key: args.pop(key) for key in SWEEPABLE}
-    if grid_file:
-        grid.update(read_grid(grid_file))
-    base = TrainConfig(**args)  # run: set per combination
-    base.quiet = True  # no per-epoch lines: one line per run
-    out = out or f"runs/sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    run_sweep(base, grid, out)
-    print(format_table(runs_table(out)))
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main, quiet="--quiet" in sys.argv)

@@ -17,25 +17,26 @@ from pathlib import Path
 import numpy as np
 
 from framecache.common.cache import CacheWriter
+from framecache.common.provenance import Provenance
 
 PHASES = 3
 
 
-def synthetic_provenance(feature_dim: int, views: int, weights: str = "imagenet", backbone: str = "synthetic") -> dict:
+def synthetic_provenance(feature_dim: int, views: int, weights: str = "imagenet", backbone: str = "synthetic") -> Provenance:
     """A provenance shaped like stage one's, for a cache no backbone made."""
-    return {
-        "backbone": backbone,
-        "weights": weights,
-        "weights_sha256": None,
-        "input_size": 224,
-        "resize": "synthetic",
-        "frame_step": 1,
-        "fps": None,
-        "feature_dim": feature_dim,
-        "views": views,
-        "augment": "synthetic" if views > 1 else "none",
-        "seed": 0,
-    }
+    return Provenance(
+        backbone=backbone,
+        weights=weights,
+        weights_sha256=None,
+        input_size=224,
+        resize="synthetic",
+        frame_step=1,
+        fps=None,
+        feature_dim=feature_dim,
+        views=views,
+        augment="synthetic" if views > 1 else "none",
+        seed=0,
+    )
 
 
 def synthetic_video(label: int, num_frames: int, phases: np.ndarray, subject_offset: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""``python -m bench`` (``make bench``): stage one and stage two measured side by side.
+"""``framecache bench`` (``make bench``): stage one and stage two measured side by side.
 
 Everything runs in one process tree on the same generated clips, so the ratios
 compare like with like. Prints a table and writes the figures as one JSON
@@ -7,7 +7,6 @@ object (``--out``, default ``bench/results.json``).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -19,13 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
 
 from framecache.common.cache import CacheWriter
 from framecache.common.config import ExtractConfig
 from framecache.common.dataset import load_dataset
+from framecache.common.provenance import Provenance
 
 BACKBONE = "efficientnetb0"  # the project's default backbone; random weights (speed does not depend on them)
 SIZE = 224
@@ -130,8 +128,8 @@ def extract_fps(csv: Path, out: Path, batch_size: int) -> tuple[float, dict]:
 def synthetic_study_cache(path: Path, videos: int = 200, frames: int = 250, classes: int = 4, views: int = 2) -> None:
     """A cache the size of a real study (200 videos of 10 s at 25 fps), synthetic features of the true shape."""
     rng = np.random.default_rng(0)
-    provenance = {"backbone": BACKBONE, "weights": "random", "weights_sha256": None, "input_size": SIZE,
-                  "feature_dim": 1280, "views": views, "augment": "default", "seed": 0, "frame_step": 1, "fps": None}
+    provenance = Provenance(backbone=BACKBONE, weights="random", weights_sha256=None, input_size=SIZE,
+                            feature_dim=1280, views=views, augment="default", seed=0, frame_step=1, fps=None)
     with CacheWriter(path, provenance, overwrite=True) as writer:
         for index in range(videos):
             label = index % classes
@@ -144,7 +142,7 @@ def synthetic_study_cache(path: Path, videos: int = 200, frames: int = 250, clas
 def train_run_seconds(cache: Path, run: Path) -> float:
     """One ``make train`` run (default settings, to early stop), as a user runs it."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "train", "--features", str(cache), "--run", str(run), "--quiet"],
+    subprocess.run([sys.executable, "-m", "framecache", "train", "--features", str(cache), "--run", str(run), "--quiet"],
                    check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 
@@ -162,7 +160,7 @@ def peak_rss_mb(csv: Path, out: Path, frame_step: int) -> float:
     """
     import psutil
 
-    command = [sys.executable, "-m", "extract", "--csv", str(csv), "--out", str(out), "--backbone", BACKBONE,
+    command = [sys.executable, "-m", "framecache", "extract", "--csv", str(csv), "--out", str(out), "--backbone", BACKBONE,
                "--weights", "none", "--views", "1", "--frame-step", str(frame_step), "--overwrite", "--quiet"]
     process = psutil.Popen(command, stdout=subprocess.DEVNULL)
     peak = 0
@@ -201,21 +199,15 @@ def long_video(folder: Path, minutes: float) -> Path:
     return csv
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--out", default="bench/results.json")
-    parser.add_argument("--csv", help="benchmark on these videos instead of generated clips")
-    parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--long-minutes", default="1,10", help="two video lengths for the memory check")
-    args = parser.parse_args()
-
+def run_bench(out: str = "bench/results.json", csv: str | None = None, clips: int = 16, seconds: float = 10.0,
+              long_minutes: str = "1,10") -> int:
+    """Measure stage one and two side by side; write the figures to ``out`` (JSON) and print a table."""
     from framecache.extract.backbones import build_backbone
 
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="framecache-bench-") as folder:
         folder = Path(folder)
-        csv = Path(args.csv) if args.csv else make_clips(folder, args.clips, args.seconds)
+        csv = Path(csv) if csv else make_clips(folder, clips, seconds)
 
         videos, results["decode_fps_decord"] = decoded_frames(csv, "decord")
         _, results["decode_fps_pyav"] = decoded_frames(csv, "pyav")
@@ -251,7 +243,7 @@ def main() -> int:
         results["end_to_end_frames_per_epoch"] = 200 * frames_per_video
         results["end_to_end_epoch_s"] = end_to_end_epoch_seconds(tf_fps, frames_per_video, 200, gru_epoch_s)
 
-        for minutes in [float(value) for value in args.long_minutes.split(",")]:
+        for minutes in [float(value) for value in long_minutes.split(",")]:
             long_csv = long_video(folder, minutes)
             results[f"long_video_peak_rss_mb_{minutes:g}min"] = peak_rss_mb(long_csv, folder / "long.h5", frame_step=25)
 
@@ -261,10 +253,10 @@ def main() -> int:
         "end_to_end_epoch_over_train_run": results["end_to_end_epoch_s"] / results["train_run_s"],
     }
     results["machine"] = machine(engine, best_batch)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=2))
     print_table(results)
-    print(f"\nwritten: {args.out}")
+    print(f"\nwritten: {out}")
     return 0
 
 
@@ -298,6 +290,3 @@ def print_table(results: dict) -> None:
         print(f"{key:<{width}}  {value:10.2f}")
     print("machine: " + ", ".join(f"{key}={value}" for key, value in results["machine"].items()))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

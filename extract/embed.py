@@ -1,0 +1,39 @@
+"""Stage one for ``predict``: embed new videos exactly as a cache's features were made, clean view only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from framecache.common.provenance import Provenance
+from framecache.extract.views import DecodeSettings, ViewDecoder, failure_reason
+
+
+@dataclass
+class EmbedResult:
+    """One video's clean-view features for ``predict``, or why it failed."""
+
+    path: str
+    features: np.ndarray | None  # float32 (T, D)
+    error: str | None = None
+
+
+def embed_videos(paths: list[str], provenance: Provenance, engine: str = "auto") -> list[EmbedResult]:
+    """Decode and embed videos exactly as the cache with ``provenance`` was made (clean view only).
+
+    Raises :class:`FramecacheError` if the backbone or weights recorded in
+    ``provenance`` cannot be rebuilt here; a video that fails gets its reason.
+    """
+    from framecache.extract.backbones import backbone_from_provenance
+
+    backbone = backbone_from_provenance(provenance, engine=engine)
+    decoder = ViewDecoder(DecodeSettings.from_provenance(provenance, views=1))
+    results = []
+    for path in paths:
+        try:
+            features = [backbone.embed(views[0]) for views in decoder.views(path, key=path)]
+            results.append(EmbedResult(path, np.concatenate(features).astype(np.float32)))
+        except Exception as error:
+            results.append(EmbedResult(path, None, failure_reason(error)))
+    return results

@@ -1,0 +1,114 @@
+"""What the pipeline and its processes send each other over their pipes, one small class per message.
+
+::
+
+    pipeline ── DecodeTask, None (stop) ──►  decode worker  ── Frames, End, Failed, Retire ──►  pipeline
+    pipeline ── VideoRecord, FailureRecord, Close ──►  writer  ── Ready, WriterError, Closed ──►  pipeline
+
+Every message is pickled by ``multiprocessing``; the classes live here, apart
+from the processes, so both sides import the same definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# -- pipeline → decode worker
+
+
+@dataclass(frozen=True)
+class DecodeTask:
+    index: int  # the video's row in the dataset
+    path: str  # the file to open
+    key: str  # the CSV path: seeds the augmentation, so reruns reproduce it
+
+
+# -- decode worker → pipeline
+
+
+@dataclass(frozen=True, eq=False)
+class Frames:
+    """The next chunk of a video's frames, every view of it."""
+
+    index: int
+    offset: int  # of the chunk's first frame in the video's sampled frames
+    views: np.ndarray  # uint8 (views, n, size, size, 3)
+
+
+@dataclass(frozen=True)
+class End:
+    """Every frame of the video was sent."""
+
+    index: int
+    num_frames: int  # sampled frames sent (per view)
+    source_frames: int  # frames in the file
+    source_fps: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The video cannot be read; frames sent for it before are void."""
+
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Retire:
+    """The worker exits to be replaced (decord leaks memory per decoded frame)."""
+
+
+# -- pipeline → writer
+
+
+@dataclass(frozen=True, eq=False)
+class VideoRecord:
+    """One finished video, to commit: arguments of :meth:`CacheWriter.add_video`."""
+
+    path: str
+    label: str
+    group: str | None
+    split: str | None
+    features: np.ndarray  # float16 (views, num_frames, feature_dim)
+    source_frames: int
+    source_fps: float
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """One video that could not be read: arguments of :meth:`CacheWriter.add_failure`."""
+
+    path: str
+    label: str
+    group: str | None
+    split: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close the cache file and exit."""
+
+
+# -- writer → pipeline
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The cache is open; these CSV paths are done already (skipped on resume)."""
+
+    done_paths: set[str]
+
+
+@dataclass(frozen=True)
+class WriterError:
+    """Opening or writing failed; the writer closed the file and exits."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The cache file is closed."""

@@ -1,0 +1,91 @@
+"""A video's views, chunk by chunk: the one way stage one and ``predict`` turn a file into frames.
+
+View 0 is the clean video, decoded and resized as :mod:`framecache.extract.decode`
+does; views 1.. are its augmented copies (:mod:`framecache.extract.augment`),
+one random transform per view applied to all its frames alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from framecache.common.errors import FramecacheError
+from framecache.common.provenance import Provenance
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """What a decoding worker needs to turn a path into view frames."""
+
+    size: int
+    frame_step: int
+    fps: float | None
+    chunk_frames: int
+    decoder: str
+    views: int
+    augment: str
+    seed: int
+
+    @classmethod
+    def from_provenance(cls, provenance: Provenance, chunk_frames: int = 32, views: int | None = None) -> DecodeSettings:
+        """Decode as the features of ``provenance`` were made (``views``: fewer, e.g. 1 for the clean view only)."""
+        if provenance.input_size is None:
+            raise FramecacheError(f"the provenance of these features records no input size ({provenance.backbone}); extract them again")
+        return cls(
+            size=int(provenance.input_size),
+            frame_step=int(provenance.frame_step),
+            fps=provenance.fps,
+            chunk_frames=chunk_frames,
+            decoder=provenance.decoder,
+            views=provenance.views if views is None else views,
+            augment=provenance.augment,
+            seed=provenance.seed,
+        )
+
+
+class ViewDecoder:
+    """Decodes videos into their views with one set of :class:`DecodeSettings`."""
+
+    def __init__(self, settings: DecodeSettings):
+        from framecache.extract.augment import ViewAugmenter
+
+        self.settings = settings
+        # Only views 1.. are augmented: a clean-only decoder needs no (valid) preset.
+        self.augmenter = ViewAugmenter(settings.augment, settings.seed) if settings.views > 1 else None
+
+    def views(self, path: str, key: str) -> Iterator[np.ndarray]:
+        """uint8 ``(views, n, size, size, 3)`` chunks of ``path``, in order; ``key`` (the CSV path) seeds the views.
+
+        Raises :class:`FramecacheError` for a file that cannot be read (see
+        :mod:`framecache.extract.decode`), possibly after some chunks: the
+        caller then discards what it received for the video.
+        """
+        from framecache.extract.decode import iter_frames
+
+        settings = self.settings
+        decoded = 0
+        for chunk in iter_frames(
+            path,
+            size=settings.size,
+            frame_step=settings.frame_step,
+            fps=settings.fps,
+            chunk_frames=settings.chunk_frames,
+            backend=settings.decoder,
+        ):
+            yield np.stack([chunk] + [self.augmenter(chunk, key, view) for view in range(1, settings.views)])
+            decoded += len(chunk)
+        if decoded == 0:
+            raise FramecacheError("no frames could be decoded")
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a video failed, in one line, from what decoding (or embedding) it raised."""
+    if isinstance(error, FramecacheError):
+        return str(error)
+    if isinstance(error, MemoryError):
+        return "out of memory while decoding (frame size too large?)"
+    reason = f"{type(error).__name__}: {error}".strip().splitlines()[0]  # decord raises assorted types
+    return f"cannot decode: {reason}"

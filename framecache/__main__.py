@@ -1,0 +1,5 @@
+"""``python -m framecache`` is the ``framecache`` command."""
+
+from framecache.cli import main
+
+main()
