@@ -33,7 +33,7 @@ class ExtractConfig:
     augment: str = option("default", "augmentation preset of views 1..", choices=AUGMENT_PRESETS)
     seed: int = option(0, "seed of every random choice (augmentation)")
     frame_step: int = option(1, "keep every k-th frame (1: all)", interval=AT_LEAST_ONE)
-    fps: float | None = option(None, "resample to this frame rate instead of --frame-step (never up)", interval=Interval(0, None, "neither"))
+    fps: float | None = option(None, "resample to this frame rate instead of keeping every k-th frame (never up)", interval=Interval(0, None, "neither"))
     batch_size: int = option(32, "frames per backbone call, mixed across videos", interval=AT_LEAST_ONE)
     chunk_frames: int = option(32, "frames decoded at a time per video (memory stays flat)", interval=AT_LEAST_ONE)
     workers: int = option(1, "decoding processes", interval=AT_LEAST_ONE)

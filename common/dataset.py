@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from framecache.common.errors import FramecacheError
+from framecache.common.options import option_name
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def load_dataset(csv_path: str | Path, min_videos_per_class: int = 2) -> pd.Data
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise FramecacheError(f"dataset CSV not found: {csv_path} (pass CSV=path/to/labels.csv)")
+        raise FramecacheError(f"dataset CSV not found: {csv_path}; pass {option_name('csv', 'path/to/labels.csv')}")
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8")
     except pd.errors.EmptyDataError:

@@ -1,6 +1,6 @@
 """Write the synthetic demo dataset: videos plus a labels.csv (path,label,group).
 
-    python -m data.make_demo --out data/demo --per-class 12 --seed 0
+    python -m framecache.data.make_demo --out data/demo --per-class 12 --seed 0
 
 Layout: ``OUT/videos/<label>/<label>_<index>.mp4``, ``OUT/labels.csv`` (paths
 relative to OUT) and ``OUT/demo.json`` (the settings). A rerun with the same
@@ -126,7 +126,7 @@ def build_demo(out: str | Path, settings: SyntheticSettings, force: bool = False
 def parse_args(argv: list[str] | None = None) -> tuple[Path, SyntheticSettings, bool]:
     """The output folder, the dataset settings and --force from the command line."""
     defaults = SyntheticSettings()
-    parser = argparse.ArgumentParser(prog="python -m data.make_demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m framecache.data.make_demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/demo"), help="output folder (default: data/demo)")
     parser.add_argument("--per-class", type=int, default=defaults.per_class, help="videos per class")
     parser.add_argument("--seed", type=int, default=defaults.seed)

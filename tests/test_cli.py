@@ -122,7 +122,7 @@ def test_every_subcommand_is_listed_in_the_help_and_the_makefile():
 def test_a_users_own_train_py_does_not_shadow_the_package(tmp_path):
     for name in ("train", "common", "data", "extract"):
         (tmp_path / f"{name}.py").write_text("raise RuntimeError('the user module was imported')\n")
-    code = "import framecache.train.fit, framecache.common.cache, framecache.data.synthetic, framecache.extract.decode; print('ok')"
+    code = "import framecache.train.splits, framecache.common.cache, framecache.data.synthetic, framecache.extract.decode; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")

@@ -181,3 +181,16 @@ def test_a_failed_training_keeps_the_users_own_folder(tmp_path):
         with pytest.raises(FramecacheError, match="not found"):
             run_training(TrainConfig(features=str(tmp_path / "missing.h5"), run=str(run), quiet=True))
     assert (mine / "notes.txt").read_text() == "mine" and (mine / "empty").is_dir()
+
+
+def test_a_failed_overwrite_keeps_the_previous_run(cache, tmp_path):
+    folder = tmp_path / "kept"
+    run_training(TrainConfig(features=str(cache), run=str(folder), quiet=True, **{**FAST, "epochs": 2}))
+    before = {name: (folder / name).read_bytes() for name in ("metrics.json", "model.keras", "config.json")}
+    with pytest.raises(FramecacheError):
+        run_training(TrainConfig(features=str(tmp_path / "missing.h5"), run=str(folder), overwrite=True, quiet=True, **FAST))
+    assert {name: (folder / name).read_bytes() for name in before} == before
+    assert not (folder / ".previous-run").exists()
+    again = run_training(TrainConfig(features=str(cache), run=str(folder), overwrite=True, quiet=True, **{**FAST, "epochs": 2, "units": 8}))
+    assert json.loads((folder / "config.json").read_text())["units"] == 8 and again["epochs"] >= 1
+    assert not (folder / ".previous-run").exists()

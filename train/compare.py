@@ -1,4 +1,4 @@
-"""``python -m train.compare [runs/]``: one table of every run under a folder.
+"""``framecache compare [runs/]``: one table of every run under a folder.
 
 Columns: the run, the settings that differ between runs, and the headline
 test figures (``mean±std`` for ``--cv`` runs), the epochs trained and seconds.
@@ -13,6 +13,7 @@ import pandas as pd
 
 from framecache.common.errors import FramecacheError
 from framecache.common.notices import RANDOM_WEIGHTS, RANDOM_WEIGHTS_TAG, random_weights_warning
+from framecache.common.options import command_hint
 from framecache.train.report import HEADLINE
 
 IGNORED_SETTINGS = ("run", "overwrite", "quiet")
@@ -20,10 +21,10 @@ SHORT_NAMES = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "macro_f1": "m
 
 
 def find_runs(root: str | Path) -> list[Path]:
-    """Run folders under ``root`` (a folder with config.json and metrics.json), not the folds inside a --cv run."""
+    """Run folders under ``root`` (a folder with config.json and metrics.json), not the folds inside a cross-validation run."""
     root = Path(root)
     if not root.is_dir():
-        raise FramecacheError(f"no runs folder {root}; train a run first with `python -m train`")
+        raise FramecacheError(f"no runs folder {root}; train a run first with `{command_hint('train')}`")
     found = sorted(path.parent for path in root.rglob("metrics.json") if (path.parent / "config.json").exists())
     return [run for run in found if not any(parent in found for parent in run.parents)]
 
@@ -43,7 +44,7 @@ def runs_table(root: str | Path) -> pd.DataFrame:
         row.update(epochs_trained=metrics.get("epochs"), seconds=metrics.get("seconds"), weights=metrics.get("weights"))
         rows.append(row)
     if not rows:
-        raise FramecacheError(f"no runs under {root}; train one with `python -m train --run {root}/NAME`")
+        raise FramecacheError(f"no runs under {root}; train one with `{command_hint('train', run=f'{root}/NAME')}`")
     return pd.DataFrame(rows)
 
 

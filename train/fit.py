@@ -24,6 +24,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from framecache import __version__
 from framecache.common.errors import FramecacheError
+from framecache.common.options import option_name
 from framecache.train import report
 from framecache.train.config import TrainConfig
 from framecache.train.data import CachedVideos, SequenceBatches, feature_statistics, load_cache, padded_length
@@ -69,22 +70,50 @@ def new_run_folder() -> Path:
     return folder
 
 
+PREVIOUS_RUN = ".previous-run"  # where --overwrite keeps the old results until the new run has succeeded
+
+
 def prepare_run_folder(run: str | None, overwrite: bool) -> Path:
-    """Create the run folder; refuse to mix results into a finished run unless ``overwrite``."""
+    """Create the run folder; refuse to mix results into a finished run unless ``overwrite``.
+
+    With ``overwrite`` the old results move to ``<run>/.previous-run``: :func:`run_training`
+    deletes them once the new run has succeeded and puts them back if it fails.
+    """
     folder = new_run_folder() if run is None else Path(run)
     if folder.exists() and not folder.is_dir():
-        raise FramecacheError(f"run folder {folder} is a file; pass another --run")
+        raise FramecacheError(f"run folder {folder} is a file; pass another {option_name('run')}")
     finished = folder.is_dir() and any((folder / name).exists() for name in ("metrics.json", "model.keras"))
     if finished and not overwrite:
-        raise FramecacheError(f"run folder {folder} already holds a run; pass another --run, or --overwrite to replace it")
+        raise FramecacheError(
+            f"run folder {folder} already holds a run; pass another {option_name('run')}, "
+            f"or {option_name('overwrite', True)} to replace it"
+        )
     if finished:
-        for name in report.RUN_FILES:
-            (folder / name).unlink(missing_ok=True)
-        for fold_folder in folder.glob("fold*"):
-            if (fold_folder / "model.keras").exists() or (fold_folder / "metrics.json").exists():
-                shutil.rmtree(fold_folder)
+        previous = folder / PREVIOUS_RUN
+        shutil.rmtree(previous, ignore_errors=True)  # left by a run killed before it could clean up
+        previous.mkdir()
+        old = [folder / name for name in report.RUN_FILES]
+        old += [path for path in folder.glob("fold*") if (path / "model.keras").exists() or (path / "metrics.json").exists()]
+        for path in old:
+            if path.exists():
+                path.rename(previous / path.name)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _restore_previous_run(folder: Path) -> None:
+    """After a failed overwrite: the new run's partial files go, the previous results come back."""
+    previous = folder / PREVIOUS_RUN
+    if not previous.is_dir():
+        return
+    for path in previous.iterdir():
+        target = folder / path.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        path.rename(target)
+    previous.rmdir()
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -200,10 +229,13 @@ def run_training(config: TrainConfig, data: CachedVideos | None = None) -> dict:
     folder = prepare_run_folder(str(folder), config.overwrite)
     config.run = str(folder)
     try:
-        return _train(config, data, folder)
+        metrics = _train(config, data, folder)
     except BaseException:
+        _restore_previous_run(folder)
         _remove_empty_folders(created)
         raise
+    shutil.rmtree(folder / PREVIOUS_RUN, ignore_errors=True)
+    return metrics
 
 
 def _remove_empty_folders(folders: list[Path]) -> None:

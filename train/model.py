@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from framecache.common.errors import FramecacheError
+from framecache.common.options import command_hint, option_name
 from framecache.common.provenance import Provenance
 
 METADATA_NAME = "framecache.json"
@@ -157,7 +158,7 @@ def read_metadata(path: str | Path) -> dict:
     """The framecache metadata of a saved model, without loading the model; its ``"provenance"`` as a Provenance."""
     path = Path(path)
     if not path.is_file():
-        raise FramecacheError(f"no model at {path}; train one with `python -m train --run {path.parent}`")
+        raise FramecacheError(f"no model at {path}; train one with `{command_hint('train', run=path.parent)}`")
     try:
         with zipfile.ZipFile(path) as archive:
             metadata = json.loads(archive.read(METADATA_NAME))
@@ -193,9 +194,9 @@ def resolve_model(run: str | Path) -> Path:
         return run
     if not (run / "model.keras").exists() and (run / "fold1" / "model.keras").exists():
         raise FramecacheError(
-            f"{run} is a cross-validation run: it holds one model per fold; pass --run {run / 'fold1'} "
-            "(or another fold), or train without --cv for one model"
+            f"{run} is a cross-validation run: it holds one model per fold; pass {option_name('run', run / 'fold1')} "
+            f"(or another fold), or train without {option_name('cv')} for one model"
         )
     if not run.is_dir():
-        raise FramecacheError(f"run folder not found: {run}; train one with `python -m train --run {run}`")
+        raise FramecacheError(f"run folder not found: {run}; train one with `{command_hint('train', run=run)}`")
     return run / "model.keras"

@@ -1,4 +1,4 @@
-"""``python -m train.predict --run RUN VIDEO...``: label new videos end to end.
+"""``framecache predict --run RUN VIDEO...``: label new videos end to end.
 
 Each video is decoded and embedded by stage one with exactly the backbone,
 weights and frame sampling recorded in the run, rounded to float16 like the

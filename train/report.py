@@ -191,7 +191,7 @@ def write_reports(
 
 
 def console_summary(metrics: dict, folder: Path) -> str:
-    """The last lines ``python -m train`` prints: headline figures, splits, where the files are."""
+    """The last lines ``framecache train`` prints: headline figures, splits, where the files are."""
     lines = []
     if metrics.get("warning"):
         lines += ["!" * 80, metrics["warning"], "!" * 80]

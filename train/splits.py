@@ -117,11 +117,11 @@ def _csv_split(labels, groups, csv_splits, val_fraction, test_fraction, seed) ->
     if blank:
         raise FramecacheError(
             f"{blank} of {len(csv_splits)} videos have no value in the CSV's split column; "
-            "fill it in for every row (train, val or test), leave it empty for all, or pass --ignore-split"
+            f"fill it in for every row (train, val or test), leave it empty for all, or pass {option_name('ignore_split', True)}"
         )
     parts = {part: np.flatnonzero(np.asarray(csv_splits, dtype=object) == part) for part in PARTS}
     if len(parts["train"]) == 0:
-        raise FramecacheError("the CSV's split column names no 'train' videos; mark some, or pass --ignore-split")
+        raise FramecacheError(f"the CSV's split column names no 'train' videos; mark some, or pass {option_name('ignore_split', True)}")
     if len(parts["test"]) == 0:
         log.warning("the CSV's split column has no 'test' videos: holding out %.0f%% of 'train' as test", 100 * test_fraction)
         parts["train"], parts["test"] = _hold_out(
@@ -136,7 +136,7 @@ def _csv_split(labels, groups, csv_splits, val_fraction, test_fraction, seed) ->
     if missing:
         raise FramecacheError(
             f"the CSV's split column puts no video of class(es) {missing} in 'train'; "
-            "every class needs training videos: fix the split column, or pass --ignore-split"
+            f"every class needs training videos: fix the split column, or pass {option_name('ignore_split', True)}"
         )
     if groups is not None:
         for first, second in (("train", "val"), ("train", "test"), ("val", "test")):

@@ -5,7 +5,7 @@ class 1: C→B→A, ...), so every class has the same mean feature and only a
 temporal model tells them apart. Frames get noise and a per-subject offset;
 augmented views get more noise and a small time shift.
 
-    python -m train.synthetic --out /tmp/synthetic.h5 --videos 48 --feature-dim 1280
+    python -m framecache.train.synthetic --out /tmp/synthetic.h5 --videos 48 --feature-dim 1280
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def write_synthetic_cache(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.synthetic", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m framecache.train.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="HDF5 cache to write (replaced)")
     parser.add_argument("--videos", type=int, default=48)
     parser.add_argument("--classes", type=int, default=3)
