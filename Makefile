@@ -1,6 +1,6 @@
 # framecache: a thin layer over the `framecache` command; every target creates and reuses .venv.
 # Every option of a command is also a Make variable, named like its flag in capitals
-# (--max-len -> MAX_LEN=, --no-centre -> CENTRE=0, --overwrite -> OVERWRITE=1), e.g.
+# (--max-len -> MAX_LEN=, --no-appearance -> APPEARANCE=0, --overwrite -> OVERWRITE=1), e.g.
 #   make features CSV=my/labels.csv OUT=my.h5 BACKBONE=mobilenet_v2 WEIGHTS=weights.h5 VIEWS=2
 #   make train FEATURES=my.h5 RUN=runs/first EPOCHS=50 TEST_FRACTION=0.1
 # ARGS='--flag value ...' is passed through as it is. `framecache COMMAND --help` lists every option.
@@ -20,19 +20,20 @@ OUT ?= features.h5
 FEATURES ?= $(OUT)
 DEMO_DIR := data/demo
 
-.PHONY: help setup features info train predict evaluate compare sweep demo demo-data test test-slow lint bench clean
+.PHONY: help setup features info merge train predict evaluate compare sweep demo demo-data test test-slow lint bench clean
 
 help:
-	@echo "make demo        demo data -> features -> GRU -> summary (offline, a few minutes)"
+	@echo "make demo        demo data -> features -> GRU beside its baseline -> summary (offline, a few minutes)"
 	@echo "make test        the test suite (make test-slow: the slow tests too)"
 	@echo "make features    CSV=labels.csv OUT=features.h5 [BACKBONE= WEIGHTS= VIEWS= AUGMENT= SEED= ...]"
 	@echo "make info        FEATURES=features.h5 [JSON=1]"
+	@echo "make merge       OUT=study.h5 CACHES='a.h5 b.h5'  caches with the same settings into one (converts schema 1)"
 	@echo "make train       FEATURES=features.h5 [RUN=runs/name EPOCHS= SEED= UNITS= DROPOUT= MAX_LEN= CV= ...]"
 	@echo "make predict     RUN=runs/name VIDEOS='a.mp4 b.mp4' [TOP= ENGINE=]"
-	@echo "make evaluate    RUN=runs/name FEATURES=other.h5 [SPLIT= REPORT=folder]"
+	@echo "make evaluate    RUN=runs/name FEATURES=f.h5 [SPLIT=test|all|val|train REPORT=folder]  (default: the run's test videos)"
 	@echo "make compare     [RUNS=runs]  table of all runs"
-	@echo "make sweep       FEATURES=features.h5 [GRID=grid.json SWEEP='--units 32,64' SWEEP_OUT=folder]"
-	@echo "make bench       [CSV=your.csv BENCH_OUT=bench/results.json]  stage one and two measured side by side"
+	@echo "make sweep       FEATURES=features.h5 [GRID=grid.json SWEEP='--units 32,64' SWEEP_OUT=folder]  (every INPUTS unless given)"
+	@echo "make bench       [QUICK=1 ROUNDS=3 ACCURACY=1 PRECISIONS=f32,bf16 CSV=your.csv BENCH_OUT=bench/results.json]  stage one and two in interleaved rounds"
 	@echo "Every option of 'framecache COMMAND --help' is a Make variable: --max-len -> MAX_LEN=, or ARGS='...'."
 
 setup: $(STAMP)
@@ -51,6 +52,10 @@ features: $(STAMP)
 info: $(STAMP)
 	$(FRAMECACHE) info $(FEATURES) $(ARGS)
 
+# CACHES="a.h5 b.h5": caches made with the same settings, merged into OUT (a schema-1 cache is converted).
+merge: $(STAMP)
+	$(FRAMECACHE) merge --out $(OUT) $(ARGS) $(CACHES)
+
 train: $(STAMP)
 	$(FRAMECACHE) train --features $(FEATURES) $(ARGS)
 
@@ -66,6 +71,7 @@ compare: $(STAMP)
 sweep: $(STAMP)
 	$(FRAMECACHE) sweep --features $(FEATURES) $(if $(GRID),--grid $(GRID)) $(if $(SWEEP_OUT),--out $(SWEEP_OUT)) $(SWEEP) $(ARGS)
 
+# Four exercises (motion decides) and four equipment classes (appearance decides): the default model needs both.
 demo-data: $(STAMP)
 	$(PY) -m framecache.data.make_demo --out $(DEMO_DIR)
 

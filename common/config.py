@@ -16,7 +16,10 @@ from framecache.common.options import Interval, option, option_name, validate
 
 ENGINES = ("auto", "openvino", "tensorflow")
 DECODERS = ("pyav", "decord")
-AUGMENT_PRESETS = ("none", "light", "default")
+AUGMENT_PRESETS = ("none", "light", "default", "blur-noise")
+# The CNN's arithmetic in stage one. f32 everywhere by default (caches from any machine agree);
+# bf16 where the hardware runs it natively: OpenVINO on a CPU with BF16, TensorFlow on a GPU.
+PRECISIONS = ("f32", "bf16")
 AT_LEAST_ONE = Interval(1, None)
 
 
@@ -29,6 +32,8 @@ class ExtractConfig:
     backbone: str = option("efficientnetb0", "frozen backbone: efficientnetb0, mobilenet_v2 or efficientnet_lite0 (offline ImageNet weights)")
     weights: str = option("imagenet", "imagenet (Keras' cache; downloaded where online) | none (random: no class signal) | PATH to a weights file")
     engine: str = option("auto", "inference engine (auto: OpenVINO when installed, TensorFlow on a GPU)", choices=ENGINES)
+    precision: str = option("f32", "the CNN's arithmetic: f32, or bf16 where the hardware has it natively (OpenVINO on a CPU "
+                            "with BF16, TensorFlow on a GPU); recorded in the provenance", choices=PRECISIONS)
     views: int = option(2, "views per video; view 0 is the clean video, the others augmented", interval=AT_LEAST_ONE)
     augment: str = option("default", "augmentation preset of views 1..", choices=AUGMENT_PRESETS)
     seed: int = option(0, "seed of every random choice (augmentation)")
@@ -38,7 +43,9 @@ class ExtractConfig:
     chunk_frames: int = option(32, "frames decoded at a time per video (memory stays flat)", interval=AT_LEAST_ONE)
     workers: int = option(1, "decoding processes", interval=AT_LEAST_ONE)
     decoder: str = option("pyav", "video decoder (decord's memory grows with every decoded frame: see README)", choices=DECODERS)
-    lock_timeout: float = option(10.0, "seconds to wait for another process writing the same cache", interval=Interval(0, None))
+    # 64: framecache.common.cache.SHARD_VIDEOS (not imported here: h5py is heavy), where the bound is explained.
+    shard_videos: int = option(64, "videos per cache shard: a shard is kept for good once closed, after this many videos, "
+                               "256 MB or 5 minutes; a kill of the writer loses at most its open shard", interval=AT_LEAST_ONE)
     overwrite: bool = option(False, "replace a cache made with other settings")
     quiet: bool = option(False, "no progress, warnings only")
 

@@ -42,6 +42,11 @@ OPTIONAL_IDENTITY = ("input_size", "resize")
 # Fields that change the temporal sampling: a difference is allowed, with a warning.
 FEATURE_SAMPLING = ("frame_step", "fps")
 REQUIRED_FIELDS = ("backbone", "weights", "feature_dim", "views")
+# Fields added after caches existed: stored (and hashed) only where they differ from their default,
+# so every provenance written before them keeps its stored form and its hash.
+OMITTED_AT_DEFAULT = {"precision": "f32"}
+# Fields that change the features' numerics only (cosine >= 0.99): a difference is allowed, with a warning.
+FEATURE_NUMERICS = ("precision",)
 
 
 def _json_copy(value: Any) -> Any:
@@ -79,6 +84,7 @@ class Provenance:
     augment: str = "none"
     augment_params: dict = field(default_factory=dict)  # ViewAugmenter.describe()
     seed: int = 0
+    precision: str = "f32"  # the CNN's arithmetic (f32 | bf16): a cache never mixes precisions
     schema_version: int | None = None  # the cache schema it was made for
     framecache_version: str | None = None  # set by the cache writer; not part of the hash
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept as read
@@ -110,6 +116,7 @@ class Provenance:
             augment=config.augment,
             augment_params=augment_params,
             seed=config.seed,
+            precision=config.precision,
         )
 
     # -- (de)serialising
@@ -117,6 +124,7 @@ class Provenance:
     def to_dict(self) -> dict:
         """The JSON-able form stored in caches and models: every field by name, unknown keys as read."""
         values = {item.name: getattr(self, item.name) for item in fields(self) if item.name != "extra"}
+        values = {key: value for key, value in values.items() if key not in OMITTED_AT_DEFAULT or value != OMITTED_AT_DEFAULT[key]}
         return _json_copy({**self.extra, **values})
 
     def to_json(self) -> str:
@@ -161,7 +169,7 @@ class Provenance:
 
     def differences(self, other: Provenance) -> list[tuple[str, Any, Any]]:
         """``(field, this value, other's value)`` for every field deciding the features where the two differ."""
-        mine, theirs = self._feature_fields(), other._feature_fields()
+        mine, theirs = {**OMITTED_AT_DEFAULT, **self._feature_fields()}, {**OMITTED_AT_DEFAULT, **other._feature_fields()}
         return [(key, mine.get(key), theirs.get(key)) for key in sorted(set(mine) | set(theirs)) if mine.get(key) != theirs.get(key)]
 
     def check_features(self, other: Provenance, source: str) -> list[str]:
@@ -186,6 +194,11 @@ class Provenance:
             f"{source} samples frames differently from the model's training cache ({key}: model {getattr(self, key)!r}, "
             f"{source} {getattr(other, key)!r}); figures may shift"
             for key in FEATURE_SAMPLING
+            if getattr(self, key) != getattr(other, key)
+        ] + [
+            f"{source} was computed in another precision than the model's training cache ({key}: model "
+            f"{getattr(self, key)!r}, {source} {getattr(other, key)!r}); features differ slightly (cosine >= 0.99)"
+            for key in FEATURE_NUMERICS
             if getattr(self, key) != getattr(other, key)
         ]
 

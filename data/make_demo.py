@@ -1,6 +1,12 @@
 """Write the synthetic demo dataset: videos plus a labels.csv (path,label,group).
 
     python -m framecache.data.make_demo --out data/demo --per-class 12 --seed 0
+    python -m framecache.data.make_demo --out data/appearance --preset appearance
+
+``--preset`` picks the classes by what decides them (see
+:mod:`framecache.data.synthetic`): ``both`` (default: four motion classes and
+four held poses), ``motion`` or ``appearance``; ``--classes`` names them
+instead.
 
 Layout: ``OUT/videos/<label>/<label>_<index>.mp4``, ``OUT/labels.csv`` (paths
 relative to OUT) and ``OUT/demo.json`` (the settings). A rerun with the same
@@ -25,9 +31,9 @@ from pathlib import Path
 from framecache.common.errors import FramecacheError
 from framecache.data.synthetic import (
     CLASSES,
-    DEFAULT_CLASSES,
     DEFAULT_FPS,
     GENERATOR_VERSION,
+    PRESETS,
     SyntheticSettings,
     VideoSpec,
     dataset_specs,
@@ -131,12 +137,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, SyntheticSettings, 
     parser.add_argument("--per-class", type=int, default=defaults.per_class, help="videos per class")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
+        "--preset",
+        default="both",
+        choices=sorted(PRESETS),
+        help="classes by what decides them: motion (four exercises), appearance (four held poses that all move alike) "
+        "or both (the eight; default)",
+    )
+    parser.add_argument(
         "--classes",
         nargs="+",
-        default=list(DEFAULT_CLASSES),
         choices=CLASSES,
         metavar="CLASS",
-        help=f"classes to generate, from {', '.join(CLASSES)} (default: the first four)",
+        help=f"classes to generate instead of a preset's, from {', '.join(CLASSES)}",
     )
     parser.add_argument("--subjects", type=int, default=defaults.subjects, help="subjects (CSV groups)")
     parser.add_argument("--min-seconds", type=float, default=defaults.min_seconds)
@@ -145,7 +157,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, SyntheticSettings, 
     parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
     args = parser.parse_args(argv)
     settings = SyntheticSettings(
-        classes=tuple(args.classes),
+        classes=tuple(args.classes or PRESETS[args.preset]),
         per_class=args.per_class,
         subjects=args.subjects,
         seed=args.seed,

@@ -2,16 +2,30 @@
 
 Every video shows one articulated figure (head, torso, arms, legs drawn with
 OpenCV; joints placed by forward kinematics from joint angles) doing one
-exercise. The classes differ only in how the figure moves over time:
+exercise. Two kinds of class, so that a model is tried where motion decides and
+where appearance does:
+
+- *motion* classes (``MOTION_CLASSES``: squat, jumping jack, ...) differ only in
+  how the figure moves over time. Each motion is a periodic function of a phase
+  whose cycle starts with a rest part, the neutral standing pose that every
+  class shares; every video starts at a random point of that rest part, so
+  frame 0 alone does not tell the class;
+- *equipment* classes (``EQUIPMENT_CLASSES``: ball, box, mat, barbell) differ
+  only in the equipment standing in the scene (its colour and side drawn per
+  video), while the figure does one of the four motion exercises drawn per
+  video whatever the class: any single frame tells the class, the motion does
+  not.
+
+In both:
 
 - appearance (build, size, skin, hair, clothes) belongs to a subject, the CSV
   ``group``, and is drawn independently of the class;
-- each motion is a periodic function of a phase whose cycle starts with a rest
-  part, the neutral standing pose that every class shares; every video starts
-  at a random point of that rest part, so frame 0 alone does not tell the class;
 - per video, independently of the class: cycle period (speed), start phase,
   rest length, amplitude, length, resolution, fps, distance to the camera,
   position, background, camera jitter, brightness flicker and pixel noise.
+
+``PRESETS`` names the class sets: ``motion`` (four motion classes),
+``appearance`` (the four equipment classes) and ``both`` (all eight: the demo).
 
 Everything is a pure function of the seed: ``np.random.default_rng`` keyed by
 (seed, purpose, ...), never global random state.
@@ -33,8 +47,12 @@ import numpy as np
 
 from framecache.common.errors import FramecacheError
 
-CLASSES = ("squat", "jumping_jack", "arm_raise", "side_bend", "high_knees")
-DEFAULT_CLASSES = CLASSES[:4]
+MOTION_CLASSES = ("squat", "jumping_jack", "arm_raise", "side_bend", "high_knees")
+EQUIPMENT_CLASSES = ("ball", "box", "mat", "barbell")
+CLASSES = MOTION_CLASSES + EQUIPMENT_CLASSES
+DEFAULT_CLASSES = MOTION_CLASSES[:4]
+# Class sets by what decides the class: the motion, a static cue (the equipment), or either.
+PRESETS = {"motion": DEFAULT_CLASSES, "appearance": EQUIPMENT_CLASSES, "both": DEFAULT_CLASSES + EQUIPMENT_CLASSES}
 # (width, height). Odd sizes lose a row/column when written as H.264 (393x295 -> 392x294).
 DEFAULT_SIZES = ((320, 240), (426, 240), (480, 360), (352, 288), (393, 295))
 DEFAULT_FPS = (10.0, 15.0, 20.0)
@@ -203,6 +221,11 @@ class VideoSpec:
     flicker: float  # std of the per-frame brightness gain
     idle_hz: float  # slow sway present in every class
     idle_phase: float
+    exercise: str | None = None  # what the figure does, for an equipment class (drawn per video); else the label
+
+    @property
+    def motion(self) -> str:
+        return self.exercise or self.label
 
     @property
     def seconds(self) -> float:
@@ -275,6 +298,8 @@ def sample_video_spec(label: str, index: int, settings: SyntheticSettings) -> Vi
         flicker=rng.uniform(0.0, 0.015),
         idle_hz=rng.uniform(0.2, 0.6),
         idle_phase=rng.uniform(0.0, 2 * math.pi),
+        # drawn last: the motion classes' draws above stay as they were before equipment classes existed
+        exercise=str(DEFAULT_CLASSES[rng.integers(len(DEFAULT_CLASSES))]) if label in EQUIPMENT_CLASSES else None,
     )
 
 
@@ -337,29 +362,30 @@ def pose_at(spec: VideoSpec, t: float) -> Pose:
         hip_abd=_pair(subject.stance),
     )
     right, left = max(alternating, 0.0), max(-alternating, 0.0)
-    if spec.label == "squat":
+    motion = spec.motion
+    if motion == "squat":
         pose.hip_flex[:] = math.radians(85) * amplitude * bump
         pose.knee_out[:] = math.radians(30) * bump
         pose.arm_scale[:] = math.cos(math.radians(80) * bump)  # arms stretched forward
         pose.arm_abd += math.radians(8) * bump
         pose.torso_scale = math.cos(math.radians(20) * bump)
-    elif spec.label == "jumping_jack":
+    elif motion == "jumping_jack":
         pose.arm_abd += (math.radians(165) - rest_arm) * amplitude * bump
         pose.elbow *= 1.0 - bump
         pose.hip_abd += math.radians(20) * amplitude * bump
         pose.jump = 0.2 * bump * (1.0 - bump)  # airborne between the two stances
-    elif spec.label == "arm_raise":
+    elif motion == "arm_raise":
         pose.arm_abd += (math.radians(170) - rest_arm) * amplitude * bump
         pose.elbow *= 1.0 - bump
-    elif spec.label == "side_bend":
+    elif motion == "side_bend":
         pose.tilt += math.radians(32) * amplitude * alternating
         pose.arm_abd += math.radians(150) * amplitude * np.array([right, left])  # the far arm goes overhead
-    elif spec.label == "high_knees":
+    elif motion == "high_knees":
         pose.hip_flex[:] = math.radians(85) * amplitude * np.array([right, left])
         pose.elbow += math.radians(70) * abs(alternating)
         pose.arm_scale[:] = np.cos(math.radians(50) * np.array([left, right]))  # the opposite arm swings forward
     else:
-        raise FramecacheError(f"unknown class {spec.label!r}; known: {list(CLASSES)}")
+        raise FramecacheError(f"unknown exercise {motion!r}; known: {list(MOTION_CLASSES)}")
     return pose
 
 
@@ -483,6 +509,55 @@ def _background(rng: np.random.Generator, width: int, height: int, floor_y: floa
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def draw_equipment(canvas: np.ndarray, spec: VideoSpec, origin: np.ndarray, scale_px: float) -> None:
+    """Draw an equipment class's equipment in place, on the floor beside (or behind) the figure.
+
+    Its colour and side come from the video's own random stream, so only its
+    shape tells the class. Drawn before the figure, which may pass in front of it.
+    """
+    rng = np.random.default_rng([spec.seed, 4, _label_key(spec.label), spec.index])
+    colour = _colour(rng.uniform(), rng.uniform(0.5, 0.9), rng.uniform(0.5, 0.95))
+    darker = tuple(int(0.6 * channel) for channel in colour)
+    side = 1.0 if rng.integers(2) else -1.0
+    floor_x, floor_y = float(origin[0]), float(origin[1])
+    beside = floor_x + side * rng.uniform(0.42, 0.5) * scale_px
+
+    def point(x: float, y: float) -> tuple[int, int]:
+        return _point(np.array([x, y]))
+
+    if spec.label == "ball":  # an exercise ball with a highlight
+        radius = rng.uniform(0.15, 0.18) * scale_px
+        centre = point(beside, floor_y - radius)
+        cv2.circle(canvas, centre, round(radius * _SUBPIXEL), colour, -1, cv2.LINE_AA, _SUBPIXEL_BITS)
+        shine = point(beside - 0.35 * radius, floor_y - 1.4 * radius)
+        cv2.circle(canvas, shine, round(0.25 * radius * _SUBPIXEL), (245, 245, 245), -1, cv2.LINE_AA, _SUBPIXEL_BITS)
+    elif spec.label == "box":  # a plyo box: front face and a lighter top
+        width, height, depth = rng.uniform(0.3, 0.36) * scale_px, rng.uniform(0.3, 0.36) * scale_px, 0.08 * scale_px
+        left, right, top = beside - width / 2, beside + width / 2, floor_y - height
+        lighter = tuple(min(255, int(channel * 1.25) + 20) for channel in colour)
+        cv2.fillPoly(canvas, [np.array([point(left, top), point(right, top), point(right, floor_y), point(left, floor_y)], np.int32)],
+                     colour, cv2.LINE_AA, _SUBPIXEL_BITS)
+        cv2.fillPoly(canvas, [np.array([point(left, top), point(left + depth, top - depth), point(right + depth, top - depth), point(right, top)], np.int32)],
+                     lighter, cv2.LINE_AA, _SUBPIXEL_BITS)
+    elif spec.label == "mat":  # a thick mat on the floor under the figure
+        length, thickness = rng.uniform(0.9, 1.05) * scale_px, 0.07 * scale_px
+        corners = [(floor_x - length / 2, floor_y - thickness), (floor_x + length / 2 + 0.08 * scale_px, floor_y - thickness),
+                   (floor_x + length / 2, floor_y + thickness), (floor_x - length / 2 - 0.08 * scale_px, floor_y + thickness)]
+        cv2.fillPoly(canvas, [np.array([point(x, y) for x, y in corners], np.int32)], colour, cv2.LINE_AA, _SUBPIXEL_BITS)
+        edge = [corners[3], corners[2], (corners[2][0], corners[2][1] + thickness), (corners[3][0], corners[3][1] + thickness)]
+        cv2.fillPoly(canvas, [np.array([point(x, y) for x, y in edge], np.int32)], darker, cv2.LINE_AA, _SUBPIXEL_BITS)
+    elif spec.label == "barbell":  # a barbell resting on a rack behind the figure
+        half, bar_y = rng.uniform(0.42, 0.5) * scale_px, floor_y - rng.uniform(0.5, 0.6) * scale_px
+        post = max(2, round(0.03 * scale_px))
+        for x in (floor_x - 0.7 * half, floor_x + 0.7 * half):
+            _line(canvas, np.array([x, floor_y]), np.array([x, bar_y - 0.03 * scale_px]), (90, 90, 95), post)
+        _line(canvas, np.array([floor_x - half, bar_y]), np.array([floor_x + half, bar_y]), (170, 170, 175), max(2, post // 2))
+        for x in (floor_x - half, floor_x + half):
+            radius = 0.09 * scale_px
+            cv2.circle(canvas, point(x, bar_y), round(radius * _SUBPIXEL), darker, -1, cv2.LINE_AA, _SUBPIXEL_BITS)
+            cv2.circle(canvas, point(x, bar_y), round(0.35 * radius * _SUBPIXEL), colour, -1, cv2.LINE_AA, _SUBPIXEL_BITS)
+
+
 def render_frames(spec: VideoSpec, n_frames: int | None = None) -> np.ndarray:
     """The first ``n_frames`` (default: all) RGB uint8 frames ``(T, H, W, 3)`` of ``spec``."""
     n_frames = spec.n_frames if n_frames is None else min(n_frames, spec.n_frames)
@@ -493,6 +568,9 @@ def render_frames(spec: VideoSpec, n_frames: int | None = None) -> np.ndarray:
     )
     scale_px = spec.subject.height * spec.distance * spec.height
     origin = np.array([margin + spec.center_x * spec.width, margin + spec.ground_y * spec.height])
+    if spec.label in EQUIPMENT_CLASSES:
+        background = np.ascontiguousarray(background)  # OpenCV draws in place only on contiguous arrays
+        draw_equipment(background, spec, origin, scale_px)
     # Pixel noise: random crops of two pre-drawn noise fields (drawing fresh noise per frame is slow).
     noise_fields = np.round(
         rng.standard_normal((2, spec.height + _NOISE_SLACK, spec.width + _NOISE_SLACK, 3), dtype=np.float32)

@@ -22,14 +22,29 @@ What the wrapper fixes in vidaug 1.5 (measured with numpy 2 / scipy 1.1x):
 - ``Add``/``Multiply`` apply a fixed value, not a random one, and cost
   0.3-1 ms/frame; :class:`RandomBrightnessContrast` draws an offset and a
   contrast factor per view and applies them with a 256-entry lookup table;
-- not used: ``Pepper``, ``Salt``, ``RandomResize``, ``Downsample`` and
-  ``Upsample`` crash; ``GaussianBlur`` blurs across colour channels;
+- ``GaussianBlur`` filters across the colour channels too (scipy's
+  ``gaussian_filter`` with one sigma for all three axes: colours bleed into
+  each other) and returns whatever dtype scipy gives; :class:`GaussianBlur`
+  here keeps its interface, blurs each channel on its own (OpenCV, uint8) and
+  :class:`RandomGaussianBlur` draws the sigma per view;
+- ``Salt`` and ``Pepper`` crash on numpy 2 (``np.float``), set single colour
+  channels rather than pixels, and draw from the global ``np.random`` (so the
+  chunks of one video would get the same noise, frame for frame);
+  :class:`Salt` / :class:`Pepper` here keep vidaug's ``ratio`` (about one pixel
+  in ``ratio``), set whole pixels, and draw each frame's pixels from the view's
+  seed and the frame's index in the video, so noise changes from frame to
+  frame and chunking cannot change it; :class:`RandomSaltAndPepper` draws the
+  amount per view;
+- not used: ``RandomResize``, ``Downsample`` and ``Upsample`` crash;
   ``ElasticTransformation`` draws a new field per frame (flicker);
   ``Superpixel`` prints and is slow; temporal transforms change or reorder
   frames (``InverseOrder`` drops frame 0), and views must keep every frame.
 
-The presets are cheap: well under 1 ms per 224x224 frame (see
-:meth:`ViewAugmenter.describe` for the exact parameters).
+The presets (``none``, ``light``, ``default``, and ``blur-noise``: ``default``
+plus blur and salt-and-pepper noise, the transforms of the original study's
+vidaug set) are cheap: well under 1 ms per 224x224 frame (see
+:meth:`ViewAugmenter.describe` for the exact parameters). Presets added later
+never change an earlier preset's description (the provenance) or its frames.
 """
 
 from __future__ import annotations
@@ -65,7 +80,13 @@ class AugmentParams:
     max_shear: float = 0.0
     max_brightness: float = 0.0
     max_contrast: float = 0.0
+    # Added with the blur-noise preset; left out of the description while 0 (see ViewAugmenter.describe).
+    max_blur_sigma: float = 0.0  # Gaussian blur, sigma in pixels drawn per view in [0, max]
+    max_noise: float = 0.0  # salt-and-pepper: share of pixels drawn per view in [0, max], half white, half black
 
+
+# Fields of AugmentParams that every description lists; later fields only when they are not 0.
+_DESCRIBED_ALWAYS = ("flip_probability", "max_translate", "max_rotation_degrees", "max_shear", "max_brightness", "max_contrast")
 
 _PRESET_PARAMS: dict[str, AugmentParams] = {
     "none": AugmentParams(),
@@ -77,6 +98,16 @@ _PRESET_PARAMS: dict[str, AugmentParams] = {
         max_shear=0.05,
         max_brightness=20.0,
         max_contrast=0.15,
+    ),
+    "blur-noise": AugmentParams(
+        flip_probability=0.5,
+        max_translate=0.06,
+        max_rotation_degrees=8.0,
+        max_shear=0.05,
+        max_brightness=20.0,
+        max_contrast=0.15,
+        max_blur_sigma=1.5,
+        max_noise=0.02,
     ),
 }
 
@@ -139,14 +170,100 @@ class RandomBrightnessContrast:
         return [cv2.LUT(frame, table) for frame in clip]
 
 
+class GaussianBlur(va.GaussianBlur):
+    """vidaug's ``GaussianBlur(sigma)``, fixed: each colour channel blurred on its own, uint8 kept (OpenCV)."""
+
+    def __call__(self, clip: list[np.ndarray]) -> list[np.ndarray]:
+        if self.sigma <= 0:
+            return list(clip)
+        return [cv2.GaussianBlur(frame, (0, 0), sigmaX=self.sigma, sigmaY=self.sigma, borderType=cv2.BORDER_REFLECT_101) for frame in clip]
+
+
+class RandomGaussianBlur:
+    """A Gaussian blur whose sigma is drawn from ``random`` per view, in [0, max_sigma] (vidaug's style)."""
+
+    def __init__(self, max_sigma: float):
+        self.max_sigma = max_sigma
+
+    def __call__(self, clip: list[np.ndarray]) -> list[np.ndarray]:
+        return GaussianBlur(random.uniform(0.0, self.max_sigma))(clip)
+
+
+class _FrameNoise:
+    """Pixels set to one ``value``, about one in ``ratio``, chosen anew for every frame.
+
+    The frames of a view draw from ``seed`` (the augmenter draws it from the
+    view's seeded ``random``) and the frame's index in the video (``start`` +
+    its place in the clip), so a video augmented chunk by chunk gets the same
+    noise as augmented whole.
+    """
+
+    value = 255
+
+    def __init__(self, ratio: float = 100):
+        self.ratio = ratio
+        self.seed: int | None = None
+        self.start = 0
+
+    def __call__(self, clip: list[np.ndarray]) -> list[np.ndarray]:
+        seed = random.getrandbits(63) if self.seed is None else self.seed
+        if self.ratio <= 0 or not np.isfinite(self.ratio):
+            return list(clip)
+        noisy = []
+        for offset, frame in enumerate(clip):
+            height, width = frame.shape[:2]
+            rng = np.random.default_rng([seed, self.start + offset, self.value])
+            count = int(rng.binomial(height * width, min(1.0, 1.0 / self.ratio)))
+            picked = rng.integers(0, height * width, size=count)  # with replacement: fast, and repeats are rare
+            out = frame.copy()
+            out.reshape(height * width, -1)[picked] = self.value
+            noisy.append(out)
+        return noisy
+
+
+class Salt(_FrameNoise, va.Salt):
+    """vidaug's ``Salt(ratio)``, fixed: numpy 2, whole pixels white, new pixels every frame, seeded (see :class:`_FrameNoise`)."""
+
+    value = 255
+
+
+class Pepper(_FrameNoise, va.Pepper):
+    """vidaug's ``Pepper(ratio)``, fixed like :class:`Salt`: whole pixels black."""
+
+    value = 0
+
+
+class RandomSaltAndPepper:
+    """Salt and pepper noise on about ``amount`` of the pixels (half each), ``amount`` drawn per view in [0, max_amount]."""
+
+    def __init__(self, max_amount: float):
+        self.max_amount = max_amount
+        self.start = 0
+
+    def __call__(self, clip: list[np.ndarray]) -> list[np.ndarray]:
+        amount = random.uniform(0.0, self.max_amount)
+        seed = random.getrandbits(63)
+        noisy = []
+        for offset, frame in enumerate(clip):  # as Salt then Pepper, with one copy of each frame
+            height, width = frame.shape[:2]
+            rng = np.random.default_rng([seed, self.start + offset])
+            out = frame.copy()
+            pixels = out.reshape(height * width, -1)
+            for value in (255, 0):
+                pixels[rng.integers(0, height * width, size=int(rng.binomial(height * width, amount / 2)))] = value
+            noisy.append(out)
+        return noisy
+
+
 class ViewAugmenter:
     """Make augmented views of a video, reproducibly and chunk by chunk.
 
     Parameters
     ----------
     preset : one of ``AUGMENT_PRESETS``: ``"none"`` (every view is the clean
-        video), ``"light"`` (flip, small translation, brightness) or
-        ``"default"`` (adds a small rotation, shear and contrast).
+        video), ``"light"`` (flip, small translation, brightness),
+        ``"default"`` (adds a small rotation, shear and contrast) or
+        ``"blur-noise"`` (adds Gaussian blur and salt-and-pepper noise).
     seed : global seed; with the video key and the view number it fixes the
         transform of every view.
     """
@@ -158,10 +275,12 @@ class ViewAugmenter:
         self.seed = int(seed)
         self.params = _PRESET_PARAMS[preset]
 
-    def __call__(self, frames: np.ndarray, video_key: str, view: int) -> np.ndarray:
+    def __call__(self, frames: np.ndarray, video_key: str, view: int, start: int = 0) -> np.ndarray:
         """Return view ``view`` of ``frames`` (uint8, (n, H, W, 3)); same shape and dtype.
 
-        View 0, the ``"none"`` preset and empty input return ``frames`` itself.
+        ``start``: the index of ``frames[0]`` in the video (a chunk's place), so
+        per-frame noise is the same however the video is chunked. View 0, the
+        ``"none"`` preset and empty input return ``frames`` itself.
         """
         _check_frames(frames)
         if not isinstance(video_key, str):
@@ -170,7 +289,11 @@ class ViewAugmenter:
         if view == 0 or self.preset == "none" or len(frames) == 0:
             return frames
 
+        check("start", start, int, Interval(0, None))
         pipeline = self._build_pipeline(height=frames.shape[1], width=frames.shape[2])
+        for step in pipeline.transforms:
+            if isinstance(step, RandomSaltAndPepper):
+                step.start = int(start)
         view_seed = _view_seed(self.seed, video_key, int(view))
         with _GLOBAL_RNG_LOCK, _seeded_global_rngs(view_seed), contextlib.redirect_stdout(io.StringIO()):
             augmented = pipeline(list(frames))
@@ -184,7 +307,7 @@ class ViewAugmenter:
         return {
             "preset": self.preset,
             "seed": self.seed,
-            "params": asdict(self.params),
+            "params": {name: value for name, value in asdict(self.params).items() if name in _DESCRIBED_ALWAYS or value},
             "transforms": [name for name, enabled in self._transform_names() if enabled],
             "vidaug_version": importlib.metadata.version("vidaug"),
         }
@@ -198,6 +321,8 @@ class ViewAugmenter:
                 params.max_translate > 0 or params.max_rotation_degrees > 0 or params.max_shear > 0,
             ),
             ("RandomBrightnessContrast", params.max_brightness > 0 or params.max_contrast > 0),
+            ("RandomGaussianBlur", params.max_blur_sigma > 0),
+            ("RandomSaltAndPepper", params.max_noise > 0),
         ]
 
     def _build_pipeline(self, height: int, width: int) -> va.Sequential:
@@ -210,6 +335,10 @@ class ViewAugmenter:
             steps.append(RandomAffine(params.max_translate, params.max_rotation_degrees, params.max_shear))
         if params.max_brightness > 0 or params.max_contrast > 0:
             steps.append(RandomBrightnessContrast(params.max_brightness, params.max_contrast))
+        if params.max_blur_sigma > 0:
+            steps.append(RandomGaussianBlur(params.max_blur_sigma))
+        if params.max_noise > 0:  # last: noise on top of the blur, as a sensor adds it
+            steps.append(RandomSaltAndPepper(params.max_noise))
         return va.Sequential(steps)
 
 

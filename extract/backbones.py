@@ -14,6 +14,13 @@ the fastest on CPU), ``tensorflow`` (the Keras model in a ``tf.function``) and
 ``auto`` (TensorFlow when it sees a GPU, else OpenVINO when installed). Both
 give the same features (cosine >= 0.999 per frame, tested), so the engine is
 not part of the provenance.
+
+Precision (``precision``, recorded in the provenance): ``f32`` everywhere, the
+default, so that caches made on any machine agree; ``bf16`` where the hardware
+runs it natively: OpenVINO with its inference precision hint on a CPU whose
+OpenVINO capabilities include BF16 (AVX512-BF16 or AMX), TensorFlow's
+``mixed_bfloat16`` policy on a GPU that has bfloat16 (compute capability 8+).
+Elsewhere ``bf16`` is refused, never emulated or silently run as f32.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import random
 from collections.abc import Callable
@@ -34,11 +42,13 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import numpy as np
 
-from framecache.common.config import AT_LEAST_ONE, ENGINES
+from framecache.common.config import AT_LEAST_ONE, ENGINES, PRECISIONS
 from framecache.common.errors import FramecacheError
-from framecache.common.options import check
+from framecache.common.options import check, option_name
 from framecache.common.provenance import BackboneDescription, Provenance
 from framecache.extract import lite0
+
+log = logging.getLogger(__name__)
 
 INPUT_SIZE = 224
 RANDOM_WEIGHTS_SEED = 0  # random weights are reproducible, so predict can rebuild them
@@ -49,8 +59,8 @@ RANDOM_WEIGHTS_SEED = 0  # random weights are reproducible, so predict can rebui
 # stream stalls at every layer whenever one of its threads is preempted, independent
 # streams do not. ONNX Runtime 1.32 (tf2onnx 1.17) ran 141 against OpenVINO's 160 (LATENCY,
 # batch 32) in one side-by-side run, so it is not offered. OpenVINO would default to
-# bfloat16 on CPUs with AMX/AVX512-BF16: ~2x faster, but only cosine 0.996 to
-# TensorFlow's features on Lite0, so float32 keeps the engines interchangeable.
+# bfloat16 on CPUs with AMX/AVX512-BF16 (Lite0 ImageNet on the demo's frames: cosine to f32
+# median 0.997, min 0.980), so f32 is asked for explicitly unless the user chose ``precision="bf16"``.
 
 
 @dataclass(frozen=True)
@@ -215,13 +225,15 @@ def describe_backbone(name: str, weights: str = "imagenet") -> BackboneDescripti
 class Backbone:
     """A frozen backbone in inference mode: uint8 frames in, float32 features out."""
 
-    def __init__(self, spec: BackboneSpec, description: BackboneDescription, engine: str, batch_size: int, run: Callable):
+    def __init__(self, spec: BackboneSpec, description: BackboneDescription, engine: str, batch_size: int, run: Callable,
+                 precision: str = "f32"):
         self.name = spec.name
         self.input_size = spec.input_size
         self.feature_dim = spec.feature_dim
         self.weights: str = description.weights
         self.weights_sha256: str | None = description.weights_sha256
         self.engine = engine
+        self.precision = precision  # recorded in the provenance, unlike the engine
         self.batch_size = batch_size
         self.description = description  # what decides its features; the engine is not part of it
         self._run = run  # uint8 (batch_size, size, size, 3) -> float32 (batch_size, feature_dim)
@@ -244,16 +256,24 @@ class Backbone:
         return features
 
 
-def _keras_model(spec: BackboneSpec, weights_file: Path | None):
-    """The frozen Keras model, with the weights file loaded (or seeded random weights)."""
+def _keras_model(spec: BackboneSpec, weights_file: Path | None, dtype_policy: str = "float32"):
+    """The frozen Keras model, with the weights file loaded (or seeded random weights).
+
+    ``dtype_policy``: Keras' policy for its layers (``mixed_bfloat16``: bf16 arithmetic, f32 weights).
+    """
     import keras
 
     # Seed Keras' initialisers without disturbing the caller's Python and NumPy random state.
     python_state, numpy_state = random.getstate(), np.random.get_state()
     keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
-    model = spec.build()
-    random.setstate(python_state)
-    np.random.set_state(numpy_state)
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype_policy)
+    try:
+        model = spec.build()
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
     if weights_file is not None:
         _load_weights(model, spec.name, weights_file)
     model.trainable = False
@@ -300,7 +320,7 @@ def _tensorflow_runner(model, spec: BackboneSpec, batch_size: int) -> Callable:
             inputs = inputs - spec.input_mean
         if spec.input_scale != 1.0:
             inputs = inputs / spec.input_scale
-        return model(inputs, training=False)
+        return tf.cast(model(inputs, training=False), tf.float32)  # bf16 under a mixed policy
 
     signature = [tf.TensorSpec((batch_size, spec.input_size, spec.input_size, 3), tf.uint8)]
     forward = tf.function(normalised_model, input_signature=signature)
@@ -346,10 +366,12 @@ def _openvino_model_path(spec: BackboneSpec, description: BackboneDescription, b
     return openvino_cache_dir() / f"{spec.name}-b{batch_size}-{digest}.xml"
 
 
-def _openvino_model(spec: BackboneSpec, description: BackboneDescription, weights_file: Path | None, batch_size: int, streams: int):
+def _openvino_model(spec: BackboneSpec, description: BackboneDescription, weights_file: Path | None, batch_size: int, streams: int,
+                   precision: str = "f32"):
     """The backbone compiled for OpenVINO's CPU runtime, converted from Keras once and cached on disk.
 
-    ``batch_size`` frames per infer request, ``streams`` requests run at once.
+    ``batch_size`` frames per infer request, ``streams`` requests run at once;
+    ``precision`` is OpenVINO's inference precision hint (the cached conversion is f32 either way).
 
     Converting takes ~10 s (it imports TensorFlow); loading the cached
     conversion ~0.5 s without TensorFlow.
@@ -358,7 +380,7 @@ def _openvino_model(spec: BackboneSpec, description: BackboneDescription, weight
 
     openvino = _import_openvino()
     core = openvino.Core()
-    config = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(streams), "INFERENCE_PRECISION_HINT": "f32"}
+    config = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(streams), "INFERENCE_PRECISION_HINT": precision}
     path = _openvino_model_path(spec, description, batch_size)
     if path.is_file():
         with contextlib.suppress(RuntimeError):  # unreadable: convert again, replacing it
@@ -424,6 +446,41 @@ def _tensorflow_sees_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def _openvino_has_bf16() -> bool:
+    """True where OpenVINO's CPU plugin runs bfloat16 natively (AVX512-BF16 or AMX): its capabilities say BF16."""
+    openvino = _import_openvino()
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def _tensorflow_gpu_has_bf16() -> bool:
+    """True where TensorFlow runs on a GPU with native bfloat16 (NVIDIA compute capability 8.0 or newer)."""
+    if not _tensorflow_sees_gpu():
+        return False
+    import tensorflow as tf
+
+    details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+    return tuple(details.get("compute_capability") or (0, 0)) >= (8, 0)
+
+
+def check_precision(precision: str, engine: str = "auto") -> None:
+    """Refuse ``precision`` where ``engine`` (``auto``: the one it picks) cannot run it natively on this machine."""
+    check("precision", precision, choices=PRECISIONS)
+    if precision == "f32":
+        return
+    engine = _pick_engine(engine)
+    if engine == "openvino" and not _openvino_has_bf16():
+        raise FramecacheError(
+            f"{option_name('precision', precision)}: this CPU has no native bfloat16 (OpenVINO's CPU capabilities lack "
+            f"BF16; it needs AVX512-BF16 or AMX); use {option_name('precision', 'f32')}"
+        )
+    if engine == "tensorflow" and not _tensorflow_gpu_has_bf16():
+        where = "on a GPU without bfloat16 (compute capability < 8.0)" if _tensorflow_sees_gpu() else "on the CPU here"
+        raise FramecacheError(
+            f"{option_name('precision', precision)} with engine tensorflow needs a GPU with bfloat16, but TensorFlow runs "
+            f"{where}; use {option_name('engine', 'openvino')} on a CPU with BF16, or {option_name('precision', 'f32')}"
+        )
+
+
 def _pick_engine(engine: str) -> str:
     check("engine", engine, choices=ENGINES)
     if engine == "tensorflow" or (engine == "auto" and _tensorflow_sees_gpu()):
@@ -438,29 +495,48 @@ def _pick_engine(engine: str) -> str:
 
 
 def build_backbone(
-    name: str = "efficientnetb0", weights: str = "imagenet", engine: str = "auto", batch_size: int = 32
+    name: str = "efficientnetb0", weights: str = "imagenet", engine: str = "auto", batch_size: int = 32,
+    precision: str = "f32",
 ) -> Backbone:
     """Build a frozen backbone ready to ``embed`` frames.
 
     ``weights``: ``imagenet``, ``none``/``random`` or a Keras weights file;
     ``engine``: ``auto``, ``openvino`` or ``tensorflow``; frames are run in
-    batches of exactly ``batch_size`` (the last one padded).
+    batches of exactly ``batch_size`` (the last one padded); ``precision``:
+    ``f32`` or ``bf16`` (refused where the hardware lacks it, see :func:`check_precision`).
     """
     check("batch_size", batch_size, int, AT_LEAST_ONE)
+    check("precision", precision, choices=PRECISIONS)
     spec = _spec(name)
     engine = _pick_engine(engine)
+    check_precision(precision, engine)
     description, weights_file = _resolve_weights(spec, weights)
     if engine == "openvino":
         streams = _openvino_streams(batch_size)
-        compiled = _openvino_model(spec, description, weights_file, batch_size // streams, streams)
+        compiled = _openvino_model(spec, description, weights_file, batch_size // streams, streams, precision)
+        applied = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if (precision == "bf16") != ("bfloat16" in applied or applied == "bf16"):
+            raise FramecacheError(f"OpenVINO compiled {name} in {applied}, not {precision}; use {option_name('precision', 'f32')}")
         run = _openvino_runner(compiled, streams)
     else:
-        run = _tensorflow_runner(_keras_model(spec, weights_file), spec, batch_size)
-    return Backbone(spec, description, engine, batch_size, run)
+        policy = "mixed_bfloat16" if precision == "bf16" else "float32"
+        run = _tensorflow_runner(_keras_model(spec, weights_file, policy), spec, batch_size)
+    return Backbone(spec, description, engine, batch_size, run, precision)
 
 
 def backbone_from_provenance(provenance: Provenance, engine: str = "auto", batch_size: int = 32) -> Backbone:
-    """Rebuild the backbone that made features with ``provenance``; refuse weights that differ."""
-    backbone = build_backbone(provenance.backbone, provenance.weights, engine=engine, batch_size=batch_size)
+    """Rebuild the backbone that made features with ``provenance``; refuse weights that differ.
+
+    Uses the recorded precision; where this machine cannot run it (bf16 features,
+    no BF16 here), f32 instead, with a warning: the features differ only slightly.
+    """
+    precision = provenance.precision
+    if precision != "f32":
+        try:
+            check_precision(precision, engine)
+        except FramecacheError as error:
+            log.warning("%s; embedding in f32 instead (features differ slightly from the cache's)", error)
+            precision = "f32"
+    backbone = build_backbone(provenance.backbone, provenance.weights, engine=engine, batch_size=batch_size, precision=precision)
     provenance.check_backbone(backbone.description)
     return backbone

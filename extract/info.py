@@ -6,6 +6,19 @@ from framecache.common.notices import random_weights_warning
 from framecache.common.provenance import Provenance
 
 
+def _storage_line(summary: dict) -> str:
+    """Where the features are: shards (schema 2), duplicates counted once, shards still open."""
+    size = f"{summary.get('nbytes', 0) / 1e6:.1f} MB of features"
+    if summary["schema_version"] < 2:
+        return f"storage     {size} in one file (schema 1: read-only; `framecache merge --out new.h5 {summary['path']}` converts it)"
+    line = f"storage     {size} in {summary.get('shards', 0)} closed shard(s)"
+    if summary.get("duplicates"):
+        line += f"; {summary['duplicates']} video(s) found in more than one shard, counted once"
+    if summary.get("open_shards"):
+        line += f"; {summary['open_shards']} shard(s) open (being written, or left by a killed writer: not read)"
+    return line
+
+
 def format_summary(summary: dict) -> str:
     """The human-readable form of :meth:`FeatureCache.summary`."""
     provenance = Provenance.from_dict(summary["provenance"])
@@ -13,12 +26,13 @@ def format_summary(summary: dict) -> str:
         f"cache       {summary['path']} (schema {summary['schema_version']})",
         f"backbone    {summary['backbone']}, weights {summary['weights']}"
         + (f" (sha256 {provenance.weights_sha256[:12]}…)" if provenance.weights_sha256 else ""),
-        f"features    {summary['feature_dim']}-d float16, {summary['views']} view(s), "
+        f"features    {summary['feature_dim']}-d float16 (CNN in {provenance.precision}), {summary['views']} view(s), "
         f"augment {provenance.augment}, seed {provenance.seed}",
         f"sampling    frame_step {provenance.frame_step}, fps {provenance.fps or 'native'}, "
         f"input {provenance.input_size} px ({provenance.resize})",
         f"videos      {summary['videos_ok']} ok, {summary['videos_failed']} failed, {summary['frames']} frames",
         "labels      " + ", ".join(f"{label}: {count}" for label, count in summary["labels"].items()),
+        _storage_line(summary),
         f"provenance  {summary['provenance_hash'][:16]}, framecache {provenance.framecache_version}",
     ]
     warning = random_weights_warning(summary["weights"])

@@ -3,8 +3,8 @@
 ::
 
     decode worker(s) ──frames──►  pipeline (this process)  ──features──► writer process
-    (one process each,            fixed-size batches that       (owns the HDF5 file,
-     restarted if one dies)       mix frames of many videos      commits one video at a time)
+    (one process each,            fixed-size batches that       (owns the open shard of
+     restarted if one dies)       mix frames of many videos      the cache, closes it often)
 
 This module is the scheduling loop (:class:`Extraction`); the processes are
 in :mod:`framecache.extract.processes` and :mod:`framecache.extract.workers`,
@@ -91,16 +91,17 @@ def run_extraction(config: ExtractConfig) -> ExtractSummary:
     not one of them could be read (after recording them as failed).
     """
     from framecache.extract.augment import ViewAugmenter
-    from framecache.extract.backbones import describe_backbone
+    from framecache.extract.backbones import check_precision, describe_backbone
     from framecache.extract.decode import RESIZE_POLICY
 
     config.validate()
+    check_precision(config.precision, config.engine)  # before any file is touched
     started = time.monotonic()
     dataset = load_dataset(config.csv)
     augmenter = ViewAugmenter(config.augment, config.seed)
     provenance = Provenance.build(config, describe_backbone(config.backbone, config.weights), augmenter.describe(), RESIZE_POLICY)
 
-    writer = WriterHandle(config.out, provenance, config.overwrite, config.lock_timeout)
+    writer = WriterHandle(config.out, provenance, config.overwrite, config.shard_videos)
     try:
         summary = Extraction(config, dataset, provenance, writer, started).run()
     finally:
@@ -148,6 +149,7 @@ class Extraction:
             while todo or decoders.busy() or self.ready:
                 if interrupted():  # raised before, but swallowed by a library
                     raise KeyboardInterrupt
+                self.writer.check()  # a writer killed meanwhile (OOM killer) stops the run now
                 if self.ready_frames >= config.batch_size or (self.ready and not decoders.busy()):
                     self._embed(config.batch_size)  # a short batch only at the very end
                     continue
@@ -189,7 +191,8 @@ class Extraction:
 
         config = self.config
         if self.backbone is None:
-            self.backbone = build_backbone(config.backbone, config.weights, engine=config.engine, batch_size=config.batch_size)
+            self.backbone = build_backbone(config.backbone, config.weights, engine=config.engine, batch_size=config.batch_size,
+                                           precision=config.precision)
         pieces, taken = [], 0
         while self.ready and taken < batch_size:
             item = self.ready.popleft()

@@ -181,14 +181,16 @@ class WriterHandle:
     """The pipeline's handle on the writer process.
 
     The writer speaks only to answer ``close`` or to report a failed write,
-    after which it closes the file and exits: every call here first checks
-    for such a report and raises it as a FramecacheError.
+    after which it discards its open shard and exits: every call here first
+    checks for such a report, or for the writer's death, and raises it as a
+    FramecacheError. :meth:`check` does only that (the pipeline calls it
+    between batches, so a writer killed by the OOM killer stops the run).
     """
 
-    def __init__(self, path: str, provenance: Provenance, overwrite: bool, lock_timeout: float = 10.0):
+    def __init__(self, path: str, provenance: Provenance, overwrite: bool, shard_videos: int | None = None):
         context = multiprocessing.get_context("spawn")
         self.connection, theirs = context.Pipe(duplex=True)
-        self.process = context.Process(target=writer_process, args=(theirs, path, provenance, overwrite, lock_timeout))
+        self.process = context.Process(target=writer_process, args=(theirs, path, provenance, overwrite, shard_videos))
         self.failed = False
         try:
             start_ignoring_sigint(self.process)
@@ -197,7 +199,7 @@ class WriterHandle:
         except EOFError:
             self.process.join(5)
             raise FramecacheError(
-                f"the cache writer stopped unexpectedly{exit_detail(self.process.exitcode)}"
+                f"the cache writer stopped unexpectedly{exit_detail(self.process.exitcode)}; run the same command again"
             ) from None
         except BaseException:  # Ctrl-C while it starts: it sees the pipe close, closes the file, exits
             theirs.close()
@@ -218,8 +220,22 @@ class WriterHandle:
                 message = reply.message if isinstance(reply, WriterError) else None
         if message is None:
             self.process.join(5)
-            message = f"the writer process died{exit_detail(self.process.exitcode)}"
+            return FramecacheError(
+                f"the cache writer died{exit_detail(self.process.exitcode)}: the videos of its open shard are lost, "
+                "every closed shard is kept; run the same command again to resume"
+            )
         return FramecacheError(f"writing the cache failed: {message}")
+
+    def check(self) -> None:
+        """Raise what the writer reported, or its death, if either happened."""
+        if self.failed:
+            raise FramecacheError("writing the cache failed earlier")
+        try:
+            reported = self.connection.poll()
+        except OSError:
+            reported = True
+        if reported or not self.process.is_alive():
+            raise self._error()
 
     def send(self, record: VideoRecord | FailureRecord) -> None:
         if self.failed:

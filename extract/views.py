@@ -75,7 +75,7 @@ class ViewDecoder:
             chunk_frames=settings.chunk_frames,
             backend=settings.decoder,
         ):
-            yield np.stack([chunk] + [self.augmenter(chunk, key, view) for view in range(1, settings.views)])
+            yield np.stack([chunk] + [self.augmenter(chunk, key, view, start=decoded) for view in range(1, settings.views)])
             decoded += len(chunk)
         if decoded == 0:
             raise FramecacheError("no frames could be decoded")

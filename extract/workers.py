@@ -9,12 +9,13 @@ decoder ends one worker, not the run: the pipeline restarts the worker and
 records the video as failed. Each worker talks to the pipeline over its own
 pipe, so a worker dying mid-message cannot corrupt anyone else's channel.
 
-The writer is a process of its own in its own session: if the pipeline is
-killed (even with ``kill -9``), the writer sees its pipe close, finishes the
-video it is committing and closes the HDF5 file cleanly, so the cache always
-opens and resumes. It ignores Ctrl-C and SIGTERM (the pipeline closes it);
-only a SIGKILL of the writer itself in the middle of a commit (HDF5 updates
-its metadata in place) can leave a file that no longer opens.
+The writer is a process of its own in its own session, the one owner of the
+cache's open shard (:class:`~framecache.common.cache.CacheWriter`): if the
+pipeline is killed (even with ``kill -9``), the writer sees its pipe close,
+closes its shard (so its videos are kept) and exits. It ignores Ctrl-C and
+SIGTERM (the pipeline closes it). A SIGKILL of the writer itself loses only
+the videos of its open shard: the closed shards and the cache always open, and
+the pipeline stops with an error saying to run the same command again.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ DECORD_RECYCLE_FRAMES = 5000
 # it, as a crash in native decoder code would. Unset (the default) it does nothing.
 # Used by tests/test_reliability.py.
 FAULT_CRASH_ENV = "FRAMECACHE_FAULT_CRASH"
+
+WRITER_TICK_S = 5.0  # how often an idle writer checks whether its shard has been open long enough
 
 
 def decode_worker(connection, settings: DecodeSettings) -> None:
@@ -94,24 +97,25 @@ def decode_worker(connection, settings: DecodeSettings) -> None:
             connection.send(Failed(task.index, failure_reason(error)))
 
 
-def writer_process(connection, path: str, provenance: Provenance, overwrite: bool, lock_timeout: float = 10.0) -> None:
-    """Writer process: own the CacheWriter and commit what the pipeline sends.
+def writer_process(connection, path: str, provenance: Provenance, overwrite: bool, shard_videos: int | None = None) -> None:
+    """Writer process: own the CacheWriter and its open shard, and write what the pipeline sends.
 
     Replies :class:`Ready` (with the paths done) or :class:`WriterError` after
     opening, and :class:`Closed` after a :class:`Close` message. A failed write
-    (disk full...) is reported as :class:`WriterError` at once, and the
-    writer closes the file and exits.
+    (disk full...) discards the open shard, is reported as :class:`WriterError`
+    at once, and the writer exits. While no message comes, it still closes its
+    shard once that has been open for ``SHARD_SECONDS``.
     """
-    os.setsid()  # not in the pipeline's process group: a group kill leaves it to close the file
+    os.setsid()  # not in the pipeline's process group: a group kill leaves it to close its shard
     # Ctrl-C and SIGTERM (also a batch system's, sent to every process of a job) are the
-    # pipeline's to handle: it then closes this writer; being killed mid-commit could
-    # damage the file. The writer also closes the file as soon as the pipeline is gone.
+    # pipeline's to handle: it then closes this writer, which keeps the open shard's videos.
+    # The writer also closes its shard as soon as the pipeline is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from framecache.common.cache import CacheWriter
+    from framecache.common.cache import SHARD_VIDEOS, CacheWriter
 
     try:
-        writer = CacheWriter(path, provenance, overwrite=overwrite, lock_timeout=lock_timeout)
+        writer = CacheWriter(path, provenance, overwrite=overwrite, shard_videos=shard_videos or SHARD_VIDEOS)
     except FramecacheError as error:
         connection.send(WriterError(str(error)))
         return
@@ -122,9 +126,12 @@ def writer_process(connection, path: str, provenance: Provenance, overwrite: boo
         connection.send(Ready(writer.done_paths()))
         while True:
             try:
+                if not connection.poll(WRITER_TICK_S):
+                    writer.tick()  # close a shard open for SHARD_SECONDS, even while nothing comes
+                    continue
                 message = connection.recv()
             except (EOFError, OSError):
-                return  # pipeline died: close the file cleanly below
+                return  # pipeline died: close the shard cleanly below
             if isinstance(message, VideoRecord):
                 writer.add_video(
                     message.path,

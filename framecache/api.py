@@ -65,7 +65,7 @@ def load_video(path: str | Path, size: int = 224, frame_step: int = 1, fps: floa
 def augment_video(frames: np.ndarray, preset: str = "default", seed: int = 0, view: int = 1) -> np.ndarray:
     """One augmented view of ``frames`` (uint8 ``(T, H, W, 3)``): one random transform applied to every frame.
 
-    ``preset``: ``none``, ``light`` or ``default`` (see the README). The same
+    ``preset``: ``none``, ``light``, ``default`` or ``blur-noise`` (see the README). The same
     ``seed`` and ``view`` give the same transform; view 0 is the clean video.
 
     >>> frames = framecache.load_video("videos/squat_0.mp4")
@@ -135,11 +135,13 @@ def load_features(cache: str | Path, max_len: int | None = None, view: int = 0) 
     from framecache.train.data import load_cache, pad_sequences, sample_indices
 
     data = load_cache(str(cache))
-    views = data.features[0].shape[0]
+    source = data.features
+    views = int(source.views[0])
     if not 0 <= view < views:
         raise ValueError(f"view must be in 0..{views - 1} for {cache}, got {view}")
-    length = max_len or max(video.shape[1] for video in data.features)
-    sequences = [video[view, sample_indices(video.shape[1], length, 1)].astype(np.float32) for video in data.features]
+    length = max_len or int(source.num_frames.max())
+    sequences = [source.read(index, view)[sample_indices(int(frames), length, 1)].astype(np.float32) for index, frames in enumerate(source.num_frames)]
+    data.close()
     features, mask = pad_sequences(sequences, max(len(sequence) for sequence in sequences))
     return PaddedFeatures(features, mask, data.labels, data.classes, data.paths)
 

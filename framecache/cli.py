@@ -24,7 +24,7 @@ from framecache.common.cli import run_cli
 from framecache.common.config import ENGINES, ExtractConfig
 from framecache.common.errors import FramecacheError
 from framecache.train.config import TrainConfig
-from framecache.train.sweep import SWEEPABLE
+from framecache.train.sweep import SWEEP_DEFAULTS, SWEEPABLE
 
 
 def _print_config_flag(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +68,18 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="the cache to merge into (created if missing)")
+    parser.add_argument("caches", nargs="+", help="caches made with the same settings; a schema-1 cache is converted")
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from framecache.common.cache import merge_caches
+
+    print(merge_caches(args.out, args.caches).line())
+    return 0
+
+
 def _train_parser(parser: argparse.ArgumentParser) -> None:
     options.add_arguments(parser, TrainConfig)
     _print_config_flag(parser)
@@ -89,8 +101,10 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="run folder written by `framecache train` (or its model.keras)")
     parser.add_argument("--features", required=True, help="HDF5 feature cache to evaluate on")
-    parser.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
-                        help="which videos, by the CSV's split column (default %(default)s)")
+    parser.add_argument("--split", default="test", choices=["test", "all", "val", "train"],
+                        help="which videos: the run's own test videos (test, default; a cross-validation run: each by the fold "
+                        "that did not train on it), every video of a cache of new videos (all: refused if any trained the run; "
+                        "a cross-validation run predicts with its folds' mean probabilities), or the run's val/train videos (optimistic)")
     parser.add_argument("--out", help="also write metrics.json, report.txt, confusion.png and predictions.csv here")
     parser.add_argument("--quiet", action="store_true", help="warnings and the result only")
 
@@ -102,7 +116,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_run(args.run, args.features, args.split, args.out)
     if metrics.get("warning"):
         print(metrics["warning"])
-    print(f"{metrics['videos']} videos of {args.features}: {report.format_headline(metrics)}")
+    print(f"{metrics['videos']} videos of {args.features} ({metrics['evaluated']}): GRU {report.format_headline(metrics, ci=metrics['ci'])}")
+    if "baseline" in metrics:
+        print(f"  baseline {report.format_headline(metrics['baseline'], ci=metrics['baseline']['ci'])}")
+    print(f"[ ]: {metrics['ci']['method']}")
     if args.out:
         print(f"files in {args.out}: metrics.json, report.txt, confusion.png, predictions.csv")
     return 0
@@ -140,6 +157,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _sweep_parser(parser: argparse.ArgumentParser) -> None:
     options.add_arguments(parser, TrainConfig, as_lists=SWEEPABLE, skip=("run",))
+    parser.set_defaults(**SWEEP_DEFAULTS)  # a sweep tries every input mode unless told otherwise
+    for action in parser._actions:
+        if action.dest in SWEEP_DEFAULTS:
+            action.help = f"{action.help.split(' (default')[0]} (a sweep tries {','.join(map(str, SWEEP_DEFAULTS[action.dest]))} unless given)"
     parser.add_argument("--grid", help="JSON file: {\"setting\": [values, ...]}; overrides the same flags")
     parser.add_argument("--out", help="folder for the sweep's runs (default runs/sweep-<timestamp>)")
 
@@ -147,7 +168,7 @@ def _sweep_parser(parser: argparse.ArgumentParser) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from framecache.train.compare import format_table, runs_table
+    from framecache.train.compare import best_line, format_table, runs_table
     from framecache.train.sweep import read_grid, run_sweep
 
     values = vars(args).copy()
@@ -159,22 +180,32 @@ def _sweep(args: argparse.Namespace) -> int:
     base.quiet = True  # no per-epoch lines: one line per run
     out = out or f"runs/sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     run_sweep(base, grid, out)
-    print(format_table(runs_table(out)))
+    table = runs_table(out)
+    print(format_table(table))
+    print(best_line(table))
     return 0
 
 
 def _bench_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench/results.json", help="where the results go, as JSON (default %(default)s)")
     parser.add_argument("--csv", help="benchmark on these videos instead of generated clips")
-    parser.add_argument("--clips", type=int, default=16, help="generated clips (default %(default)s)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each generated clip (default %(default)s)")
-    parser.add_argument("--long-minutes", default="1,10", help="two video lengths for the memory check (default %(default)s)")
+    parser.add_argument("--clips", type=int, help="generated clips, all extracted every round (default 8; quick 4)")
+    parser.add_argument("--seconds", type=float, help="length of each generated clip (default 10; quick 4)")
+    parser.add_argument("--long-minutes", help="video lengths for the memory check (default 1,10; quick: none)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds, each measuring every phase once (default 3; quick 2)")
+    parser.add_argument("--quick", action="store_true", help="for development: fewer and shorter clips, 2 rounds, "
+                        "no long-video memory check (about a minute)")
+    parser.add_argument("--precisions", default="f32,bf16", help="stage one's precisions to compare with f32; those this "
+                        "machine lacks are reported as such (default %(default)s)")
+    parser.add_argument("--accuracy", action="store_true", help="also the demo's GRU test accuracy per precision "
+                        "(EfficientNet-Lite0 ImageNet features; about 2 minutes more)")
 
 
 def _bench(args: argparse.Namespace) -> int:
     from framecache.bench.run import run_bench
 
-    return run_bench(out=args.out, csv=args.csv, clips=args.clips, seconds=args.seconds, long_minutes=args.long_minutes)
+    return run_bench(out=args.out, csv=args.csv, clips=args.clips, seconds=args.seconds, long_minutes=args.long_minutes,
+                     rounds=args.rounds, quick=args.quick, precisions=args.precisions, accuracy=args.accuracy)
 
 
 # Flags that Make variables never set: their Make names mean something else in the Makefile
@@ -185,6 +216,7 @@ MAKE_SKIP = {"evaluate": ("out",), "sweep": ("out",), "bench": ("out",)}
 COMMANDS = {
     "extract": (_extract_parser, _extract, "stage one: decode the CSV's videos, embed every frame, cache the features (resumes)"),
     "info": (_info_parser, _info, "what a feature cache holds: provenance, videos per label, failures"),
+    "merge": (_merge_parser, _merge, "bring caches made with the same settings into one (also converts a schema-1 cache)"),
     "train": (_train_parser, _train, "stage two: train a GRU on a feature cache and write a run folder"),
     "evaluate": (_evaluate_parser, _evaluate, "a trained run's model on a feature cache"),
     "predict": (_predict_parser, _predict, "label new videos end to end with a trained run (one JSON line each)"),

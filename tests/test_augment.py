@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from framecache.common.errors import FramecacheError
-from framecache.extract.augment import AUGMENT_PRESETS, ViewAugmenter
+from framecache.extract.augment import AUGMENT_PRESETS, GaussianBlur, Pepper, Salt, ViewAugmenter
 
 AUGMENTING_PRESETS = [preset for preset in AUGMENT_PRESETS if preset != "none"]
+NOISY_PRESETS = ["blur-noise"]  # salt-and-pepper noise: new pixels every frame
+STEADY_PRESETS = [preset for preset in AUGMENT_PRESETS if preset not in NOISY_PRESETS]
 
 
 def make_frames(num_frames: int = 12, height: int = 64, width: int = 80) -> np.ndarray:
@@ -83,18 +85,68 @@ def test_chunks_get_the_same_transform_as_the_whole_video(preset: str) -> None:
     for view in range(4):
         whole = augmenter(frames, "clip.mp4", view)
         chunked = np.concatenate(
-            [augmenter(chunk, "clip.mp4", view) for chunk in (frames[:5], frames[5:11], frames[11:])]
+            [augmenter(frames[start:end], "clip.mp4", view, start=start) for start, end in ((0, 5), (5, 11), (11, 13))]
         )
         np.testing.assert_array_equal(chunked, whole)
 
 
-@pytest.mark.parametrize("preset", AUGMENT_PRESETS)
+@pytest.mark.parametrize("preset", STEADY_PRESETS)
 def test_the_same_transform_applies_to_every_frame(preset: str) -> None:
     frame = make_frames(num_frames=1)
     repeated = np.repeat(frame, 4, axis=0)
     out = ViewAugmenter(preset, seed=0)(repeated, "clip.mp4", 1)
     for index in range(1, 4):
         np.testing.assert_array_equal(out[index], out[0])
+
+
+@pytest.mark.parametrize("preset", NOISY_PRESETS)
+def test_noise_changes_every_frame_on_top_of_one_transform(preset: str) -> None:
+    repeated = np.repeat(make_frames(num_frames=1), 6, axis=0)
+    augmenter = ViewAugmenter(preset, seed=0)
+    for view in range(1, 6):
+        out = augmenter(repeated, "clip.mp4", view)
+        differing = [np.any(out[index] != out[0], axis=-1).mean() for index in range(1, 6)]
+        assert max(differing) <= 0.05, "the same transform for every frame, only the noise pixels differ"
+        assert augmenter(repeated, "clip.mp4", view, start=3)[0].tobytes() == out[3].tobytes(), "noise follows the frame's index"
+
+
+def test_presets_added_later_keep_the_earlier_descriptions() -> None:
+    """The provenance of a cache made with an earlier preset (its hash decides resuming) must not change."""
+    expected = {
+        "none": {"flip_probability": 0.0, "max_translate": 0.0, "max_rotation_degrees": 0.0, "max_shear": 0.0, "max_brightness": 0.0, "max_contrast": 0.0},
+        "light": {"flip_probability": 0.5, "max_translate": 0.05, "max_rotation_degrees": 0.0, "max_shear": 0.0, "max_brightness": 15.0, "max_contrast": 0.0},
+        "default": {"flip_probability": 0.5, "max_translate": 0.06, "max_rotation_degrees": 8.0, "max_shear": 0.05, "max_brightness": 20.0, "max_contrast": 0.15},
+    }
+    transforms = ["vidaug.Sometimes(HorizontalFlip)", "RandomAffine", "RandomBrightnessContrast"]
+    for preset, params in expected.items():
+        description = ViewAugmenter(preset, seed=2).describe()
+        assert description == {"preset": preset, "seed": 2, "params": params, "transforms": transforms if preset != "none" else [],
+                               "vidaug_version": description["vidaug_version"]}
+    noisy = ViewAugmenter("blur-noise").describe()
+    assert noisy["params"]["max_blur_sigma"] > 0 and noisy["params"]["max_noise"] > 0
+    assert noisy["transforms"] == [*transforms, "RandomGaussianBlur", "RandomSaltAndPepper"]
+
+
+def test_blur_noise_starts_with_the_default_transform() -> None:
+    """Its flip, warp and brightness are drawn as the default preset's: blur and noise come on top."""
+    frames = make_frames()
+    default, noisy = ViewAugmenter("default", seed=4)(frames, "clip.mp4", 1), ViewAugmenter("blur-noise", seed=4)(frames, "clip.mp4", 1)
+    assert np.abs(noisy.astype(int) - default.astype(int)).mean() < 25
+    assert not np.array_equal(noisy, default)
+
+
+def test_vidaugs_blur_and_noise_fixed() -> None:
+    frame = np.zeros((32, 32, 3), np.uint8)
+    frame[:, 16:, 0] = 255  # a red half: a blur across channels would leak red into green and blue
+    blurred = GaussianBlur(2.0)([frame])[0]
+    assert blurred.dtype == np.uint8 and blurred[..., 1:].max() == 0 and 0 < blurred[16, 15, 0] < 255
+    noisy = Salt(ratio=10)([frame, frame])
+    white = [np.all(out == 255, axis=-1) for out in noisy]
+    assert 0.03 < white[0].mean() < 0.2, "about one pixel in ten, whole pixels"
+    changed = np.any(noisy[0] != frame, axis=-1)
+    assert np.array_equal(changed & (frame[..., 0] == 0), white[0] & (frame[..., 0] == 0)), "set pixels are white in every channel"
+    assert not np.array_equal(white[0], white[1]), "new pixels every frame"
+    assert np.all(Pepper(ratio=10)([frame + 50])[0].min(axis=-1) >= 0)
 
 
 def test_global_random_states_untouched() -> None:
@@ -144,7 +196,7 @@ def test_threads_get_the_same_results_as_serial_calls() -> None:
 
 
 def test_unknown_preset_lists_the_presets() -> None:
-    with pytest.raises(FramecacheError, match="augment must be one of none, light, default, got 'strong'"):
+    with pytest.raises(FramecacheError, match="augment must be one of none, light, default, blur-noise, got 'strong'"):
         ViewAugmenter("strong")
 
 

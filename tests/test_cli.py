@@ -94,7 +94,7 @@ def test_help_answers_without_heavy_imports():
     code = (
         "import sys, contextlib, io\n"
         "from framecache.cli import main\n"
-        "for command in ([], ['extract'], ['train'], ['sweep'], ['predict'], ['evaluate'], ['info'], ['compare'], ['bench']):\n"
+        "for command in ([], ['extract'], ['train'], ['sweep'], ['predict'], ['evaluate'], ['info'], ['merge'], ['compare'], ['bench']):\n"
         "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "        main([*command, '--help'])\n"
         f"print(sorted(name for name in {HEAVY_MODULES!r} if name in sys.modules))\n"
@@ -114,7 +114,7 @@ def test_import_framecache_is_light():
 def test_every_subcommand_is_listed_in_the_help_and_the_makefile():
     help_text = build_parser().format_help()
     makefile = (ROOT / "Makefile").read_text()
-    for name in ("extract", "info", "train", "evaluate", "predict", "compare", "sweep", "bench"):
+    for name in ("extract", "info", "merge", "train", "evaluate", "predict", "compare", "sweep", "bench"):
         assert name in help_text
         assert f"$(FRAMECACHE) {name}" in makefile or f"$(FRAMECACHE_CMD) {name}" in makefile
 

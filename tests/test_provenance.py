@@ -42,6 +42,9 @@ STORED_RANDOM_HASH = "858c1db387e2f19687862d6fe9ca686ff8468b4a438da0ba4a252630d3
 def test_build_records_what_stage_one_always_recorded_with_the_same_hash():
     config = ExtractConfig(views=3, augment="light", seed=3, fps=12.5, decoder="pyav")
     provenance = Provenance.build(config, BACKBONE, AUGMENT_PARAMS, RESIZE)
+    # Caches are now of schema 2 (shards): the schema version is the one field that changed since.
+    assert provenance.schema_version == 2
+    provenance = provenance.replace(schema_version=1)
     assert provenance.to_dict() == {**STORED, "framecache_version": None}
     assert provenance.hash == STORED_HASH
     assert Provenance.from_dict(STORED).hash == STORED_HASH
@@ -53,7 +56,7 @@ def test_hash_of_random_weights_and_native_frame_rate_is_unchanged():
     config = ExtractConfig(views=1, augment="none", seed=0, decoder="decord", frame_step=2).validate()
     backbone = BackboneDescription("mobilenet_v2", "random", None, 224, 1280, "RGB x / 127.5 - 1")
     none = {"preset": "none", "seed": 0, "params": dict.fromkeys(AUGMENT_PARAMS["params"], 0.0), "transforms": [], "vidaug_version": "1.5"}
-    provenance = Provenance.build(config, backbone, none, RESIZE)
+    provenance = Provenance.build(config, backbone, none, RESIZE).replace(schema_version=1)  # as stored in schema 1
     assert provenance.fps is None and provenance.weights_sha256 is None
     assert provenance.hash == STORED_RANDOM_HASH
 

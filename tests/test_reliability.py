@@ -6,15 +6,18 @@ weights: offline, 1280-d, 224 px), on small videos made at run time:
 
 - bad videos in the CSV are recorded as failed with a reason, good ones extracted;
 - a decoder that crashes (fault injection: ``FRAMECACHE_FAULT_CRASH``) costs one video;
-- ``kill -9`` at random moments, several times in a row, then a full run: every
-  video exactly once, features equal to an uninterrupted run's;
+- ``kill -9`` of the pipeline, and of the cache writer itself, at random
+  moments, several times in a row, then a full run: every video exactly once,
+  features equal to an uninterrupted run's; a killed writer costs at most its
+  open shard and stops the run with an error saying to run it again;
 - Ctrl-C stops cleanly (exit 130, summary line, no traceback) and resumes;
-- a second writer waits for the file lock, and is refused once it times out;
+- two extractions into one cache at once: every video once;
 - bad CSVs and bad caches give one ``error:`` line (exit 2) and write nothing;
 - a missing or read-only output folder and a full disk give a clear error, and
-  the cache keeps every video committed before.
+  the cache keeps every shard closed before.
 
-``make test`` runs a few kill rounds; ``make test-slow`` many.
+``make test`` runs a few kill rounds; ``make test-slow`` many (and
+``python -m framecache.bench.kill_writer --kills 50``, in tests/test_cache.py).
 """
 
 from __future__ import annotations
@@ -41,8 +44,7 @@ import numpy as np
 import pytest
 from conftest import make_provenance
 
-from framecache.common.cache import RESERVE_BYTES, SCHEMA_VERSION, CacheWriter, FeatureCache
-from framecache.common.errors import FramecacheError
+from framecache.common.cache import OPEN_PREFIX, SCHEMA_VERSION, CacheWriter, FeatureCache, shards_folder
 from framecache.data.synthetic import write_video
 from framecache.extract.workers import FAULT_CRASH_ENV
 
@@ -98,11 +100,12 @@ def cli_env(**extra: str) -> dict:
     return env
 
 
-def extract_command(csv: Path, out: Path, *extra: str, views: int = 2, workers: int = 1, chunk: int = 2) -> list[str]:
-    """``python -m extract`` with small batches and chunks, so commits come often."""
+def extract_command(csv: Path, out: Path, *extra: str, views: int = 2, workers: int = 1, chunk: int = 2,
+                    shard: int = 2) -> list[str]:  # fmt: skip
+    """``framecache extract`` with small batches, chunks and shards, so shards close often."""
     return [
         sys.executable, "-m", "framecache", "extract", "--csv", str(csv), "--out", str(out), *MODEL,
-        "--views", str(views), "--augment", "light" if views > 1 else "none",
+        "--views", str(views), "--augment", "light" if views > 1 else "none", "--shard-videos", str(shard),
         "--batch-size", "4", "--chunk-frames", str(chunk), "--workers", str(workers), "--quiet", *extra,
     ]  # fmt: skip
 
@@ -145,11 +148,18 @@ def read_cache(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         return features, {failure.path: failure.reason for failure in cache.failures}
 
 
-def interrupted_writes(path: Path) -> list[str]:
-    """Video groups without their final attributes (a commit cut off), by raw h5py inspection."""
-    with h5py.File(path, "r") as handle:
-        return [f"{shard}/{key}" for shard in handle["videos"] for key in handle["videos"][shard]
-                if "num_frames" not in handle["videos"][shard][key].attrs]  # fmt: skip
+def open_shards(path: Path) -> list[str]:
+    """Shards not closed: being written, or left by a killed writer (the next writer deletes those)."""
+    return sorted(shard.name for shard in shards_folder(path).glob(OPEN_PREFIX + "*"))
+
+
+def shard_bytes(path: Path) -> int:
+    """Bytes in the cache's shard files, open or closed: grows as videos are written."""
+    total = 0
+    for shard in shards_folder(path).glob("*") if shards_folder(path).is_dir() else []:
+        with contextlib.suppress(OSError):  # renamed meanwhile
+            total += shard.stat().st_size
+    return total
 
 
 def tagged_processes(tag: str) -> list[int]:
@@ -412,31 +422,55 @@ def reference(eight_videos, tmp_path_factory) -> tuple[dict[str, np.ndarray], fl
     return read_cache(out)[0], time.monotonic() - started
 
 
-def kill_rounds(csv: Path, out: Path, rounds: int, duration: float, seed: int) -> list[dict]:
-    """``kill -9`` the pipeline at random moments, ``rounds`` times; check the cache after each.
+def find_writer(tag: str, pipeline: int) -> int | None:
+    """The cache writer of a run: the one tagged process in a session of its own."""
+    return next((pid for pid in tagged_processes(tag) if pid != pipeline and is_session_leader(pid)), None)
 
-    After each kill the writer (its own session, so it survives) must close the
-    file and exit on its own, with the decoders; then the cache must open, hold
-    each video at most once and read back. The last round's successor is started
-    at once, while that writer may still be closing: it must wait for the lock.
+
+def kill_rounds(csv: Path, out: Path, rounds: int, duration: float, seed: int, writer_share: float = 0.0,
+                logs: Path | None = None) -> list[dict]:  # fmt: skip
+    """``kill -9`` the pipeline or (a share ``writer_share`` of the rounds) the writer itself, ``rounds`` times.
+
+    After a pipeline kill the writer (its own session, so it survives) must close
+    its shard and exit on its own, with the decoders. After a writer kill (as the
+    OOM killer would do) the pipeline must stop with one error line saying to run
+    the command again. Then the cache must open, hold each video at most once,
+    have lost none cached before, and read back. The last round's successor is
+    started at once, while that writer may still be closing its shard: the two
+    write into the cache side by side, and a video both wrote is kept once.
     """
     rng = random.Random(seed)
-    log = []
+    log, before = [], set()
     for round_ in range(rounds):
         tag = f"{os.getpid()}-{seed}-{round_}"
-        process = subprocess.Popen(
-            extract_command(csv, out), cwd=ROOT, env=cli_env(FRAMECACHE_TEST_TAG=tag),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        stderr = (logs or out.parent) / f"{out.name}-{round_}.stderr"
+        with stderr.open("w") as errors:
+            process = subprocess.Popen(
+                extract_command(csv, out), cwd=ROOT, env=cli_env(FRAMECACHE_TEST_TAG=tag),
+                stdout=subprocess.DEVNULL, stderr=errors,
+            )  # fmt: skip
+        target = "writer" if rng.random() < writer_share else "pipeline"
         delay = rng.uniform(0.3, 0.8 * duration)  # from the start-up (writer not yet up) to mid-work
-        entry = {"delay": round(delay, 2), "killed": False, "writer_seen": False}
+        entry = {"target": target, "delay": round(delay, 2), "killed": False, "writer_seen": False}
         try:
             process.wait(delay)
         except subprocess.TimeoutExpired:
-            entry["writer_seen"] = any(is_session_leader(pid) for pid in tagged_processes(tag) if pid != process.pid)
-            process.send_signal(signal.SIGKILL)
+            writer = find_writer(tag, process.pid)
+            if target == "writer":
+                while writer is None and process.poll() is None:  # not up yet: kill it as it starts
+                    writer = find_writer(tag, process.pid)
+            entry["writer_seen"] = writer is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(writer if target == "writer" and writer else process.pid, signal.SIGKILL)
+                entry["killed"] = True
             process.wait()
-            entry["killed"] = True
+        entry["exit"] = process.returncode
+        if target == "writer" and entry["killed"] and process.returncode != 0:
+            lines = [line for line in stderr.read_text().splitlines() if line.startswith("error:")]
+            assert process.returncode == 2 and len(lines) == 1, (process.returncode, stderr.read_text())
+            assert "cache writer" in lines[0] and "run the same command again" in lines[0], lines[0]
+            entry["error"] = lines[0][:60]
+        assert "Traceback" not in stderr.read_text(), stderr.read_text()
         if round_ == rounds - 1:
             log.append(entry)
             break  # the final run below starts right away
@@ -444,36 +478,41 @@ def kill_rounds(csv: Path, out: Path, rounds: int, duration: float, seed: int) -
         if out.exists():
             features, failures = read_cache(out)  # opens, each video at most once, features readable
             assert not failures, failures
+            assert before <= set(features), f"videos cached before are gone: {sorted(before - set(features))}"
+            before = set(features)
             entry["videos"] = len(features)
         log.append(entry)
     return log
 
 
-def check_against_reference(out: Path, reference: dict[str, np.ndarray]) -> float:
+def check_against_reference(out: Path, reference: dict[str, np.ndarray]) -> tuple[float, bool]:
+    """The largest difference from the uninterrupted run's features (relative), and whether they are bit-identical."""
     features, failures = read_cache(out)
     assert not failures
     assert sorted(features) == sorted(GOOD)
-    assert not interrupted_writes(out)
-    worst = 0.0
+    assert not open_shards(out)  # the last writer removed those of killed writers, and closed its own
+    worst, identical = 0.0, True
     for path, expected in reference.items():
         assert features[path].shape == expected.shape
         difference = np.abs(features[path] - expected).max() / max(np.abs(expected).max(), 1e-6)
         worst = max(worst, float(difference))
+        identical = identical and np.array_equal(features[path], expected)
     assert worst <= 1e-2, f"features differ from an uninterrupted run's by {worst:.2%} of their magnitude"
-    return worst
+    return worst, identical
 
 
-def kill_then_finish(csv: Path, tmp_path: Path, reference, episodes: int, rounds: int, seed: int) -> list[dict]:
+def kill_then_finish(csv: Path, tmp_path: Path, reference, episodes: int, rounds: int, seed: int,
+                     writer_share: float = 0.0) -> list[dict]:  # fmt: skip
     """Per episode: a fresh cache, ``rounds`` killed runs, then one run to completion."""
     features, duration = reference
     log = []
     for episode in range(episodes):
         out = tmp_path / f"features-{episode}.h5"
-        log += kill_rounds(csv, out, rounds, duration, seed=seed * 1000 + episode)
+        log += kill_rounds(csv, out, rounds, duration, seed=seed * 1000 + episode, writer_share=writer_share)
         final = run(extract_command(csv, out))
         assert_ok(final)
         assert re.search(r"\d+ ok, 0 failed, \d+ already cached", final.stdout), final.stdout
-        log[-1]["difference"] = check_against_reference(out, features)
+        log[-1]["difference"], log[-1]["identical"] = check_against_reference(out, features)
     print(f"kill rounds (uninterrupted run: {duration:.1f} s): {log}")
     return log
 
@@ -484,12 +523,22 @@ def test_kill_9_at_random_moments_then_resume(eight_videos, reference, tmp_path)
     assert any(entry["killed"] for entry in log)
 
 
+@needs_proc
+def test_kill_9_of_the_writer_itself_costs_its_open_shard_only(eight_videos, reference, tmp_path):
+    log = kill_then_finish(eight_videos, tmp_path, reference, episodes=1, rounds=3, seed=3, writer_share=1.0)
+    assert any(entry["killed"] and entry["target"] == "writer" for entry in log)
+    assert all(entry["identical"] for entry in log if "identical" in entry)  # features bit for bit
+
+
 @pytest.mark.slow
 @needs_proc
 def test_kill_9_many_rounds(eight_videos, reference, tmp_path):
-    log = kill_then_finish(eight_videos, tmp_path, reference, episodes=8, rounds=5, seed=2)
+    """Pipeline and writer kills mixed (with ``python -m framecache.bench.kill_writer``'s 50, in test_cache.py)."""
+    log = kill_then_finish(eight_videos, tmp_path, reference, episodes=8, rounds=5, seed=2, writer_share=0.5)
     assert sum(entry["killed"] for entry in log) >= 25
-    assert sum(entry["writer_seen"] for entry in log) >= 15  # the writer was up, and survived the kill
+    assert sum(entry["killed"] and entry["target"] == "writer" for entry in log) >= 10
+    assert sum(entry["writer_seen"] for entry in log if entry["target"] == "pipeline") >= 5  # it survived the kill
+    assert all(entry["identical"] for entry in log if "identical" in entry)
 
 
 @needs_proc
@@ -502,7 +551,7 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_resumes(eight_videos, reference, tm
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while not (out.exists() and out.stat().st_size > 40_000):  # the first video is being committed
+    while shard_bytes(out) < 40_000:  # the first video is being written
         assert process.poll() is None, f"the run ended before Ctrl-C: {process.communicate()}"
         assert time.monotonic() < deadline, "no video was committed within 120 s"
         time.sleep(0.02)
@@ -548,111 +597,33 @@ def test_ctrl_c_at_any_moment(eight_videos, reference, tmp_path):
             assert not read_cache(out)[1]
 
 
-WRITE_FOREVER = """
-import sys
-import numpy as np
-from framecache.common.cache import CacheWriter
-from framecache.common.provenance import Provenance
-writer = CacheWriter(sys.argv[1], Provenance(backbone="x", weights="random", feature_dim=1280, views=2))
-print("ready", flush=True)
-index = len(writer.done_paths())
-while True:  # commits back to back: a kill almost always lands inside one
-    writer.add_video(f"v{index}.mp4", "ab"[index % 2], np.random.default_rng(index).random((2, 20 + index % 30, 1280)))
-    if index % 4 == 0:
-        writer.add_failure(f"bad{index}.mp4", "a", "unreadable")
-    index += 1
-"""
-
-
-@pytest.mark.slow
-def test_the_limit_a_writer_killed_mid_commit(tmp_path):
-    """Not a guarantee but its limit, measured: SIGKILL of the writer process *itself*.
-
-    The pipeline never does this (the writer is in its own session and ignores
-    Ctrl-C and SIGTERM), but an out-of-memory killer, a cgroup-wide kill or a
-    power cut can. HDF5 updates metadata in place, so a kill inside a commit can
-    leave a file that no longer opens. What must hold: a clear error, never a
-    traceback, from both the reader and ``framecache info``.
-    """
-    rng, damaged = random.Random(4), 0
-    path = tmp_path / "features.h5"
-    for round_ in range(60):
-        if round_ % 10 == 0 and path.exists():
-            path.unlink()
-        writer = subprocess.Popen([sys.executable, "-c", WRITE_FOREVER, str(path)], cwd=ROOT, stdout=subprocess.PIPE,
-                                  text=True)  # fmt: skip
-        assert writer.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0, 0.3))
-        writer.kill()
-        writer.wait()
-        try:
-            read_cache(path)
-        except FramecacheError as error:
-            assert "is damaged" in str(error)
-            assert_one_error_line(run([sys.executable, "-m", "framecache", "info", str(path)]), "is damaged")
-            damaged += 1
-            path.unlink()
-    print(f"writer killed mid-commit: {damaged} of 60 files damaged")
-
-
 # ---------------------------------------------------------------------------
 # Two writers
 
-HOLDER = """
-import sys
-from framecache.common.cache import CacheWriter, FeatureCache
-with FeatureCache(sys.argv[1]) as cache:
-    provenance = cache.provenance
-with CacheWriter(sys.argv[1], provenance):
-    print("holding", flush=True)
-    sys.stdin.read()  # until the test closes our stdin
-"""
 
-
-def hold_lock(path: Path) -> subprocess.Popen:
-    """Another process writing the cache: a CacheWriter held open until its stdin closes."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert holder.stdout.readline().strip() == "holding"
-    return holder
-
-
-def release(holder: subprocess.Popen) -> None:
-    holder.stdin.close()
-    assert holder.wait(30) == 0
-
-
-def test_a_second_writer_waits_for_the_lock_then_is_refused(videos, tmp_path):
+def test_two_extractions_into_one_cache_at_once(videos, tmp_path):
+    """No lock: both write shards of their own; every video is in the cache once."""
     out = tmp_path / "features.h5"
-    first_two = write_csv(videos / "two.csv", [(GOOD[0], "a"), (GOOD[1], "a")])
-    four = write_csv(videos / "four.csv", [(GOOD[index], "a") for index in range(4)])
-    assert_ok(run(extract_command(first_two, out, views=1)))
-
-    holder = hold_lock(out)
-    try:
-        started = time.monotonic()
-        refused = run(extract_command(four, out, views=1))
-        waited = time.monotonic() - started
-    finally:
-        release(holder)
-    assert_one_error_line(refused, "is being written by another process (the file is locked)")
-    assert waited >= 10  # CacheWriter's lock_timeout
-    assert sorted(read_cache(out)[0]) == GOOD[:2]  # nothing interleaved
-
-    holder = hold_lock(out)
-    try:
-        started = time.monotonic()
-        waiting = subprocess.Popen(extract_command(four, out, views=1), cwd=ROOT, env=cli_env(),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        time.sleep(3)
-        assert waiting.poll() is None, waiting.communicate()
-    finally:
-        release(holder)
-    stdout, stderr = waiting.communicate(timeout=120)
-    assert waiting.returncode == 0 and "Traceback" not in stderr, (stdout, stderr)
-    assert "2 ok, 0 failed, 2 already cached" in stdout
-    assert time.monotonic() - started >= 3
-    assert sorted(read_cache(out)[0]) == GOOD[:4]
+    first = write_csv(videos / "first-six.csv", [(GOOD[index], "ab"[index % 2]) for index in range(6)])
+    last = write_csv(videos / "last-six.csv", [(GOOD[index], "ab"[index % 2]) for index in range(2, 8)])
+    runs = [subprocess.Popen(extract_command(csv, out, views=1), cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for csv in (first, last)]  # fmt: skip
+    for process in runs:
+        stdout, stderr = process.communicate(timeout=240)
+        assert process.returncode == 0 and "Traceback" not in stderr, (stdout, stderr)
+    features, failures = read_cache(out)  # each video once
+    assert sorted(features) == GOOD and not failures
+    with FeatureCache(out) as cache:
+        duplicates = cache.duplicates  # videos 2-5 when both started before either finished one
+    assert 0 <= duplicates <= 4
+    info = run([sys.executable, "-m", "framecache", "info", str(out)])
+    assert_ok(info)
+    assert "8 ok, 0 failed" in info.stdout
+    assert ("counted once" in info.stdout) == (duplicates > 0)
+    again = run(extract_command(write_csv(videos / "all-eight.csv", [(name, "ab"[i % 2]) for i, name in enumerate(GOOD)]),
+                                out, views=1))  # fmt: skip
+    assert_ok(again)
+    assert "0 ok, 0 failed, 8 already cached" in again.stdout
 
 
 # ---------------------------------------------------------------------------
@@ -717,13 +688,14 @@ def make_truncated(path: Path) -> None:
 
 
 def make_damaged_index(path: Path) -> None:
-    """A cache whose group index (B-tree and name heap) was overwritten, as a crash mid-commit can do."""
-    data = bytearray(small_cache(path.with_name("whole.h5")).read_bytes())
+    """A cache with a closed shard whose group index (B-tree and name heap) was overwritten, as a failing disk can do."""
+    (shard,) = shards_folder(small_cache(path)).glob("*.h5")
+    data = bytearray(shard.read_bytes())
     for signature in (b"TREE", b"HEAP", b"SNOD"):
         start = 0
         while (start := data.find(signature, start + 1)) > 1000:  # past the root group
             data[start + 4 : start + 40] = b"\xff" * 36
-    path.write_bytes(bytes(data))
+    shard.write_bytes(bytes(data))
 
 
 def make_other_schema(path: Path) -> None:
@@ -787,34 +759,34 @@ def _limit_file_size(limit: int):
     return apply
 
 
-@pytest.mark.parametrize("headroom", ["none", "one-video"])
-def test_disk_full_while_writing_keeps_what_was_committed(videos, tmp_path, headroom):
-    """A file-size limit (RLIMIT_FSIZE) stands in for a full disk: writes past it fail.
+@pytest.mark.parametrize("case", ["no-room", "room-for-one-video-per-shard"])
+def test_disk_full_while_writing_keeps_every_closed_shard(videos, tmp_path, case):
+    """A file-size limit (RLIMIT_FSIZE, per file) stands in for a full disk: writes past it fail.
 
-    ``none``: no room for even one more video. ``one-video``: room for one more
-    (2 views x 10 frames x 1280 float16 = 51 kB, plus the writer's reserve of
-    head-room for HDF5 metadata), not for two.
+    A video of 2 views x 10 frames x 1280 float16 is 51 kB; ``full.mp4`` has 20
+    frames (102 kB). The limit is 80 kB: ``no-room`` writes shards of two videos,
+    and the first shard of the run cannot take its second; ``room-for-one-video-per-shard``
+    closes a shard after every video, so two shards close before ``full.mp4``
+    does not fit. The failing shard is discarded, the closed ones stay.
     """
     out = tmp_path / "features.h5"
     first_two = write_csv(videos / "disk-two.csv", [(GOOD[0], "a"), (GOOD[1], "a")])
-    six = write_csv(videos / "disk-six.csv", [(GOOD[index], "a") for index in range(6)])
+    six = write_csv(videos / "disk-six.csv", [(name, "a") for name in [*GOOD[:4], "full.mp4", GOOD[4]]])
     assert_ok(run(extract_command(first_two, out)))
-    limit = out.stat().st_size + 80_000 + (RESERVE_BYTES if headroom == "one-video" else 0)
+    shard = 2 if case == "no-room" else 1
+    expected = GOOD[:2] if case == "no-room" else GOOD[:4]
 
-    result = run(extract_command(six, out), preexec_fn=_limit_file_size(limit))
+    result = run(extract_command(six, out, shard=shard), preexec_fn=_limit_file_size(80_000))
     line = assert_one_error_line(result, "writing the cache failed", "the disk may be full")
-    assert "videos cached so far are kept" in line
-    features, _ = read_cache(out)  # still opens, with everything committed before
-    if headroom == "none":
-        assert sorted(features) == GOOD[:2]
-    else:
-        assert set(GOOD[:2]) < set(features) < set(GOOD[:6])
-    assert not interrupted_writes(out)
+    assert "discarded" in line and "videos cached so far are kept: free some space and run the same command again" in line
+    features, _ = read_cache(out)  # still opens, with every shard closed before
+    assert sorted(features) == expected
+    assert not open_shards(out)  # the failing shard was removed
 
     resumed = run(extract_command(six, out))
     assert_ok(resumed)
-    assert f"{6 - len(features)} ok, 0 failed, {len(features)} already cached" in resumed.stdout
-    assert sorted(read_cache(out)[0]) == GOOD[:6]
+    assert f"{6 - len(expected)} ok, 0 failed, {len(expected)} already cached" in resumed.stdout
+    assert sorted(read_cache(out)[0]) == sorted([*GOOD[:5], "full.mp4"])
 
 
 @pytest.mark.slow
@@ -829,19 +801,20 @@ def test_disk_full_on_a_real_file_system(tmp_path):
         path = mount / "features.h5"
         committed = 0
         with pytest.raises(Exception) as raised:
-            with CacheWriter(path, PROVENANCE) as writer:
+            with CacheWriter(path, PROVENANCE, shard_videos=4) as writer:
                 for index in range(200):
                     if index == 5:
                         (mount / "filler").write_bytes(b"\0" * (2 << 20))  # another program fills the disk
                     writer.add_video(f"v{index}.mp4", "a", np.random.default_rng(index).random((1, 40, 1280)))
                     committed += 1
-        assert "no room to add the next video" in str(raised.value) and "No space left" in str(raised.value)
+        assert "the disk may be full" in str(raised.value) and "No space left" in str(raised.value)
         assert raised.type.__name__ == "FramecacheError"
         assert committed >= 5
-        with FeatureCache(path) as cache:
-            assert len(cache.videos) == committed
+        with FeatureCache(path) as cache:  # every closed shard; the open one was discarded
+            assert len(cache.videos) == 4 * (committed // 4)
             for video in cache.videos:
                 cache.features(video.key)
+        assert not open_shards(path)
     finally:
         subprocess.run(["umount", str(mount)], check=False)
 

@@ -16,6 +16,9 @@ from framecache.data.make_demo import build_demo, main
 from framecache.data.synthetic import (
     CLASSES,
     DEFAULT_CLASSES,
+    EQUIPMENT_CLASSES,
+    MOTION_CLASSES,
+    PRESETS,
     SyntheticSettings,
     dataset_specs,
     joint_positions,
@@ -198,7 +201,7 @@ def test_first_pose_is_the_same_for_every_class() -> None:
     for index in range(6):
         spec = sample_video_spec("squat", index, TINY)
         first = [
-            joint_positions(spec.subject, pose_at(dataclasses.replace(spec, label=label), 0.0)) for label in CLASSES
+            joint_positions(spec.subject, pose_at(dataclasses.replace(spec, label=label), 0.0)) for label in MOTION_CLASSES
         ]
         for joints in first[1:]:
             for name, point in joints.items():
@@ -238,7 +241,7 @@ def test_each_class_moves_its_own_joints() -> None:
         "side_bend": {"hands_over_head", "head_sideways"},
         "high_knees": {"foot_lifted"},
     }
-    for label in CLASSES:
+    for label in MOTION_CLASSES:
         spec = dataclasses.replace(sample_video_spec(label, 0, TINY), amplitude=1.0)
         cycle = [joint_positions(spec.subject, pose_at(spec, t)) for t in np.linspace(0, spec.period_s, 60)]
 
@@ -259,3 +262,41 @@ def test_defaults_are_a_small_demo() -> None:
     specs = dataset_specs(SyntheticSettings())
     assert {spec.label for spec in specs} == set(DEFAULT_CLASSES)
     assert sum(spec.n_frames for spec in specs) <= 2000
+    demo = dataset_specs(SyntheticSettings(classes=PRESETS["both"]))  # make demo's data: motion and equipment classes
+    assert {spec.label for spec in demo} == set(DEFAULT_CLASSES) | set(EQUIPMENT_CLASSES)
+    assert sum(spec.n_frames for spec in demo) <= 4000
+
+
+# --- equipment classes: the equipment tells the class, the motion does not -------------------
+
+
+def test_equipment_classes_do_any_exercise() -> None:
+    settings = SyntheticSettings(classes=EQUIPMENT_CLASSES, per_class=12)
+    exercises = {label: [spec.exercise for spec in dataset_specs(settings) if spec.label == label] for label in EQUIPMENT_CLASSES}
+    for label, done in exercises.items():
+        assert set(done) <= set(DEFAULT_CLASSES) and len(set(done)) >= 3, (label, done)
+    motion = sample_video_spec("squat", 0, TINY)
+    assert motion.exercise is None and motion.motion == "squat"
+
+
+def test_the_equipment_is_all_that_differs_and_it_stays_put(monkeypatch: pytest.MonkeyPatch) -> None:
+    from framecache.data import synthetic
+
+    spec = dataclasses.replace(sample_video_spec("box", 1, TINY), jitter_px=0.0, noise_sigma=0.0, flicker=0.0)
+    with_box = render_frames(spec).astype(int)
+    monkeypatch.setattr(synthetic, "draw_equipment", lambda *arguments: None)
+    plain = render_frames(spec).astype(int)
+    # the same background, figure and motion: only the box's pixels differ (the figure may pass in front of it)
+    changed = np.abs(with_box - plain).sum(-1) > 0
+    assert changed.any(axis=(1, 2)).all(), "the box is in every frame"
+    assert changed.mean() < 0.1, "nothing but the box differs"
+    assert (changed[0] | changed[-1]).sum() <= 1.2 * changed[0].sum(), "the box does not move"
+
+
+def test_make_demo_presets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--per-class", "1", "--subjects", "1", "--min-seconds", "0.3", "--max-seconds", "0.3", "--fps", "10"]
+    assert main(["--out", str(tmp_path / "appearance"), "--preset", "appearance", *common]) == 0
+    with open(tmp_path / "appearance" / "labels.csv", newline="") as handle:
+        assert sorted(row["label"] for row in csv.DictReader(handle)) == sorted(EQUIPMENT_CLASSES)
+    assert main(["--out", str(tmp_path / "both"), *common]) == 0
+    assert "8 videos (8 classes" in capsys.readouterr().out, "make demo's default: motion and equipment classes"

@@ -142,7 +142,8 @@ def test_sweep_reads_the_cache_once(cache, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train_data, "load_cache", lambda *args, **kwargs: loads.append(args) or real_load(*args, **kwargs))
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps({"units": [8]}))  # the grid file wins over --units
-    argv = ["--features", str(cache), "--out", str(tmp_path / "sweep"), "--grid", str(grid), "--units", "4,5", "--epochs", "2", "--max-len", "16,8", "--quiet"]
+    argv = ["--features", str(cache), "--out", str(tmp_path / "sweep"), "--grid", str(grid), "--units", "4,5", "--epochs", "2", "--max-len", "16,8",
+            "--inputs", "centred", "--quiet"]
     with pytest.raises(SystemExit) as exit_info:
         framecache_main(["sweep", *argv])
     assert exit_info.value.code == 0 and len(loads) == 1
@@ -150,7 +151,22 @@ def test_sweep_reads_the_cache_once(cache, tmp_path, monkeypatch, capsys):
     assert runs == ["max_len16", "max_len8"]
     assert json.loads((tmp_path / "sweep" / "max_len8" / "config.json").read_text())["units"] == 8
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:2] == ["run", "max_len"] and len(table) == 3
+    header = table[0].split()
+    assert header[:2] == ["run", "max_len"] and len(table) == 5  # header, two runs, the baseline's note, the best run
+    assert header.index("val_bal_acc") < header.index("acc") < header.index("base_acc"), "validation beside test, and the baseline"
+    assert table[-1].startswith("best by validation balanced accuracy: max_len")
+
+
+def test_a_sweep_covers_every_input_mode_unless_told(cache, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        framecache_main(["sweep", "--features", str(cache), "--out", str(tmp_path / "modes"), "--epochs", "1", "--units", "4", "--quiet"])
+    assert exit_info.value.code == 0
+    assert sorted(path.name for path in (tmp_path / "modes").iterdir()) == ["inputsboth", "inputscentred", "inputsraw"]
+    out = capsys.readouterr().out
+    table = compare.runs_table(tmp_path / "modes")
+    best = compare.best_run(table)
+    assert best["val_balanced_accuracy"] == table["val_balanced_accuracy"].max()
+    assert f"best by validation balanced accuracy: {best['run']}" in out
 
 
 def test_sweep_checks_every_setting_before_training(tmp_path):
@@ -170,7 +186,7 @@ def test_a_failed_training_leaves_no_folder_it_created(tmp_path, monkeypatch):
     small = write_synthetic_cache(tmp_path / "small.h5", videos=6, classes=2, feature_dim=8, subjects=None)
     with pytest.raises(FramecacheError, match="'class0' \\(3 videos\\)"):  # a class too small for 5 folds
         run_training(TrainConfig(features=str(small), run=str(tmp_path / "deep" / "run"), cv=5, quiet=True))
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["small.h5"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["small.h5", "small.h5.shards"]  # no deep/run
 
 
 def test_a_failed_training_keeps_the_users_own_folder(tmp_path):

@@ -4,14 +4,18 @@ import numpy as np
 import pytest
 
 from framecache.common.errors import FramecacheError
+from framecache.train.baseline import fit_baseline
 from framecache.train.data import SequenceBatches, feature_statistics, pad_sequences, temporal_inputs
 from framecache.train.model import (
     TemporalInputs,
     build_model,
+    choose_mix_weight,
+    input_statistics,
     load_model,
     predict_probabilities,
     read_metadata,
     save_model,
+    with_appearance,
 )
 
 FEATURE_DIM = 6
@@ -19,7 +23,7 @@ FEATURE_DIM = 6
 
 def model(**options):
     rng = np.random.default_rng(0)
-    inputs = FEATURE_DIM * (2 if options.get("differences") else 1)
+    inputs = FEATURE_DIM * ((2 if options.get("inputs", "centred") == "both" else 1) + bool(options.get("differences")))
     return build_model(
         FEATURE_DIM, 3, units=8, head_units=8, mean=rng.normal(size=inputs), variance=rng.uniform(0.5, 2, inputs), **options
     )
@@ -28,8 +32,9 @@ def model(**options):
 VARIANTS = {
     "gru": {},
     "2-layer-bidirectional": {"layers": 2, "bidirectional": True},
-    "last-state-raw": {"pooling": "last", "centre": False},
-    "centred-differences-noise": {"centre": True, "differences": True, "noise": 0.5, "input_dropout": 0.2, "recurrent_dropout": 0.2, "l2": 1e-3},
+    "last-state-raw": {"pooling": "last", "inputs": "raw"},
+    "centred-differences-noise": {"inputs": "centred", "differences": True, "noise": 0.5, "input_dropout": 0.2, "recurrent_dropout": 0.2, "l2": 1e-3},
+    "both-differences": {"inputs": "both", "differences": True},
     "mean-pooled-bidirectional": {"pooling": "mean", "bidirectional": True, "layers": 2},
 }
 
@@ -62,13 +67,16 @@ def test_temporal_inputs_use_only_the_valid_frames():
     videos = [rng.normal(size=(length, FEATURE_DIM)).astype(np.float32) for length in (5, 9, 1)]
     batch, mask = pad_sequences(videos, 12)
     batch[~mask] = 50.0  # padding content must not leak into the mean or the differences
-    for centre in (False, True):
+    for centre, keep_raw in ((False, False), (True, False), (True, True)):
         for differences in (False, True):
-            layer = TemporalInputs(centre=centre, differences=differences)
+            layer = TemporalInputs(centre=centre, differences=differences, keep_raw=keep_raw)
             outputs = np.asarray(layer([batch, mask]))
-            assert outputs.shape == (3, 12, FEATURE_DIM * (2 if differences else 1))
+            assert outputs.shape == (3, 12, FEATURE_DIM * (1 + keep_raw + differences))
+            assert layer.compute_output_shape(((None, None, FEATURE_DIM), (None, None)))[-1] == outputs.shape[-1]
             for row, video in enumerate(videos):
                 expected = temporal_inputs(video, centre, differences)
+                if keep_raw:  # the raw features first, then the centred ones (and differences)
+                    expected = np.concatenate([video, expected], axis=1)
                 np.testing.assert_allclose(outputs[row, : len(video)], expected, atol=1e-5)
                 assert not outputs[row, len(video) :].any(), "padded steps come out as zeros"
 
@@ -82,8 +90,50 @@ def test_input_statistics_follow_the_transforms():
     assert mean.shape == (6,) and np.abs(mean[:3]).max() < 1e-6 and variance[:3].max() < 3, "centring removes them"
 
 
+@pytest.mark.parametrize("inputs", ["both", "centred", "raw"])
+@pytest.mark.parametrize("differences", [False, True])
+def test_input_statistics_match_the_models_inputs(inputs, differences):
+    """The scaling statistics line up with TemporalInputs' output, part by part, whatever the inputs."""
+    rng = np.random.default_rng(5)
+    features = [rng.normal(loc=subject, size=(1, 9 + subject, FEATURE_DIM)).astype(np.float16) for subject in range(4)]
+    found = input_statistics(features, np.arange(4), inputs, differences, max_len=64, frame_step=1)
+    layer = TemporalInputs(centre=inputs != "raw", differences=differences, keep_raw=inputs == "both")
+    transformed = np.concatenate([np.asarray(layer([video[:1].astype(np.float32), np.ones((1, video.shape[1]), bool)]))[0] for video in features])
+    np.testing.assert_allclose(found["mean"], transformed.mean(axis=0), atol=1e-4)
+    np.testing.assert_allclose(found["variance"], np.maximum(transformed.var(axis=0), 1e-4), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_the_appearance_model_inside_the_gru_model_is_the_baseline(classes, tmp_path):
+    """with_appearance: the saved model's output is weight * GRU + (1 - weight) * baseline, padding ignored, and it loads back."""
+    rng = np.random.default_rng(6)
+    videos = [(rng.normal(size=(length, FEATURE_DIM)) + index % classes).astype(np.float32) for index, length in enumerate((4, 9, 6, 7, 5, 8))]
+    means = np.stack([video.mean(axis=0) for video in videos])
+    baseline = fit_baseline(means, np.arange(6) % classes, classes)
+    gru = build_model(FEATURE_DIM, classes, units=4, head_units=4)
+    batch, mask = pad_sequences(videos, 12)
+    batch[~mask] = 99.0
+    alone = np.asarray(gru([batch, mask]))
+    for weight in (0.0, 0.3, 1.0):
+        mixed = with_appearance(gru, baseline, weight)
+        expected = weight * alone + (1 - weight) * baseline.probabilities(means)
+        np.testing.assert_allclose(np.asarray(mixed([batch, mask])), expected, atol=1e-5)
+    save_model(mixed, tmp_path / "mixed.keras", {"labels": list("abc")[:classes]})
+    loaded, _ = load_model(tmp_path / "mixed.keras")
+    np.testing.assert_allclose(np.asarray(loaded([batch, mask])), np.asarray(mixed([batch, mask])), atol=1e-6)
+
+
+def test_the_mix_weight_is_chosen_by_validation_cross_entropy():
+    labels = np.array([0, 1, 0, 1])
+    right, wrong, unsure = np.eye(2)[labels] * 0.9 + 0.05, np.eye(2)[1 - labels] * 0.9 + 0.05, np.full((4, 2), 0.5)
+    assert choose_mix_weight(labels, right, wrong)[0] == 1.0, "the GRU is right: all on the GRU"
+    assert choose_mix_weight(labels, unsure, right)[0] == 0.0, "the appearance model is right: all on it"
+    weight, losses = choose_mix_weight(labels, right, right)
+    assert weight == 0.5 and len(losses) == 11, "a tie: an even mix"
+
+
 def test_saved_model_round_trip_keeps_metadata_and_outputs(tmp_path):
-    gru = model(bidirectional=True, centre=True, differences=True)
+    gru = model(bidirectional=True, inputs="both", differences=True)
     path = tmp_path / "model.keras"
     save_model(gru, path, {"labels": ["a", "b", "c"], "max_len": 16})
     batch, mask = pad_sequences([np.ones((4, FEATURE_DIM), np.float32)], 16)

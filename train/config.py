@@ -14,6 +14,7 @@ from framecache.common.options import Interval, option, option_name, validate
 
 BALANCE_CHOICES = ("oversample", "class-weight", "none")
 POOLING_CHOICES = ("mean", "last")
+INPUT_CHOICES = ("both", "centred", "raw")  # as train.model.INPUT_CHOICES (kept here: the CLI must not import Keras)
 POSITIVE = Interval(1, None)
 FRACTION = Interval(0, 1, "neither")
 DROPOUT = Interval(0, 1, "left")
@@ -24,9 +25,12 @@ NON_NEGATIVE = Interval(0, None)
 class TrainConfig:
     """Everything ``framecache train`` takes. Defaults are the CLI's defaults.
 
-    The model defaults (centred inputs, GRU outputs averaged over time, 64
+    The model defaults (a GRU on centred inputs for the motion, its outputs
+    averaged over time, mixed with a logistic regression on each video's mean
+    feature for the appearance, the weight chosen on the validation videos; 64
     units, learning rate 3e-3, patience 5, at most 50 epochs) were chosen by
-    6-fold cross-validation across unseen subjects on the demo data; see the README.
+    6-fold cross-validation across unseen subjects on demo data where motion
+    decides and where appearance does; see the README.
     """
 
     features: str = option("features.h5", "HDF5 feature cache written by `framecache extract`")
@@ -40,7 +44,10 @@ class TrainConfig:
     pooling: str = option("mean", "what the head reads: the GRU's outputs averaged over the valid frames (mean), "
                           "or its last state (last)", choices=POOLING_CHOICES)
     # inputs and regularisation
-    centre: bool = option(True, "subtract each video's mean feature (over its valid frames): keeps motion, drops static appearance")
+    inputs: str = option("centred", "what the GRU reads per frame: the features with the video's mean subtracted (centred: motion only), "
+                         "as they are (raw), or both side by side (both: motion and appearance)", choices=INPUT_CHOICES)
+    appearance: bool = option(True, "mix the GRU's class probabilities with the baseline's (logistic regression on each video's mean "
+                              "feature: appearance), the weight chosen on the validation videos")
     differences: bool = option(False, "append frame-to-frame feature differences to the GRU's inputs")
     noise: float = option(0.0, "std of Gaussian noise added to the scaled inputs while training (0: none)", interval=NON_NEGATIVE)
     input_dropout: float = option(0.0, "GRU dropout on its inputs (one mask per video)", interval=DROPOUT)
@@ -63,6 +70,8 @@ class TrainConfig:
     # run control
     seed: int = option(0, "seed of every random choice: splits, views, frames, weights")
     deterministic: bool = option(True, "deterministic TensorFlow ops (same seed, same numbers)")
+    in_memory: str = option("auto", "hold the features in memory (yes) or stream them from the cache with bounded memory (no); "
+                            "auto: in memory when, as float32, they take at most half the available memory", choices=("auto", "yes", "no"))
     overwrite: bool = option(False, "replace the results in an existing run folder")
     quiet: bool = option(False, "warnings and the final summary only")
 
@@ -84,8 +93,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         known = {field.name for field in fields(cls)}
+        if "centre" in values and "inputs" not in values:  # saved before --inputs replaced --centre / --no-centre
+            values = {**values, "inputs": "centred" if values["centre"] else "raw"}
         return cls(**{key: value for key, value in values.items() if key in known})
 
 
 # Fields that never change what a run learns: left out of comparisons and sweeps.
-RUN_CONTROL = ("features", "run", "overwrite", "quiet")
+RUN_CONTROL = ("features", "run", "in_memory", "overwrite", "quiet")

@@ -1,7 +1,15 @@
-"""The feature cache in memory, and the padded, masked batches the GRU trains on.
+"""The feature cache for training: metadata in memory, features in memory or streamed, and the batches.
 
-The whole cache is read once into float16 arrays (every view). Batches are cast
-to float32 one at a time. Temporal handling happens here, at train time:
+Every reader of features (the batches, the input statistics, evaluation,
+``load_features``) goes through a *feature source*: :class:`InMemoryFeatures`
+holds every video's float16 ``(views, T, D)`` array; :class:`StreamedFeatures`
+reads one video's view from the cache when it is needed (one contiguous
+HDF5 read), so memory stays bounded however large the cache.
+:func:`load_cache` picks one (see :func:`choose_in_memory`); the labels,
+groups, splits and frame counts are always in memory. Both give the same
+batches, bit for bit, for the same seed.
+
+Batches are cast to float32 one at a time. Temporal handling happens here, at train time:
 
 - keep every ``frame_step``-th cached frame (training: a random offset each epoch);
 - a video with more than ``max_len`` of those is cut into ``max_len`` equal
@@ -12,24 +20,176 @@ to float32 one at a time. Temporal handling happens here, at train time:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
 
-from framecache.common.cache import FeatureCache
+from framecache.common.cache import FeatureCache, FeatureReader, VideoMeta
 from framecache.common.dataset import encode_labels, oversample_indices
 from framecache.common.errors import FramecacheError
+from framecache.common.options import option_name
 from framecache.common.provenance import Provenance
 
 log = logging.getLogger(__name__)
 
+IN_MEMORY_CHOICES = ("auto", "yes", "no")
+# auto keeps the features in memory when, counted as float32 (twice the float16
+# they are held as), they take at most this share of the available memory.
+MEMORY_SHARE = 0.5
+# Training order: runs of READ_BLOCK videos adjacent in the cache stay together,
+# the runs are shuffled, and the videos of each WINDOW (a few batches' worth) are
+# shuffled among themselves; a window is read at once, in the cache's order.
+READ_BLOCK = 8
+WINDOW_VIDEOS = 256
+# Files a streamed source keeps open: a window touches at most WINDOW_VIDEOS / READ_BLOCK
+# files (shards), and the validation batches alternate with the training ones.
+OPEN_FILES = 2 * WINDOW_VIDEOS // READ_BLOCK
+
+
+class FeatureSource(Sequence):
+    """Per-video features by index; ``source[i]`` is video i's float16 ``(views, T, D)``.
+
+    ``num_frames``, ``views`` (per video) and ``locality`` (a sort key: videos
+    next to each other in the cache have neighbouring keys) are in memory;
+    :meth:`read` gives one view.
+    """
+
+    num_frames: np.ndarray
+    views: np.ndarray
+    locality: np.ndarray
+
+    def read(self, index: int, view: int) -> np.ndarray:
+        """Video ``index``'s ``view``: float16 ``(T, D)``."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.num_frames)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[index] for index in range(len(self)))
+
+    def close(self) -> None:
+        """Release open files (a streamed source reopens them when read again)."""
+
+
+class InMemoryFeatures(FeatureSource):
+    """Every video's ``(views, T, D)`` array in memory."""
+
+    in_memory = True
+
+    def __init__(self, arrays: list[np.ndarray], locality: np.ndarray | None = None):
+        self.arrays = list(arrays)
+        self.num_frames = np.asarray([array.shape[1] for array in self.arrays], dtype=np.int64)
+        self.views = np.asarray([array.shape[0] for array in self.arrays], dtype=np.int64)
+        self.locality = np.arange(len(self.arrays), dtype=np.int64) if locality is None else np.asarray(locality, dtype=np.int64)
+
+    def read(self, index: int, view: int) -> np.ndarray:
+        return self.arrays[index][view]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.arrays[index]
+
+
+class StreamedFeatures(FeatureSource):
+    """Features read from the cache on demand: one HDF5 dataset read per video and view.
+
+    Files are opened lazily by a :class:`FeatureReader`, in the process that
+    reads (the source pickles without open files).
+    """
+
+    in_memory = False
+
+    def __init__(self, videos: list[VideoMeta], views: int, reader: FeatureReader | None = None):
+        self.videos = list(videos)
+        self.num_frames = np.asarray([video.num_frames for video in self.videos], dtype=np.int64)
+        self.views = np.full(len(self.videos), int(views), dtype=np.int64)
+        self.locality = video_locality(self.videos)
+        self.reader = reader or FeatureReader(max_open=OPEN_FILES)
+
+    def read(self, index: int, view: int) -> np.ndarray:
+        return self.reader.read(self.videos[index], view)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.reader.read(self.videos[index])
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def as_source(features: FeatureSource | Sequence[np.ndarray]) -> FeatureSource:
+    """A feature source as it is, or a list of ``(views, T, D)`` arrays held in memory."""
+    return features if isinstance(features, FeatureSource) else InMemoryFeatures(list(features))
+
+
+def video_locality(videos: list[VideoMeta]) -> np.ndarray:
+    """A sort key per video: by its file, then by its place in the cache's listing of that file."""
+    files = {file: rank for rank, file in enumerate(sorted({video.file for video in videos}))}
+    file_rank = np.asarray([files[video.file] for video in videos], dtype=np.int64)
+    position = np.zeros(len(videos), dtype=np.int64)
+    seen: dict[str, int] = {}
+    for index, video in enumerate(videos):
+        position[index] = seen.get(video.file, 0)
+        seen[video.file] = position[index] + 1
+    locality = np.empty(len(videos), dtype=np.int64)
+    locality[np.lexsort((position, file_rank))] = np.arange(len(videos))
+    return locality
+
+
+def available_memory() -> int:
+    """Bytes this process can still use: the system's available memory, or less under a cgroup limit."""
+    import psutil
+
+    available = int(psutil.virtual_memory().available)
+    try:  # cgroup v2 (containers): the limit minus what the group already uses
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = min(available, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def feature_bytes(cache: FeatureCache) -> int:
+    """Bytes of the cache's features on disk (float16, every view)."""
+    nbytes = getattr(cache, "nbytes", None)
+    if nbytes is not None:
+        return int(nbytes)
+    return sum(video.num_frames for video in cache.videos) * int(cache.provenance.views) * int(cache.provenance.feature_dim) * 2
+
+
+def choose_in_memory(setting: str, nbytes: int, available: int | None = None) -> tuple[bool, str]:
+    """Whether to hold the features in memory (``setting`` ``auto``, ``yes`` or ``no``), and why, in words.
+
+    ``auto``: in memory when the features as float32 (``2 * nbytes``: they are
+    held as float16, the factor leaves room for reading and batching) take at
+    most :data:`MEMORY_SHARE` of the available memory; otherwise streamed.
+    """
+    if setting not in IN_MEMORY_CHOICES:
+        raise FramecacheError(f"{option_name('in_memory')} must be one of {', '.join(IN_MEMORY_CHOICES)}, got {setting!r}")
+    size = f"{_gb(2 * nbytes)} GB as float32 ({_gb(nbytes)} GB float16 in the cache)"
+    if setting != "auto":
+        return setting == "yes", f"{option_name('in_memory', setting)} was given; the features take {size}"
+    available = available_memory() if available is None else available
+    fits = 2 * nbytes <= MEMORY_SHARE * available
+    return fits, (
+        f"the features take {size}, {'at most' if fits else 'more than'} {MEMORY_SHARE:.0%} of the "
+        f"{_gb(available)} GB of memory available ({option_name('in_memory', 'no' if fits else 'yes')} forces the other way)"
+    )
+
+
+def _gb(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.3g}"
+
 
 @dataclass
 class CachedVideos:
-    """A feature cache held in memory."""
+    """A feature cache for training: its metadata in memory, its features from a :class:`FeatureSource`."""
 
-    features: list[np.ndarray]  # per video: float16 (views, T, D); view 0 is the clean video
+    features: FeatureSource  # per video: float16 (views, T, D); view 0 is the clean video
     labels: np.ndarray  # int64 codes into ``classes``
     classes: list[str]
     paths: list[str]
@@ -51,13 +211,21 @@ class CachedVideos:
     def weights(self) -> str:
         return str(self.provenance.weights)
 
+    @property
+    def in_memory(self) -> bool:
+        return bool(getattr(self.features, "in_memory", True))
 
-def load_cache(path: str, classes: list[str] | None = None) -> CachedVideos:
-    """Read every video of a feature cache into memory.
+    def close(self) -> None:
+        self.features.close()
+
+
+def load_cache(path: str, classes: list[str] | None = None, in_memory: str = "auto") -> CachedVideos:
+    """A feature cache's metadata, and its features in memory or streamed (``in_memory``: auto, yes, no).
 
     ``classes`` fixes the label order (a trained model's classes); by default
     the cache's sorted labels. Raises :class:`FramecacheError` for an empty
-    cache, or one with fewer than two classes when no order is given.
+    cache, or one with fewer than two classes when no order is given. The
+    choice between memory and streaming is logged with its reason.
     """
     with FeatureCache(path) as cache:
         videos = cache.videos
@@ -66,16 +234,25 @@ def load_cache(path: str, classes: list[str] | None = None) -> CachedVideos:
             raise FramecacheError(f"feature cache {path} holds no videos{failed}; extract features first")
         if cache.failures:
             log.warning("%d video(s) of %s failed during extraction and are left out (`make info FEATURES=%s` lists them)", len(cache.failures), path, path)
-        features = [cache.features(video.key) for video in videos]
         provenance, provenance_hash = cache.provenance, cache.provenance_hash
-    fixed_classes = classes is not None
-    labels, classes = encode_labels([video.label for video in videos], classes)
-    if not fixed_classes and len(classes) < 2:
-        raise FramecacheError(
-            f"feature cache {path} holds a single class ({classes[0]!r}, {len(videos)} videos); "
-            "a classifier needs at least two: add videos of another class to the CSV and extract again"
-        )
-    log.info("loaded %d videos, %d classes, %d view(s) of %d-d features from %s", len(videos), len(classes), features[0].shape[0], features[0].shape[2], path)
+        fixed_classes = classes is not None
+        labels, classes = encode_labels([video.label for video in videos], classes)
+        if not fixed_classes and len(classes) < 2:
+            raise FramecacheError(
+                f"feature cache {path} holds a single class ({classes[0]!r}, {len(videos)} videos); "
+                "a classifier needs at least two: add videos of another class to the CSV and extract again"
+            )
+        keep, reason = choose_in_memory(in_memory, feature_bytes(cache))
+        log.info("%s: %s", "in memory" if keep else "streamed from the cache", reason)
+        if keep:  # read in the cache's order (file by file), kept in the listing's
+            locality = video_locality(videos)
+            arrays: list = [None] * len(videos)
+            for index in np.argsort(locality):
+                arrays[index] = cache.features(videos[index].key)
+            features: FeatureSource = InMemoryFeatures(arrays, locality)
+    if not keep:
+        features = StreamedFeatures(videos, int(provenance.views))
+    log.info("loaded %d videos, %d classes, %d view(s) of %d-d features from %s", len(videos), len(classes), provenance.views, provenance.feature_dim, path)
     return CachedVideos(
         features=features,
         labels=labels,
@@ -107,10 +284,14 @@ def sample_indices(num_frames: int, max_len: int, frame_step: int, rng: np.rando
     return strided[positions]
 
 
-def padded_length(features: list[np.ndarray], max_len: int, frame_step: int) -> int:
+def padded_length(features: FeatureSource | Sequence[np.ndarray], max_len: int, frame_step: int) -> int:
     """The time steps every batch is padded to: enough for the longest sampled video, at most ``max_len``."""
-    longest = max(video.shape[1] for video in features)
-    return min(max_len, -(-longest // frame_step))
+    return sampled_length(as_source(features).num_frames, max_len, frame_step)
+
+
+def sampled_length(num_frames: np.ndarray, max_len: int, frame_step: int) -> int:
+    """The longest of these videos as sampled: every ``frame_step``-th frame, at most ``max_len``."""
+    return min(max_len, -(-int(np.max(num_frames)) // frame_step))
 
 
 def pad_sequences(sequences: list[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,18 +305,45 @@ def pad_sequences(sequences: list[np.ndarray], length: int) -> tuple[np.ndarray,
     return batch, mask
 
 
+def epoch_order(
+    indices: np.ndarray, locality: np.ndarray, rng: np.random.Generator, block: int = READ_BLOCK, window: int = WINDOW_VIDEOS
+) -> np.ndarray:
+    """A training epoch's order of ``indices`` that the cache serves well, and still mixes the videos.
+
+    The videos, in the cache's order (``locality``), are cut into runs of
+    ``block``; the runs are shuffled, then the videos within each ``window``
+    of that sequence. A window thus holds ``window / block`` runs from random
+    places of the cache (so a batch mixes classes and subjects even when
+    neighbours in the cache share them), and is read run by run.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    ordered = indices[np.argsort(locality[indices], kind="stable")]
+    runs = [ordered[start : start + block] for start in range(0, len(ordered), block)]
+    if not runs:
+        return ordered
+    order = np.concatenate([runs[run] for run in rng.permutation(len(runs))])
+    for start in range(0, len(order), window):
+        order[start : start + window] = rng.permutation(order[start : start + window])
+    return order
+
+
 class SequenceBatches(keras.utils.PyDataset):
     """Batches ``((features, mask), labels)`` over some videos of a cache.
 
-    Training (``train=True``): every epoch draws a new order, a random view per
-    video, random frames (see :func:`sample_indices`) and, with
-    ``oversample``, new repeats of minority-class videos. Otherwise: view 0,
-    fixed frames, the given order.
+    Training (``train=True``): every epoch draws a new order (see
+    :func:`epoch_order`), a random view per video, random frames (see
+    :func:`sample_indices`) and, with ``oversample``, new repeats of
+    minority-class videos. Otherwise: view 0, fixed frames, the given order.
+    ``features`` is a :class:`FeatureSource` or a list of ``(views, T, D)``
+    arrays. The batches of a window (about :data:`WINDOW_VIDEOS` videos) are
+    read together, in the cache's order, keeping only the sampled frames, so
+    read the batches in order (``model.fit(..., shuffle=False)``: the epoch
+    plan is already shuffled); any order gives the same batches, only slower.
     """
 
     def __init__(
         self,
-        features: list[np.ndarray],
+        features: FeatureSource | Sequence[np.ndarray],
         labels: np.ndarray,
         indices: np.ndarray,
         max_len: int,
@@ -147,7 +355,7 @@ class SequenceBatches(keras.utils.PyDataset):
         length: int | None = None,
     ):
         super().__init__()
-        self.features = features
+        self.source = as_source(features)
         self.labels = np.asarray(labels)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.max_len = max_len
@@ -156,8 +364,13 @@ class SequenceBatches(keras.utils.PyDataset):
         self.train = train
         self.oversample = oversample
         self.rng = np.random.default_rng(seed)
-        self.length = length or padded_length([features[index] for index in self.indices], max_len, frame_step)
+        self.length = length or sampled_length(self.source.num_frames[self.indices], max_len, frame_step)
+        self.window_batches = max(1, WINDOW_VIDEOS // batch_size)
         self.epoch_plan()
+
+    @property
+    def features(self) -> FeatureSource:
+        return self.source
 
     def epoch_plan(self) -> None:
         """Decide this epoch's videos, views and frames (``__getitem__`` only reads the plan)."""
@@ -165,14 +378,14 @@ class SequenceBatches(keras.utils.PyDataset):
         if self.train:
             if self.oversample:
                 order = order[oversample_indices(self.labels[order], seed=int(self.rng.integers(2**31)))]
-            else:
-                order = self.rng.permutation(order)
+            order = epoch_order(order, self.source.locality, self.rng)
         self.order = order
-        self.views = [int(self.rng.integers(self.features[index].shape[0])) if self.train else 0 for index in order]
+        self.views = [int(self.rng.integers(self.source.views[index])) if self.train else 0 for index in order]
         self.frames = [
-            sample_indices(self.features[index].shape[1], self.max_len, self.frame_step, self.rng if self.train else None)
+            sample_indices(int(self.source.num_frames[index]), self.max_len, self.frame_step, self.rng if self.train else None)
             for index in order
         ]
+        self._window, self._sequences = None, {}
 
     def on_epoch_end(self) -> None:
         if self.train:
@@ -181,10 +394,23 @@ class SequenceBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return -(-len(self.order) // self.batch_size)
 
+    def _read_window(self, window: int) -> None:
+        """Read the sampled frames of every video of batches ``window * window_batches ...``, in the cache's order."""
+        first = window * self.window_batches * self.batch_size
+        rows = np.arange(first, min(first + self.window_batches * self.batch_size, len(self.order)))
+        rows = rows[np.argsort(self.source.locality[self.order[rows]], kind="stable")]
+        self._window, self._sequences = None, {}  # the previous window's frames go first
+        self._sequences = {int(row): self.source.read(int(self.order[row]), self.views[row])[self.frames[row]] for row in rows}
+        self._window = window
+
     def __getitem__(self, batch: int):
+        if not 0 <= batch < len(self):
+            raise IndexError(f"batch {batch} of {len(self)}")
+        window = batch // self.window_batches
+        if window != self._window:
+            self._read_window(window)
         rows = range(batch * self.batch_size, min((batch + 1) * self.batch_size, len(self.order)))
-        sequences = [self.features[self.order[row]][self.views[row]][self.frames[row]] for row in rows]
-        inputs, mask = pad_sequences(sequences, self.length)
+        inputs, mask = pad_sequences([self._sequences[row] for row in rows], self.length)
         return (inputs, mask), self.labels[self.order[list(rows)]]
 
 
@@ -198,7 +424,7 @@ def temporal_inputs(sequence: np.ndarray, centre: bool = False, differences: boo
 
 
 def feature_statistics(
-    features: list[np.ndarray],
+    features: FeatureSource | Sequence[np.ndarray],
     indices: np.ndarray,
     max_len: int | None = None,
     frame_step: int = 1,
@@ -209,19 +435,30 @@ def feature_statistics(
 
     Over view 0 of the given videos, sampled as at evaluation (every frame
     without ``max_len``), after the ``centre`` / ``differences`` transforms.
+    One pass, one video in memory at a time (read in the cache's order): each
+    video's float64 mean and sum of squared deviations are merged into the
+    running ones (Chan et al.), which keeps the variance exact where the
+    features have a large mean.
     """
-    total = total_squares = None
-    count = 0
-    for index in indices:
-        frames = features[index][0]
+    source = as_source(features)
+    indices = np.asarray(indices, dtype=np.int64)
+    count, mean, squares = 0, None, None
+    for index in indices[np.argsort(source.locality[indices], kind="stable")]:
+        frames = source.read(int(index), 0)
         if max_len is not None:
             frames = frames[sample_indices(len(frames), max_len, frame_step)]
         inputs = temporal_inputs(frames, centre, differences)
-        if total is None:
-            total, total_squares = np.zeros(inputs.shape[1]), np.zeros(inputs.shape[1])
-        total += inputs.sum(axis=0)
-        total_squares += (inputs**2).sum(axis=0)
-        count += len(inputs)
-    mean = total / count
-    variance = np.maximum(total_squares / count - mean**2, 1e-4)  # floor: a constant dimension must not explode
+        video_mean = inputs.mean(axis=0)
+        video_squares = ((inputs - video_mean) ** 2).sum(axis=0)
+        if mean is None:
+            count, mean, squares = len(inputs), video_mean, video_squares
+            continue
+        total = count + len(inputs)
+        delta = video_mean - mean
+        mean = mean + delta * (len(inputs) / total)
+        squares = squares + video_squares + delta**2 * (count * len(inputs) / total)
+        count = total
+    if mean is None:
+        raise FramecacheError("no training videos to compute the input statistics from")
+    variance = np.maximum(squares / count, 1e-4)  # floor: a constant dimension must not explode
     return mean.astype(np.float32), variance.astype(np.float32)

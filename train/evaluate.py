@@ -1,8 +1,25 @@
-"""``python -m train.evaluate --run RUN --features F``: a trained model on another feature cache.
+"""``framecache evaluate --run RUN --features F``: a trained run's model(s) on a feature cache, honestly.
 
 The cache must hold the same kind of features (backbone, weights, input size,
 feature size) and only classes the model knows; every video is evaluated on
-its clean view, sampled as at training-time evaluation.
+its clean view, sampled as at training-time evaluation (features in memory or
+streamed, as :func:`train.data.load_cache` chooses).
+
+Which videos (``--split``): a model records the CSV paths of the videos it
+trained on, validated on and was tested on, so
+
+- ``test`` (the default) evaluates the run's own test videos found in the
+  cache (a cross-validation run: each video by the fold model that did not
+  train on it);
+- ``all`` evaluates every video of a cache of new videos, and is refused when
+  any of them trained or validated the run (their figures would be
+  optimistic); a cross-validation run then predicts with its folds' ensemble
+  (mean probabilities);
+- ``train`` / ``val`` evaluate the run's own parts, with a warning that the
+  figures are optimistic.
+
+The baseline (``baseline.json`` beside each model) is evaluated on the same
+videos, and every figure has its bootstrap interval.
 """
 
 from __future__ import annotations
@@ -14,41 +31,139 @@ import numpy as np
 
 from framecache.common.cache import FeatureCache
 from framecache.common.errors import FramecacheError
+from framecache.common.options import option_name
 from framecache.train import report
+from framecache.train.baseline import mean_features
 from framecache.train.data import SequenceBatches, load_cache
-from framecache.train.model import load_model, predict_probabilities, read_metadata, resolve_model
+from framecache.train.model import load_baseline, load_model, predict_probabilities, read_metadata, resolve_models
+from framecache.train.splits import group_ids
 
 log = logging.getLogger(__name__)
 
+SPLIT_CHOICES = ("test", "all", "val", "train")
 
-def evaluate_run(run: str, features: str, split: str = "all", out: str | None = None) -> dict:
-    """Metrics of the run's model on ``features`` (all videos, or one part of the CSV's split column)."""
-    model_path = resolve_model(run)
-    metadata = read_metadata(model_path)
+
+def plan_evaluation(paths: list[str], recorded: list[dict | None], split: str, features: str, run: str) -> tuple[list[np.ndarray], str, list[str]]:
+    """Which cache videos each model predicts, a description, and warnings.
+
+    ``paths``: the cache's CSV paths; ``recorded``: each model's recorded split
+    (``{"train": [...], "val": [...], "test": [...]}``, None for a model saved
+    before framecache recorded it). Returns one index array per model: a video
+    predicted by several models gets their mean probabilities.
+    """
+    if split not in SPLIT_CHOICES:
+        raise FramecacheError(f"{option_name('split')} must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
+    everything = np.arange(len(paths))
+    ensemble = len(recorded) > 1
+    if split == "all":
+        if any(parts is None for parts in recorded):
+            return [everything] * len(recorded), "every video", [
+                "the run's model records no split (trained by an older framecache): whether these videos trained it cannot be "
+                "checked; if any did, their figures are optimistic"
+            ]
+        seen = set().union(*(set(parts["train"]) | set(parts["val"]) for parts in recorded))
+        overlap = [path for path in paths if path in seen]
+        if overlap:
+            raise FramecacheError(
+                f"{len(overlap)} of the {len(paths)} videos of {features} trained or validated the run {run} (e.g. {overlap[0]!r}): "
+                f"their figures would be optimistic. Evaluate the run's own test videos ({option_name('split', 'test')}, the default), "
+                f"or a cache of new videos"
+            )
+        description = f"every video, with the mean probabilities of the {len(recorded)} fold models" if ensemble else "every video"
+        return [everything] * len(recorded), description, []
+    if any(parts is None for parts in recorded):
+        raise FramecacheError(
+            f"the model of {run} records no split (trained by an older framecache), so its {split} videos are unknown: "
+            f"pass {option_name('split', 'all')} for a cache of videos it never saw, or train the run again"
+        )
+    if ensemble and split != "test":
+        raise FramecacheError(
+            f"{run} is a cross-validation run: every video trained some fold; {option_name('split', split)} needs one fold "
+            f"({option_name('run', Path(run) / 'fold1')}), or evaluate {option_name('split', 'test')} (each video by the fold that did not train on it)"
+        )
+    position = {path: index for index, path in enumerate(paths)}
+    plans = [np.asarray(sorted(position[path] for path in parts[split] if path in position), dtype=np.int64) for parts in recorded]
+    wanted = sum(len(parts[split]) for parts in recorded)
+    found = sum(len(plan) for plan in plans)
+    if found == 0:
+        raise FramecacheError(
+            f"{features} holds none of the run's {wanted} {split} videos; for a cache of new videos pass {option_name('split', 'all')}"
+        )
+    warnings = []
+    if found < wanted:
+        warnings.append(f"{features} holds {found} of the run's {wanted} {split} videos; the others are left out")
+    if split in ("train", "val"):
+        role = "trained the model" if split == "train" else "chose the model's best epoch (early stopping)"
+        warnings.append(f"these are the run's {split} videos: they {role}, so these figures are optimistic, not a result")
+    description = "the run's test videos, each by the fold model that did not train on it" if ensemble else f"the run's {split} videos"
+    return plans, description, warnings
+
+
+def evaluate_run(run: str, features: str, split: str = "test", out: str | None = None) -> dict:
+    """Metrics of the run's model(s) on ``features``: its test videos (default), every video of a new cache (``all``), or its train/val part."""
+    model_paths = resolve_models(run)
+    metadata = [read_metadata(path) for path in model_paths]
     with FeatureCache(features) as cache:
-        for warning in metadata["provenance"].check_features(cache.provenance, f"cache {features}"):
+        for warning in metadata[0]["provenance"].check_features(cache.provenance, f"cache {features}"):
             log.warning(warning)
-    data = load_cache(features, classes=metadata["labels"])
-    indices = np.arange(data.num_videos)
-    if split != "all":
-        indices = np.flatnonzero(np.asarray(data.splits, dtype=object) == split)
-        if len(indices) == 0:
-            raise FramecacheError(f"cache {features} has no videos with split {split!r}; pass --split all")
-    model, _ = load_model(model_path)
-    batches = SequenceBatches(data.features, data.labels, indices, int(metadata["max_len"]), int(metadata["frame_step"]), batch_size=64)
-    probabilities = predict_probabilities(model, batches)
-    metrics = report.classification_metrics(data.labels[indices], probabilities, data.classes)
-    metrics.update(model=str(model_path), features=str(features), split=split, weights=data.weights)
+    data = load_cache(features, classes=metadata[0]["labels"])
+    try:
+        plans, description, notes = plan_evaluation(data.paths, [entry.get("split") for entry in metadata], split, features, run)
+        for note in notes:
+            log.warning(note)
+        indices = np.unique(np.concatenate(plans))
+        row_of = np.full(data.num_videos, -1)
+        row_of[indices] = np.arange(len(indices))
+        probabilities, counts = np.zeros((len(indices), len(data.classes))), np.zeros(len(indices))
+        baselines = [load_baseline(path) for path in model_paths]
+        baseline_probabilities = np.zeros_like(probabilities) if all(baselines) else None
+        for path, entry, plan, baseline in zip(model_paths, metadata, plans, baselines):
+            if len(plan) == 0:
+                continue
+            model, _ = load_model(path)
+            batches = SequenceBatches(data.features, data.labels, plan, int(entry["max_len"]), int(entry["frame_step"]), batch_size=64)
+            probabilities[row_of[plan]] += predict_probabilities(model, batches)
+            counts[row_of[plan]] += 1
+            if baseline_probabilities is not None:
+                baseline_probabilities[row_of[plan]] += baseline.probabilities(mean_features(data.features, plan))
+    finally:
+        data.close()
+    probabilities /= counts[:, None]
+    labels = data.labels[indices]
+    groups = group_ids(data.groups)
+    test_groups = None if groups is None else groups[indices]
+    metrics = report.classification_metrics(labels, probabilities, data.classes)
+    metrics["ci"] = report.bootstrap_intervals(labels, probabilities, len(data.classes), test_groups)
+    if baseline_probabilities is not None:
+        baseline_probabilities /= counts[:, None]
+        figures = report.classification_metrics(labels, baseline_probabilities, data.classes)
+        metrics["baseline"] = {
+            "model": report.BASELINE_DESCRIPTION,
+            **report.headline(figures),
+            "ci": report.bootstrap_intervals(labels, baseline_probabilities, len(data.classes), test_groups),
+            "confusion_matrix": figures["confusion_matrix"],
+        }
+    metrics.update(model=[str(path) for path in model_paths] if len(model_paths) > 1 else str(model_paths[0]), features=str(features),
+                   split=split, evaluated=description, weights=data.weights)
     warning = report.random_weights_warning(data.weights)
-    if warning:
-        metrics["warning"] = warning
+    warnings = [text for text in (warning, *notes) if text]
+    if warnings:
+        metrics["warning"] = "\n".join(warnings)
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
         report.write_json(folder / "metrics.json", metrics)
-        text = report.text_report(data.labels[indices], probabilities, data.classes)
-        (folder / "report.txt").write_text("\n".join(filter(None, [warning, f"model {model_path} on {features} ({split})", text])))
-        report.plot_confusion(folder / "confusion.png", metrics["confusion_matrix"], data.classes, f"{model_path} on {Path(features).name}")
+        lines = [*warnings, f"model {metrics['model']} on {features}: {description}",
+                 f"GRU      {report.format_headline(metrics, ci=metrics['ci'])}"]
+        if "baseline" in metrics:
+            lines.append(f"baseline {report.format_headline(metrics['baseline'], ci=metrics['baseline']['ci'])}")
+        lines.append(f"[ ]: {metrics['ci']['method']}\n")
+        lines.append(report.text_report(labels, probabilities, data.classes))
+        (folder / "report.txt").write_text("\n".join(lines))
+        report.plot_confusion(folder / "confusion.png", metrics["confusion_matrix"], data.classes, f"{Path(run).name} on {Path(features).name}")
         paths = [data.paths[index] for index in indices]
-        report.predictions_table(paths, data.labels[indices], probabilities, data.classes).to_csv(folder / "predictions.csv", index=False)
+        columns = {}
+        if baseline_probabilities is not None:
+            columns["baseline_predicted"] = [data.classes[code] for code in baseline_probabilities.argmax(axis=1)]
+        report.predictions_table(paths, labels, probabilities, data.classes, **columns).to_csv(folder / "predictions.csv", index=False)
     return metrics

@@ -1,4 +1,4 @@
-"""Training: one split or K folds, from a cache in memory to a complete run folder.
+"""Training: one split or K folds, from a feature cache (in memory or streamed) to a complete run folder.
 
 ::
 
@@ -26,9 +26,17 @@ from framecache import __version__
 from framecache.common.errors import FramecacheError
 from framecache.common.options import option_name
 from framecache.train import report
+from framecache.train.baseline import BaselineResult, baseline_split
 from framecache.train.config import TrainConfig
-from framecache.train.data import CachedVideos, SequenceBatches, feature_statistics, load_cache, padded_length
-from framecache.train.model import build_model, predict_probabilities, save_model
+from framecache.train.data import CachedVideos, SequenceBatches, load_cache, padded_length
+from framecache.train.model import (
+    build_model,
+    choose_mix_weight,
+    input_statistics,
+    predict_probabilities,
+    save_model,
+    with_appearance,
+)
 from framecache.train.splits import Split, group_ids, make_folds, make_split
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,11 @@ class FoldResult:
     test_probabilities: np.ndarray
     best_epoch: int  # 1-based: the epoch whose weights the model keeps
     seconds: float
+    baseline: BaselineResult | None = None  # the logistic-regression baseline on the same split
+    gru_val_probabilities: np.ndarray | None = None  # the GRU alone (``model`` may mix in the appearance model)
+    gru_test_probabilities: np.ndarray | None = None
+    mix_weight: float | None = None  # the weight on the GRU's probabilities, chosen on validation; None: the GRU alone
+    mix_losses: list[float] | None = None  # validation cross-entropy of each weight 0, 0.1, ..., 1
 
     @property
     def epochs(self) -> int:
@@ -133,7 +146,12 @@ def class_weights(train_labels: np.ndarray, num_classes: int) -> dict[int, float
 
 
 def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Path) -> FoldResult:
-    """Train one GRU on ``split.train`` with early stopping on ``split.val``; predict val and test."""
+    """Train one GRU on ``split.train`` with early stopping on ``split.val``, fit the baseline on the same videos; predict val and test.
+
+    With ``config.appearance`` the run's model mixes the GRU's probabilities
+    with the baseline's (see :func:`framecache.train.model.with_appearance`),
+    the weight chosen on ``split.val`` (:func:`framecache.train.model.choose_mix_weight`).
+    """
     seed_everything(config.seed, config.deterministic)
     started = time.perf_counter()
     length = padded_length(data.features, config.max_len, config.frame_step)
@@ -152,9 +170,7 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
             length=length,
         )
 
-    mean, variance = feature_statistics(
-        data.features, split.train, config.max_len, config.frame_step, centre=config.centre, differences=config.differences
-    )
+    statistics = input_statistics(data.features, split.train, config.inputs, config.differences, config.max_len, config.frame_step)
     model = build_model(
         data.feature_dim,
         len(data.classes),
@@ -164,9 +180,8 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
         bidirectional=config.bidirectional,
         head_units=config.head_units,
         learning_rate=config.learning_rate,
-        mean=mean,
-        variance=variance,
-        centre=config.centre,
+        **statistics,
+        inputs=config.inputs,
         differences=config.differences,
         noise=config.noise,
         input_dropout=config.input_dropout,
@@ -181,6 +196,7 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
         batches(split.train, train=True),
         validation_data=batches(split.val),
         epochs=config.epochs,
+        shuffle=False,  # the batches' epoch plan shuffles, in an order the cache reads well; Keras must not reorder them
         class_weight=class_weight,
         callbacks=[
             early_stopping,
@@ -188,19 +204,36 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
         ],
         verbose=0 if config.quiet else 2,
     )
+    gru_val, gru_test = predict_probabilities(model, batches(split.val)), predict_probabilities(model, batches(split.test))
+    baseline = baseline_split(data.features, data.labels, split, len(data.classes), balanced=config.balance != "none", seed=config.seed)
+    weight = losses = None
+    val_probabilities, test_probabilities = gru_val, gru_test
+    if config.appearance:
+        weight, losses = choose_mix_weight(data.labels[split.val], gru_val, baseline.val_probabilities)
+        model = with_appearance(model, baseline.model, weight)
+        val_probabilities, test_probabilities = predict_probabilities(model, batches(split.val)), predict_probabilities(model, batches(split.test))
     return FoldResult(
         split=split,
         model=model,
         history=pd.read_csv(history_path),
-        val_probabilities=predict_probabilities(model, batches(split.val)),
-        test_probabilities=predict_probabilities(model, batches(split.test)),
+        val_probabilities=val_probabilities,
+        test_probabilities=test_probabilities,
         best_epoch=early_stopping.best_epoch + 1,
         seconds=time.perf_counter() - started,
+        baseline=baseline,
+        gru_val_probabilities=gru_val,
+        gru_test_probabilities=gru_test,
+        mix_weight=weight,
+        mix_losses=losses,
     )
 
 
-def model_metadata(data: CachedVideos, config: TrainConfig) -> dict:
-    """What ``predict`` and ``evaluate`` need besides the weights: labels, provenance, temporal sampling."""
+def model_metadata(data: CachedVideos, config: TrainConfig, split: Split | None = None) -> dict:
+    """What ``predict`` and ``evaluate`` need besides the weights: labels, provenance, temporal sampling, and the split.
+
+    ``split``: the CSV paths of the videos the model trained on, validated on and
+    was tested on, so ``evaluate`` can keep to its test videos and refuse its training ones.
+    """
     return {
         "framecache_version": __version__,
         "labels": data.classes,
@@ -213,6 +246,7 @@ def model_metadata(data: CachedVideos, config: TrainConfig) -> dict:
         "max_len": config.max_len,
         "frame_step": config.frame_step,
         "train_config": config.to_dict(),
+        **({"split": {part: [data.paths[index] for index in indices] for part, indices in split.parts().items()}} if split is not None else {}),
     }
 
 
@@ -248,8 +282,16 @@ def _remove_empty_folders(folders: list[Path]) -> None:
 
 
 def _train(config: TrainConfig, data: CachedVideos | None, folder: Path) -> dict:
-    if data is None:
-        data = load_cache(config.features)
+    if data is not None:
+        return _train_on(config, data, folder)
+    data = load_cache(config.features, in_memory=config.in_memory)
+    try:
+        return _train_on(config, data, folder)
+    finally:
+        data.close()
+
+
+def _train_on(config: TrainConfig, data: CachedVideos, folder: Path) -> dict:
     warning = report.random_weights_warning(data.weights)
     if warning:
         log.warning(warning)
@@ -273,16 +315,17 @@ def _train(config: TrainConfig, data: CachedVideos | None, folder: Path) -> dict
         sizes = split.sizes(groups)
         log.info("%ssplit (%s): %s", f"fold {fold + 1}/{len(splits)} " if config.cv else "", split.method, report.format_split_sizes(sizes))
         result = fit_split(data, split, config, fold_folder)
-        save_model(result.model, fold_folder / "model.keras", model_metadata(data, config))
-        metrics = _split_metrics(data, result, sizes, warning)
+        save_model(result.model, fold_folder / "model.keras", model_metadata(data, config, split))
+        report.write_json(fold_folder / report.BASELINE_FILE, result.baseline.model.to_dict())
+        metrics = _split_metrics(data, result, sizes, warning, groups)
         _predictions(data, result).to_csv(fold_folder / "predictions.csv", index=False)
         if config.cv:
             report.write_json(fold_folder / "metrics.json", metrics)
-            log.info("fold %d/%d: %s", fold + 1, len(splits), report.format_headline(metrics))
+            log.info("fold %d/%d: %s; baseline %s", fold + 1, len(splits), report.format_headline(metrics), report.format_headline(metrics["baseline"]))
         results.append(result)
         fold_metrics.append(metrics)
 
-    metrics = _cv_metrics(data, results, fold_metrics, warning) if config.cv else fold_metrics[0]
+    metrics = _cv_metrics(data, results, fold_metrics, warning, groups) if config.cv else fold_metrics[0]
     metrics["seconds"] = sum(result.seconds for result in results)
     if config.cv:  # the folds' tables together, one column saying which fold
         pd.concat([result.history.assign(fold=fold + 1) for fold, result in enumerate(results)]).to_csv(folder / "history.csv", index=False)
@@ -296,14 +339,17 @@ def _train(config: TrainConfig, data: CachedVideos | None, folder: Path) -> dict
         test_labels=data.labels[test],
         test_probabilities=np.concatenate([result.test_probabilities for result in results]),
         histories=[result.history for result in results],
+        best_epochs=[result.best_epoch for result in results],
     )
     return metrics
 
 
-def _split_metrics(data: CachedVideos, result: FoldResult, sizes: dict, warning: str | None) -> dict:
+def _split_metrics(data: CachedVideos, result: FoldResult, sizes: dict, warning: str | None, groups: np.ndarray | None = None) -> dict:
     split = result.split
+    test_groups = None if groups is None else groups[split.test]
     metrics = report.classification_metrics(data.labels[split.test], result.test_probabilities, data.classes)
     metrics.update(
+        ci=report.bootstrap_intervals(data.labels[split.test], result.test_probabilities, len(data.classes), test_groups),
         val=report.headline(report.classification_metrics(data.labels[split.val], result.val_probabilities, data.classes)),
         split_method=split.method,
         split_sizes=sizes,
@@ -313,16 +359,31 @@ def _split_metrics(data: CachedVideos, result: FoldResult, sizes: dict, warning:
         seconds=result.seconds,
         cache={"path": data.cache_path, "provenance_hash": data.provenance_hash, "backbone": data.provenance.backbone},
     )
+    if result.mix_weight is not None:
+        metrics["model"] = report.mixed_model_description(result.mix_weight)
+        metrics["mix"] = {
+            "gru_weight": result.mix_weight,
+            "val_cross_entropy": dict(zip((f"{weight:.1f}" for weight in np.linspace(0, 1, len(result.mix_losses))), np.round(result.mix_losses, 4).tolist())),
+            "gru_alone": {**report.headline(report.classification_metrics(data.labels[split.test], result.gru_test_probabilities, data.classes)),
+                          "val": report.headline(report.classification_metrics(data.labels[split.val], result.gru_val_probabilities, data.classes))},
+        }
+    if result.baseline is not None:
+        metrics["baseline"] = report.baseline_metrics(
+            data.labels[split.test], result.baseline.test_probabilities, data.labels[split.val], result.baseline.val_probabilities, data.classes, test_groups
+        )
     if warning:
         metrics["warning"] = warning
     return metrics
 
 
-def _cv_metrics(data: CachedVideos, results: list[FoldResult], fold_metrics: list[dict], warning: str | None) -> dict:
+def _cv_metrics(data: CachedVideos, results: list[FoldResult], fold_metrics: list[dict], warning: str | None, groups: np.ndarray | None = None) -> dict:
     """Fold means on top (with std), per-class figures and confusion matrix pooled over every fold's test videos."""
     spread = report.aggregate_folds(fold_metrics)
     test = np.concatenate([result.split.test for result in results])
-    pooled = report.classification_metrics(data.labels[test], np.concatenate([result.test_probabilities for result in results]), data.classes)
+    test_probabilities = np.concatenate([result.test_probabilities for result in results])
+    pooled = report.classification_metrics(data.labels[test], test_probabilities, data.classes)
+    test_groups = None if groups is None else groups[test]
+    val = report.aggregate_folds([fold["val"] for fold in fold_metrics])
     metrics = {
         **{name: spread["mean"][name] for name in report.HEADLINE},
         **{f"{name}_std": spread["std"][name] for name in report.HEADLINE},
@@ -330,6 +391,9 @@ def _cv_metrics(data: CachedVideos, results: list[FoldResult], fold_metrics: lis
         "mean": spread["mean"],
         "std": spread["std"],
         "pooled": report.headline(pooled),
+        "ci": report.bootstrap_intervals(data.labels[test], test_probabilities, len(data.classes), test_groups),
+        "val": val["mean"],
+        "val_std": val["std"],
         "per_class": pooled["per_class"],
         "confusion_matrix": pooled["confusion_matrix"],
         "labels": data.classes,
@@ -337,14 +401,30 @@ def _cv_metrics(data: CachedVideos, results: list[FoldResult], fold_metrics: lis
         "split_method": results[0].split.method,
         "split_sizes": [fold["split_sizes"] for fold in fold_metrics],
         "folds": [
-            {key: fold[key] for key in (*report.HEADLINE, "val", "split_sizes", "epochs", "best_epoch", "seconds")}
+            {key: fold[key] for key in (*report.HEADLINE, "ci", "val", "mix", "baseline", "split_sizes", "epochs", "best_epoch", "seconds") if key in fold}
             for fold in fold_metrics
         ],
         "weights": data.weights,
         "epochs": int(round(np.mean([result.epochs for result in results]))),
         "cache": fold_metrics[0]["cache"],
-        "note": "accuracy, balanced_accuracy, macro_f1: mean over folds (std: np.std); per_class, confusion_matrix, pooled: every fold's test videos together",
+        "note": "accuracy, balanced_accuracy, macro_f1: mean over folds (std: np.std); per_class, confusion_matrix, pooled, ci: "
+        "every fold's test videos together",
     }
+    if all("mix" in fold for fold in fold_metrics):
+        alone = report.aggregate_folds([fold["mix"]["gru_alone"] for fold in fold_metrics])
+        metrics["model"] = report.mixed_model_description(None)
+        metrics["mix"] = {
+            "gru_weights": [fold["mix"]["gru_weight"] for fold in fold_metrics],
+            "gru_alone": {**alone["mean"], **{f"{name}_std": alone["std"][name] for name in report.HEADLINE}},
+        }
+    if all("baseline" in fold for fold in fold_metrics):
+        metrics["baseline"] = report.baseline_cv_metrics(
+            [fold["baseline"] for fold in fold_metrics],
+            data.labels[test],
+            np.concatenate([result.baseline.test_probabilities for result in results]),
+            data.classes,
+            test_groups,
+        )
     if warning:
         metrics["warning"] = warning
     return metrics
@@ -356,4 +436,8 @@ def _predictions(data: CachedVideos, result: FoldResult) -> pd.DataFrame:
     indices = np.concatenate([split.val, split.test])
     probabilities = np.concatenate([result.val_probabilities, result.test_probabilities])
     parts = ["val"] * len(split.val) + ["test"] * len(split.test)
-    return report.predictions_table([data.paths[index] for index in indices], data.labels[indices], probabilities, data.classes, split=parts)
+    columns = {"split": parts}
+    if result.baseline is not None:
+        baseline = np.concatenate([result.baseline.val_probabilities, result.baseline.test_probabilities])
+        columns["baseline_predicted"] = [data.classes[code] for code in baseline.argmax(axis=1)]
+    return report.predictions_table([data.paths[index] for index in indices], data.labels[indices], probabilities, data.classes, **columns)

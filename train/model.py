@@ -27,6 +27,7 @@ import numpy as np
 from framecache.common.errors import FramecacheError
 from framecache.common.options import command_hint, option_name
 from framecache.common.provenance import Provenance
+from framecache.train.config import INPUT_CHOICES
 
 METADATA_NAME = "framecache.json"
 
@@ -37,26 +38,29 @@ class TemporalInputs(keras.layers.Layer):
 
     ``centre``: subtract each video's mean feature over its valid steps (what
     stays the same through a video, the subject's and the scene's appearance,
-    goes; motion stays). ``differences``: append the step-to-step change
-    ``x[t] - x[t-1]`` (zero at the first step). Padded steps come out as zeros.
+    goes; motion stays). ``keep_raw`` (with ``centre``): the raw features
+    first, then the centred ones (appearance and motion). ``differences``:
+    append the step-to-step change ``x[t] - x[t-1]`` (zero at the first step).
+    Padded steps come out as zeros.
     """
 
-    def __init__(self, centre: bool = False, differences: bool = False, **kwargs):
+    def __init__(self, centre: bool = False, differences: bool = False, keep_raw: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.centre = centre
         self.differences = differences
+        self.keep_raw = keep_raw
 
     def call(self, inputs):
         features, mask = inputs
         valid = keras.ops.cast(keras.ops.expand_dims(mask, -1), features.dtype)
         features = features * valid  # whatever sits in the padding is dropped here
         parts = []
+        if not self.centre or self.keep_raw:
+            parts.append(features)
         if self.centre:
             count = keras.ops.maximum(keras.ops.sum(valid, axis=1, keepdims=True), 1.0)
             mean = keras.ops.sum(features, axis=1, keepdims=True) / count
             parts.append((features - mean) * valid)
-        else:
-            parts.append(features)
         if self.differences:
             previous = keras.ops.concatenate([features[:, :1], features[:, :-1]], axis=1)
             previous_valid = keras.ops.concatenate([keras.ops.zeros_like(valid[:, :1]), valid[:, :-1]], axis=1)
@@ -65,12 +69,67 @@ class TemporalInputs(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         shape = list(input_shape[0])
-        if self.differences and shape[-1] is not None:
-            shape[-1] *= 2
+        if shape[-1] is not None:
+            shape[-1] *= (1 + (self.centre and self.keep_raw)) + self.differences
         return tuple(shape)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "centre": self.centre, "differences": self.differences}
+        return {**super().get_config(), "centre": self.centre, "differences": self.differences, "keep_raw": self.keep_raw}
+
+
+@keras.saving.register_keras_serializable(package="framecache")
+class MixProbabilities(keras.layers.Layer):
+    """``weight * p_gru + (1 - weight) * p_appearance``: two models' class probabilities mixed with a fixed weight."""
+
+    def __init__(self, weight: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = float(weight)
+
+    def call(self, inputs):
+        temporal, appearance = inputs
+        return self.weight * temporal + (1.0 - self.weight) * appearance
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "weight": self.weight}
+
+
+def with_appearance(gru: keras.Model, baseline, weight: float) -> keras.Model:
+    """The GRU and an appearance model in one Keras model: their probabilities mixed, ``weight`` on the GRU's.
+
+    ``baseline`` (:class:`framecache.train.baseline.Baseline`, fitted on the
+    GRU's training videos) becomes layers reading the same ``(features,
+    mask)``: each video's mean feature over its valid steps, standardised, then
+    the logistic regression's linear layer and softmax. Padding never enters
+    it, and ``predict`` and ``evaluate`` need nothing but the saved model.
+    """
+    features, mask = gru.inputs
+    kernel, bias = baseline.dense_weights()
+    mean = keras.layers.GlobalAveragePooling1D(name="mean_feature")(features, mask=mask)
+    scaled = keras.layers.Normalization(mean=baseline.centre, variance=baseline.scale**2, name="appearance_scale")(mean)
+    linear = keras.layers.Dense(len(bias), activation="softmax", name="appearance")
+    appearance = linear(scaled)
+    linear.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    outputs = MixProbabilities(weight, name="mix")([gru.output, appearance])
+    return keras.Model([features, mask], outputs, name="framecache_gru_appearance")
+
+
+def choose_mix_weight(labels: np.ndarray, temporal: np.ndarray, appearance: np.ndarray, grid: int = 10) -> tuple[float, list[float]]:
+    """The weight on ``temporal`` (of ``0, 1/grid, ..., 1``) whose mix has the lowest cross-entropy on these (validation) videos.
+
+    Returns the weight and the loss of every weight on the grid. Ties go to
+    the weight nearest 0.5 (an even mix), then to the GRU.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    weights = np.linspace(0.0, 1.0, grid + 1)
+    losses = []
+    for weight in weights:
+        mixed = weight * temporal + (1.0 - weight) * appearance
+        losses.append(float(-np.mean(np.log(np.clip(mixed[np.arange(len(labels)), labels], 1e-7, 1.0)))) if len(labels) else 0.0)
+    best = min(range(len(weights)), key=lambda index: (round(losses[index], 6), abs(weights[index] - 0.5), -weights[index]))
+    return float(weights[best]), losses
 
 
 def build_model(
@@ -84,7 +143,7 @@ def build_model(
     learning_rate: float = 3e-3,
     mean: np.ndarray | None = None,
     variance: np.ndarray | None = None,
-    centre: bool = True,
+    inputs: str = "centred",
     differences: bool = False,
     noise: float = 0.0,
     input_dropout: float = 0.0,
@@ -94,22 +153,27 @@ def build_model(
 ) -> keras.Model:
     """A compiled GRU classifier: per-video transforms → scaled inputs → GRU layer(s) over the masked sequence → dense head → softmax.
 
-    ``centre`` and ``differences``: see :class:`TemporalInputs`. ``mean`` and
-    ``variance`` (per input dimension after those transforms, from the training
-    videos: :func:`train.data.feature_statistics`) scale the inputs; without
-    them the inputs pass unscaled. ``noise``: Gaussian noise (std, on scaled
-    inputs) while training. ``input_dropout`` / ``recurrent_dropout``: the GRU's
-    dropout on its inputs / its state. ``l2``: weight decay on every kernel.
-    ``pooling``: the head reads the GRU's outputs averaged over the valid steps
-    (``"mean"``) or its last state (``"last"``).
+    ``inputs``: what the GRU reads at each step: the features with the video's
+    mean subtracted (``"centred"``: motion only), the features as they are
+    (``"raw"``), or both side by side (``"both"``: appearance and motion).
+    ``differences``: see :class:`TemporalInputs`. ``mean`` and ``variance``
+    (per input dimension after those transforms, from the training videos:
+    :func:`input_statistics`) scale the inputs; without them the inputs pass
+    unscaled. ``noise``: Gaussian noise (std, on scaled inputs) while training.
+    ``input_dropout`` / ``recurrent_dropout``: the GRU's dropout on its inputs /
+    its state. ``l2``: weight decay on every kernel. ``pooling``: the head reads
+    the GRU's outputs averaged over the valid steps (``"mean"``) or its last
+    state (``"last"``).
     """
     if pooling not in ("mean", "last"):
         raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+    if inputs not in INPUT_CHOICES:
+        raise ValueError(f"inputs must be one of {INPUT_CHOICES}, got {inputs!r}")
     features = keras.Input(shape=(None, feature_dim), name="features")
     mask = keras.Input(shape=(None,), dtype="bool", name="mask")
     x = features
-    if centre or differences:
-        x = TemporalInputs(centre=centre, differences=differences, name="temporal")([x, mask])
+    if inputs != "raw" or differences:
+        x = TemporalInputs(centre=inputs != "raw", differences=differences, keep_raw=inputs == "both", name="temporal")([x, mask])
     if mean is not None:
         x = keras.layers.Normalization(mean=mean, variance=variance, name="scale")(x)
     if noise > 0:
@@ -141,6 +205,26 @@ def build_model(
         metrics=["accuracy"],
     )
     return model
+
+
+def input_statistics(features, indices: np.ndarray, inputs: str, differences: bool, max_len: int, frame_step: int) -> dict:
+    """The scaling statistics :func:`build_model` takes, over view 0 of the training videos ``indices``.
+
+    ``mean``/``variance`` of the GRU's inputs, in :class:`TemporalInputs`'s
+    order (raw, centred, differences). Read through
+    :func:`framecache.train.data.feature_statistics` (in memory or streamed
+    alike): one pass over the videos, two for ``inputs="both"``.
+    """
+    from framecache.train.data import feature_statistics
+
+    def statistics(centre: bool, with_differences: bool) -> tuple[np.ndarray, np.ndarray]:
+        return feature_statistics(features, indices, max_len, frame_step, centre=centre, differences=with_differences)
+
+    first = statistics(inputs != "raw", differences)  # raw (+ differences), or centred (+ differences)
+    if inputs != "both":
+        return {"mean": first[0], "variance": first[1]}
+    raw = statistics(False, False)
+    return {"mean": np.concatenate([raw[0], first[0]]), "variance": np.concatenate([raw[1], first[1]])}
 
 
 def save_model(model: keras.Model, path: str | Path, metadata: dict) -> None:
@@ -188,15 +272,37 @@ def predict_probabilities(model: keras.Model, batches: keras.utils.PyDataset) ->
 
 
 def resolve_model(run: str | Path) -> Path:
-    """The ``model.keras`` of a run folder (or the file itself)."""
-    run = Path(run)
-    if run.suffix == ".keras":
-        return run
-    if not (run / "model.keras").exists() and (run / "fold1" / "model.keras").exists():
+    """The ``model.keras`` of a run folder (or the file itself); a cross-validation run is refused (see :func:`resolve_models`)."""
+    models = resolve_models(run)
+    if len(models) > 1:
         raise FramecacheError(
-            f"{run} is a cross-validation run: it holds one model per fold; pass {option_name('run', run / 'fold1')} "
+            f"{run} is a cross-validation run: it holds one model per fold; pass {option_name('run', Path(run) / 'fold1')} "
             f"(or another fold), or train without {option_name('cv')} for one model"
         )
+    return models[0]
+
+
+def resolve_models(run: str | Path) -> list[Path]:
+    """The models of a run: its ``model.keras`` (or the file itself), or, for a cross-validation run, every fold's, in fold order."""
+    run = Path(run)
+    if run.suffix == ".keras":
+        return [run]
+    if not (run / "model.keras").exists() and (run / "fold1" / "model.keras").exists():
+        folds = sorted(run.glob("fold*/model.keras"), key=lambda path: int(path.parent.name[4:]) if path.parent.name[4:].isdigit() else 0)
+        return [path for path in folds if path.parent.name[4:].isdigit()]
     if not run.is_dir():
         raise FramecacheError(f"run folder not found: {run}; train one with `{command_hint('train', run=run)}`")
-    return run / "model.keras"
+    return [run / "model.keras"]
+
+
+def load_baseline(model_path: str | Path):
+    """The baseline fitted beside a model (``baseline.json`` in its folder), or None for a run without one."""
+    from framecache.train.baseline import Baseline
+
+    path = Path(model_path).parent / "baseline.json"
+    if not path.is_file():
+        return None
+    try:
+        return Baseline.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as error:
+        raise FramecacheError(f"{path} is damaged ({type(error).__name__}: {error}); train the run again") from None

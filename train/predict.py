@@ -8,6 +8,10 @@ JSON line per video::
     {"path": "a.mp4", "label": "squat", "top": [{"label": "squat", "p": 0.91}, ...]}
     {"path": "b.mp4", "error": "cannot decode: ..."}
 
+A cross-validation run (``--cv``) holds one model per fold: its folds'
+ensemble predicts, each video's probabilities the mean of the fold models',
+and every line says so (``"ensemble": "mean of 6 fold models"``).
+
 The exit status is 1 only when every video failed.
 """
 
@@ -19,7 +23,7 @@ import numpy as np
 
 from framecache.common.errors import FramecacheError
 from framecache.train.data import SequenceBatches
-from framecache.train.model import load_model, predict_probabilities, read_metadata, resolve_model
+from framecache.train.model import load_model, predict_probabilities, read_metadata, resolve_models
 from framecache.train.report import random_weights_warning
 
 log = logging.getLogger(__name__)
@@ -42,8 +46,12 @@ def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 
     """One result per path, in order: the top classes with probabilities, or the error."""
     from framecache.extract import embed
 
-    model_path = resolve_model(run)
-    metadata = read_metadata(model_path)
+    model_paths = resolve_models(run)
+    metadata = read_metadata(model_paths[0])
+    _check_same_features(model_paths, metadata)
+    ensemble = f"mean of {len(model_paths)} fold models" if len(model_paths) > 1 else None
+    if ensemble:
+        log.info("%s is a cross-validation run: predicting with its folds' ensemble (the %s' probabilities)", run, ensemble)
     warning = random_weights_warning(metadata["weights"])
     if warning:
         log.warning(warning)
@@ -57,8 +65,8 @@ def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 
     done = [result for result in embedded if result.error is None]
     probabilities = np.zeros((0, len(metadata["labels"])))
     if done:
-        model, _ = load_model(model_path)
-        probabilities = classify_features(model, metadata, [result.features for result in done])
+        sequences = [result.features for result in done]
+        probabilities = np.mean([classify_features(load_model(path)[0], read_metadata(path), sequences) for path in model_paths], axis=0)
     by_path = {id(result): row for result, row in zip(done, probabilities)}
     labels = metadata["labels"]
     lines = []
@@ -68,9 +76,20 @@ def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 
             continue
         row = by_path[id(result)]
         best = np.argsort(row)[::-1][:top]
-        lines.append({
+        line = {
             "path": result.path,
             "label": labels[best[0]],
             "top": [{"label": labels[code], "p": round(float(row[code]), 6)} for code in best],
-        })
+        }
+        if ensemble:
+            line["ensemble"] = ensemble
+        lines.append(line)
     return lines
+
+
+def _check_same_features(model_paths: list, metadata: dict) -> None:
+    """The folds of one run share labels and features; refuse a folder whose models disagree (mixed by hand)."""
+    for path in model_paths[1:]:
+        other = read_metadata(path)
+        if other["labels"] != metadata["labels"] or other.get("provenance_hash") != metadata.get("provenance_hash"):
+            raise FramecacheError(f"{path} has other labels or features than {model_paths[0]}; the folds of one run must agree: train the run again")

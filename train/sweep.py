@@ -1,9 +1,17 @@
 """``framecache sweep --features F --units 64,128 --dropout 0.2,0.4``: a small grid on one cache.
 
-The cache is read once and every combination trains on it; each run is a full
+The cache is opened once (its features held in memory or streamed, as
+``--in-memory`` says) and every combination trains on it; each run is a full
 run folder under ``--out``, and the comparison table closes the sweep. Every
 training flag takes comma-separated values; ``--grid grid.json`` gives the same
 as ``{"units": [64, 128], "dropout": [0.2, 0.4]}`` (its values win).
+
+Unless told otherwise (``--inputs both``), a sweep covers every input mode
+(:data:`SWEEP_DEFAULTS`): what the GRU should read is the first question on
+new data. The table shows each run's validation figures beside its test
+figures and the baseline's, and the sweep closes by naming the best run by
+validation balanced accuracy (:func:`framecache.train.compare.best_line`):
+choose on validation, read the test figures of the chosen run only.
 """
 
 from __future__ import annotations
@@ -14,11 +22,13 @@ import logging
 from pathlib import Path
 
 from framecache.common.errors import FramecacheError
-from framecache.train.config import RUN_CONTROL, TrainConfig
+from framecache.train.config import INPUT_CHOICES, RUN_CONTROL, TrainConfig
 
 log = logging.getLogger(__name__)
 
 SWEEPABLE = tuple(name for name in TrainConfig.__dataclass_fields__ if name not in RUN_CONTROL)
+# What a sweep tries when its flag is not given (every other setting: the training default).
+SWEEP_DEFAULTS = {"inputs": list(INPUT_CHOICES)}
 
 
 def read_grid(path: str) -> dict[str, list]:
@@ -56,9 +66,18 @@ def run_sweep(base: TrainConfig, grid: dict[str, list], out: str | Path) -> Path
 
     out = Path(out)
     configs = grid_configs(base, grid, out)  # every value checked before any training
-    data = load_cache(base.features)
-    for number, config in enumerate(configs, start=1):
-        metrics = run_training(config, data=data)
-        spread = {name: metrics[f"{name}_std"] for name in ("accuracy", "balanced_accuracy", "macro_f1")} if "cv" in metrics else None
-        log.info("run %d/%d %s: %s (%.1f s)", number, len(configs), Path(config.run).name, format_headline(metrics, spread), metrics["seconds"])
+    data = load_cache(base.features, in_memory=base.in_memory)
+    try:
+        for number, config in enumerate(configs, start=1):
+            metrics = run_training(config, data=data)
+            spread = {name: metrics[f"{name}_std"] for name in ("accuracy", "balanced_accuracy", "macro_f1")} if "cv" in metrics else None
+            baseline = metrics.get("baseline")
+            versus = ""
+            if baseline:
+                baseline_spread = {name: baseline[f"{name}_std"] for name in spread} if spread else None
+                versus = f"; baseline {format_headline(baseline, baseline_spread)}"
+            log.info("run %d/%d %s: validation balanced accuracy %.3f; test %s%s (%.1f s)", number, len(configs), Path(config.run).name,
+                     metrics["val"]["balanced_accuracy"], format_headline(metrics, spread), versus, metrics["seconds"])
+    finally:
+        data.close()
     return out

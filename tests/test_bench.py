@@ -1,0 +1,98 @@
+"""The bench's arithmetic on made-up measurements: medians, spreads, ratios within rounds, the report."""
+
+import pytest
+
+from framecache.bench import machine, stats
+from framecache.bench.run import RATIOS, Plan, format_report, parse_precisions, profile
+from framecache.common.errors import FramecacheError
+
+
+def test_summarise_gives_median_range_and_spread():
+    summary = stats.summarise([100.0, 90.0, 120.0])
+    assert (summary["median"], summary["min"], summary["max"]) == (100.0, 90.0, 120.0)
+    assert summary["spread"] == pytest.approx(0.20)  # the largest distance from the median, as a fraction of it
+    assert stats.summarise([4.0, 2.0])["median"] == 3.0  # even count: the mean of the middle two
+    assert stats.summarise([5.0])["spread"] == 0.0
+    assert stats.summarise([]) == {} and stats.summarise([float("nan"), None]) == {}
+
+
+def test_ratios_are_taken_within_each_round():
+    # The machine halves its speed in round 2: both figures drop, the ratio holds.
+    rounds = [{"extract_fps": 150.0, "backbone_fps": 200.0}, {"extract_fps": 75.0, "backbone_fps": 100.0},
+              {"extract_fps": 160.0, "backbone_fps": 200.0}]
+    ratio = stats.ratios(rounds, {"extract_over_backbone": ("extract_fps", "backbone_fps")})["extract_over_backbone"]
+    assert ratio["rounds"] == [0.75, 0.75, 0.8]
+    assert ratio["median"] == 0.75 and ratio["spread"] == pytest.approx(0.05 / 0.75)
+    # The ratio of the medians would mix rounds: 150 / 200 here, but it need not be any round's ratio.
+    figures = stats.figures(rounds)
+    assert figures["extract_fps"]["median"] == 150.0 and figures["backbone_fps"]["spread"] == pytest.approx(0.5)
+
+
+def test_a_ratio_skips_rounds_that_lack_a_figure_and_is_dropped_when_none_has_it():
+    rounds = [{"a": 2.0, "b": 1.0}, {"a": 3.0}, {"a": 1.0, "b": 0.0}]
+    result = stats.ratios(rounds, {"a_over_b": ("a", "b"), "a_over_c": ("a", "c")})
+    assert list(result) == ["a_over_b"] and result["a_over_b"]["rounds"] == [2.0]
+    assert stats.figures([{"a": 1.0, "name": "x", "flag": True}, {"a": 3.0}]) == {"a": stats.summarise([1.0, 3.0])}
+
+
+def test_format_summary():
+    assert stats.format_summary(stats.summarise([151.2, 148.0, 160.4])) == "151 (148–160, ±6%)"
+    assert stats.format_summary(stats.summarise([0.7623])) == "0.762 (0.762–0.762)"
+    assert stats.format_summary({}) == "-"
+
+
+def test_profile_per_embedded_frame():
+    measured = {"decode_cpu_ms_pyav": 2.0, "augment_cpu_ms_per_frame": 0.4, "backbone_cpu_ms": 9.0, "extract_cpu_ms_per_frame": 11.0,
+                "backbone_cpu_ms_bf16": 6.0, "extract_cpu_ms_per_frame_bf16": 8.0}
+    result = profile(measured, ["f32", "bf16"])
+    assert result["profile_decode_ms"] == pytest.approx(1.0)  # 2 ms per decode, shared by 2 views
+    assert result["profile_augment_ms"] == pytest.approx(0.2)  # only view 1 of 2 is augmented
+    assert result["profile_parts_ms"] == pytest.approx(10.2) and result["profile_whole_ms"] == 11.0
+    assert result["profile_parts_ms_bf16"] == pytest.approx(7.2)
+    ratio = stats.ratios([{**measured, **result}], RATIOS)["profile_whole_over_parts"]
+    assert ratio["median"] == pytest.approx(11.0 / 10.2)
+
+
+def test_options():
+    assert parse_precisions("bf16") == ["f32", "bf16"] and parse_precisions("f32,f32") == ["f32"]
+    with pytest.raises(FramecacheError, match="--precisions takes"):
+        parse_precisions("f32,int4")
+    quick = Plan.make(quick=True)
+    assert quick.rounds == 2 and quick.long_minutes == () and quick.clips < Plan().clips
+    assert Plan.make(rounds=5, long_minutes="1,2").rounds == 5 and Plan.make(long_minutes="1,2").long_minutes == (1.0, 2.0)
+    with pytest.raises(FramecacheError, match="--rounds"):
+        Plan.make(rounds=0)
+
+
+def test_cpu_flags_from_cpuinfo():
+    text = "processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f amx_tile amx_bf16\n\nprocessor\t: 1\nmodel name\t: other\n"
+    parsed = machine.parse_cpuinfo(text)
+    assert parsed["cpu"] == "Intel Xeon"
+    assert parsed["cpu_flags"]["amx_bf16"] and parsed["cpu_flags"]["avx512f"] and not parsed["cpu_flags"]["avx512_bf16"]
+
+
+def test_report_shows_medians_spreads_and_the_precision_table():
+    rounds = [
+        {"backbone_fps": 200.0, "backbone_fps_bf16": 300.0, "extract_fps": 150.0, "extract_fps_bf16": 200.0, "baseline_fps": 50.0,
+         "end_to_end_epoch_s": 100.0, "train_run_s": 10.0, "profile_whole_ms": 11.0, "profile_parts_ms": 10.0, "load_average": 1.0},
+        {"backbone_fps": 100.0, "backbone_fps_bf16": 160.0, "extract_fps": 80.0, "extract_fps_bf16": 100.0, "baseline_fps": 25.0,
+         "end_to_end_epoch_s": 200.0, "train_run_s": 20.0, "profile_whole_ms": 12.0, "profile_parts_ms": 10.0, "load_average": 3.5},
+    ]
+    results = {
+        "plan": {"rounds": 2, "quick": True, "batch_size": 32, "clips": 4, "views": 2, "study_videos": 40, "engine": "openvino",
+                 "precisions": ["f32", "bf16"], "skipped": {}},
+        "figures": stats.figures(rounds), "ratios": stats.ratios(rounds, RATIOS),
+        "once": {"cache_mb_per_video_minute": 7.3, "cosine_bf16_to_f32_min": 0.9991},
+        "accuracy": {"videos": 48, "backbone": "efficientnet_lite0", "weights": "imagenet", "seed": 0,
+                     "by_precision": {"f32": {"cosine_to_f32_min": 1.0, "test_accuracy": 0.875, "test_videos": 8},
+                                      "bf16": {"cosine_to_f32_min": 0.999, "test_accuracy": 0.875, "test_videos": 8}}},
+        "machine": {"cpu": "Test CPU", "cores": 2, "cpu_flags": {"avx512_bf16": True, "amx_bf16": False},
+                    "openvino_capabilities": ["BF16", "FP32"], "python": "3.11"},
+    }
+    report = format_report(results)
+    assert "extract_over_backbone           | 0.775 (0.750–0.800, ±3%)" in report
+    assert "backbone_fps              | 150 (100–200, ±33%)" in report
+    assert "0.99910" in report and "0.875" in report  # cosine and demo accuracy of bf16
+    assert "test split of 8 videos" in report
+    assert "warning: the machine was busy (1-minute load average up to 3.5 on 2 cores" in report
+    assert "Test CPU, 2 cores; flags: avx512_bf16 (not: amx_bf16); OpenVINO CPU capabilities: BF16, FP32" in report

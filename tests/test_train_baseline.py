@@ -1,0 +1,102 @@
+"""The baseline beside every result, and the bootstrap intervals beside every figure (no training: fast)."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from framecache.train.baseline import Baseline, baseline_split, fit_baseline, mean_features
+from framecache.train.data import InMemoryFeatures
+from framecache.train.report import bootstrap_intervals, classification_metrics, figures_from_confusion
+from framecache.train.splits import Split
+
+
+def test_mean_features_average_the_clean_view_in_any_order():
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(2, length, 4)).astype(np.float16) for length in (3, 7, 5)]
+    source = InMemoryFeatures(arrays, locality=np.array([2, 0, 1]))  # read in the cache's order, returned in the asked order
+    means = mean_features(source, np.array([2, 0]))
+    np.testing.assert_allclose(means, [arrays[2][0].astype(np.float64).mean(0), arrays[0][0].astype(np.float64).mean(0)])
+    assert mean_features(arrays, np.array([1])).shape == (1, 4), "a plain list of arrays works too"
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_the_saved_baseline_is_scikit_learns_logistic_regression(classes):
+    rng = np.random.default_rng(1)
+    means, labels = rng.normal(size=(40, 6)), np.arange(40) % classes
+    means[:, 0] += labels
+    fitted = fit_baseline(means, labels, classes)
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000, class_weight="balanced", random_state=0)).fit(means, labels)
+    np.testing.assert_allclose(fitted.probabilities(means), reference.predict_proba(means), atol=1e-9)
+    again = Baseline.from_dict(json.loads(json.dumps(fitted.to_dict())))
+    np.testing.assert_allclose(again.probabilities(means), reference.predict_proba(means), atol=1e-9)
+
+
+def test_a_class_missing_from_training_gets_probability_zero():
+    rng = np.random.default_rng(2)
+    means, labels = rng.normal(size=(12, 3)), np.array([0, 2] * 6)
+    probabilities = fit_baseline(means, labels, num_classes=3).probabilities(means)
+    assert probabilities.shape == (12, 3) and np.all(probabilities[:, 1] == 0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+
+
+def test_baseline_split_fits_on_train_only():
+    rng = np.random.default_rng(3)
+    labels = np.arange(30) % 3
+    arrays = [(rng.normal(size=(1, 6, 5)) + 2.0 * label).astype(np.float16) for label in labels]
+    split = Split(train=np.arange(0, 18), val=np.arange(18, 24), test=np.arange(24, 30), method="stratified")
+    result = baseline_split(arrays, labels, split, 3)
+    assert result.val_probabilities.shape == (6, 3) and result.test_probabilities.shape == (6, 3)
+    assert (result.test_probabilities.argmax(axis=1) == labels[24:]).all(), "an easy appearance cue is learnt"
+    train_only = fit_baseline(mean_features(arrays, split.train), labels[split.train], 3)
+    np.testing.assert_allclose(result.test_probabilities, train_only.probabilities(mean_features(arrays, split.test)))
+
+
+def test_figures_from_confusion_agree_with_scikit_learn():
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        classes = int(rng.integers(2, 5))
+        labels = rng.integers(0, classes, size=int(rng.integers(3, 30)))
+        probabilities = rng.random((len(labels), classes))
+        expected = classification_metrics(labels, probabilities, [str(code) for code in range(classes)])
+        figures = figures_from_confusion(np.asarray(expected["confusion_matrix"])[None])
+        for name in ("accuracy", "balanced_accuracy", "macro_f1"):
+            assert figures[name][0] == pytest.approx(expected[name]), name
+
+
+def test_bootstrap_intervals_by_video_and_by_subject():
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(4), 10)
+    probabilities = rng.random((40, 4))
+    probabilities[np.arange(40), labels] += (rng.random(40) < 0.75).astype(float)  # about 3 in 4 right
+    accuracy = classification_metrics(labels, probabilities, list("abcd"))["accuracy"]
+    by_video = bootstrap_intervals(labels, probabilities, 4)
+    assert by_video["accuracy"][0] < accuracy < by_video["accuracy"][1] and "40 test videos" in by_video["method"]
+    assert by_video == bootstrap_intervals(labels, probabilities, 4), "seeded: the same interval every time"
+    groups = np.tile(np.arange(8), 5)
+    by_subject = bootstrap_intervals(labels, probabilities, 4, groups=groups)
+    assert "8 test subjects" in by_subject["method"]
+    few = bootstrap_intervals(labels, probabilities, 4, groups=np.tile(np.arange(2), 20))
+    assert "only 2 test subjects" in few["method"] and "by video" in few["method"], "too few subjects to resample: said so"
+    perfect = bootstrap_intervals(labels, np.eye(4)[labels], 4)
+    assert perfect["balanced_accuracy"] == [1.0, 1.0]
+
+
+def test_curves_mark_the_restored_epoch_and_both_panels_have_a_legend(tmp_path):
+    import pandas as pd
+
+    from framecache.train.report import plot_curves
+
+    history = pd.DataFrame({"epoch": range(6), "loss": [1, 0.8, 0.6, 0.5, 0.4, 0.3], "val_loss": [1, 0.9, 0.7, 0.75, 0.8, 0.9],
+                            "accuracy": [0.3, 0.5, 0.7, 0.8, 0.9, 1.0], "val_accuracy": [0.3, 0.4, 0.6, 0.6, 0.5, 0.5]})
+    figure = plot_curves(tmp_path / "curves.png", [history, history], "run", best_epochs=[3, 2])
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    for axes in figure.axes:
+        labels = [text.get_text() for text in axes.get_legend().get_texts()]
+        assert "fold 1 best epoch 3 (weights kept)" in labels and "fold 2 best epoch 2 (weights kept)" in labels
+        assert "fold 1 val" in labels and "fold 2 train" in labels
+        vertical = [line.get_xdata()[0] for line in axes.get_lines() if line.get_linestyle() == ":"]
+        assert sorted(vertical) == [2, 3]
