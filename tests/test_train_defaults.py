@@ -29,6 +29,7 @@ def regime(request, tmp_path_factory):
     return request.param, figures
 
 
+@pytest.mark.slow  # six training runs (~55 s): with the kill loops in `make test-slow` and CI
 def test_the_default_wins_or_ties(regime):
     name, figures = regime
     default = figures["default"]["balanced_accuracy"]
@@ -40,6 +41,7 @@ def test_the_default_wins_or_ties(regime):
         assert figures["default"]["mix"]["gru_weight"] < 0.5, "validation puts the weight on the appearance model"
 
 
+@pytest.mark.slow  # shares the six training runs above
 def test_the_baseline_is_reported_beside_it(regime):
     name, figures = regime
     baseline = figures["default"]["baseline"]

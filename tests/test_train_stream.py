@@ -205,6 +205,7 @@ def test_a_streamed_source_pickles_without_open_files(both):
     copy.close()
 
 
+@pytest.mark.slow  # two full CV runs (~20 s); the batches themselves are compared bit for bit in the default suite
 def test_training_streamed_gives_the_same_run_as_in_memory(cache, tmp_path):
     results = {}
     for setting in ("yes", "no"):
