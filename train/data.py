@@ -20,6 +20,7 @@ Batches are cast to float32 one at a time. Temporal handling happens here, at tr
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +62,9 @@ class FeatureSource(Sequence):
     views: np.ndarray
     locality: np.ndarray
 
+    @abstractmethod
     def read(self, index: int, view: int) -> np.ndarray:
         """Video ``index``'s ``view``: float16 ``(T, D)``."""
-        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self.num_frames)
