@@ -55,7 +55,7 @@ import importlib.metadata
 import io
 import random
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
@@ -88,27 +88,19 @@ class AugmentParams:
 # Fields of AugmentParams that every description lists; later fields only when they are not 0.
 _DESCRIBED_ALWAYS = ("flip_probability", "max_translate", "max_rotation_degrees", "max_shear", "max_brightness", "max_contrast")
 
+_DEFAULT_PARAMS = AugmentParams(
+    flip_probability=0.5,
+    max_translate=0.06,
+    max_rotation_degrees=8.0,
+    max_shear=0.05,
+    max_brightness=20.0,
+    max_contrast=0.15,
+)
 _PRESET_PARAMS: dict[str, AugmentParams] = {
     "none": AugmentParams(),
     "light": AugmentParams(flip_probability=0.5, max_translate=0.05, max_brightness=15.0),
-    "default": AugmentParams(
-        flip_probability=0.5,
-        max_translate=0.06,
-        max_rotation_degrees=8.0,
-        max_shear=0.05,
-        max_brightness=20.0,
-        max_contrast=0.15,
-    ),
-    "blur-noise": AugmentParams(
-        flip_probability=0.5,
-        max_translate=0.06,
-        max_rotation_degrees=8.0,
-        max_shear=0.05,
-        max_brightness=20.0,
-        max_contrast=0.15,
-        max_blur_sigma=1.5,
-        max_noise=0.02,
-    ),
+    "default": _DEFAULT_PARAMS,
+    "blur-noise": replace(_DEFAULT_PARAMS, max_blur_sigma=1.5, max_noise=0.02),  # the default's transforms, plus these
 }
 
 # The global `random` / `np.random` states are swapped during a call; the lock
