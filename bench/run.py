@@ -49,6 +49,7 @@ HEADLINE_RATIOS = ("extract_over_backbone", "extract_over_backbone_cpu", "extrac
 TARGETS = {"extract_over_backbone": ">= 0.90", "extract_over_backbone_cpu": ">= 0.90", "extract_over_baseline": ">= 2",
            "end_to_end_epoch_over_train_run": ">= 50", "profile_whole_over_parts": "<= 1.05"}
 STUDY_FRAMES = 250  # a synthetic study's videos: 10 s at 25 fps
+TRAIN_MEMORY_ROUNDS = 2  # of stage two's streamed-vs-in-memory timing (framecache.bench.train_memory)
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,16 @@ class Plan:
     batch_sweep: tuple[int, ...] = (16, 64)  # other batch sizes of the default engine, for the record
     study_videos: int = 200  # videos of the synthetic study cache that training runs on
     long_minutes: tuple[float, ...] = (1.0, 10.0)  # the memory check's video lengths; () skips it
+    train_memory: bool = True  # stage two's memory bar: make train streamed on 2,000 and 10,000 synthetic videos
 
     @classmethod
     def make(cls, quick: bool = False, rounds: int | None = None, clips: int | None = None, seconds: float | None = None,
-             long_minutes: str | None = None) -> Plan:
+             long_minutes: str | None = None, train_memory: bool | None = None) -> Plan:
         base = cls(rounds=2, clips=4, seconds=4.0, decode_clips=2, baseline_clips=2, backbone_batches=1, batch_sweep=(),
-                   study_videos=40, long_minutes=()) if quick else cls()
+                   study_videos=40, long_minutes=(), train_memory=False) if quick else cls()
         changes = {}
+        if train_memory is not None:
+            changes["train_memory"] = train_memory
         if rounds is not None:
             changes["rounds"] = rounds
         if clips is not None:
@@ -305,10 +309,10 @@ def cache_mb(path: Path) -> float:
 
 def run_bench(out: str = "bench/results.json", csv: str | None = None, clips: int | None = None, seconds: float | None = None,
               long_minutes: str | None = None, rounds: int | None = None, quick: bool = False, precisions: str = "f32,bf16",
-              accuracy: bool = False) -> int:
+              accuracy: bool = False, train_memory: bool | None = None) -> int:
     """Measure stage one and two in interleaved rounds; write the figures to ``out`` (JSON) and print a table."""
     started = time.perf_counter()
-    plan = Plan.make(quick, rounds, clips, seconds, long_minutes)
+    plan = Plan.make(quick, rounds, clips, seconds, long_minutes, train_memory)
     asked = parse_precisions(precisions)
     with tempfile.TemporaryDirectory(prefix="framecache-bench-") as folder:
         folder = Path(folder)
@@ -321,6 +325,11 @@ def run_bench(out: str = "bench/results.json", csv: str | None = None, clips: in
             from framecache.bench.accuracy import demo_accuracy
 
             demo = demo_accuracy(folder, bench.precisions)
+        streamed = None
+        if plan.train_memory:
+            from framecache.bench.train_memory import measure_train_memory
+
+            streamed = measure_train_memory(folder / "train-memory", frames=None, rounds=TRAIN_MEMORY_ROUNDS)
     results = {
         "plan": {**asdict(plan), "quick": quick, "csv": csv, "precisions": bench.precisions, "skipped": bench.skipped,
                  "backbone": BACKBONE, "weights": "random", "views": VIEWS, "batch_size": BATCH, "engine": bench.engine},
@@ -329,6 +338,7 @@ def run_bench(out: str = "bench/results.json", csv: str | None = None, clips: in
         "ratios": stats.ratios(bench.rounds, RATIOS),
         "once": once,
         "accuracy": demo,
+        "train_memory": streamed,
         "profile_explained": explain_profile(stats.figures(bench.rounds), once),
         "rounds": bench.rounds,
         "seconds": time.perf_counter() - started,
@@ -412,6 +422,7 @@ def format_report(results: dict) -> str:
         tests = {values.get("test_videos") for values in accuracy.values()}
         lines += [f"demo: {demo['videos']} videos, {demo['backbone']} {demo['weights']} features, a GRU with the default "
                   f"settings and seed {demo['seed']}, test split of {', '.join(map(str, tests))} videos"]
+    lines += _train_memory_lines(results.get("train_memory"))
     lines += ["", "where stage one's CPU goes, ms per embedded frame (f32)"]
     rows = [(note.format(**context), stats.format_summary(figures[name])) for name, note in PROFILE if name in figures]
     explained = results.get("profile_explained") or {}
@@ -428,6 +439,26 @@ def format_report(results: dict) -> str:
               "versions: " + ", ".join(f"{key} {results['machine'][key]}" for key in ("python", "tensorflow-cpu", "tensorflow", "keras",
                                                                                     "openvino") if key in results["machine"])]
     return "\n".join(lines)
+
+
+def _train_memory_lines(streamed: dict | None) -> list[str]:
+    """Stage two streamed from the cache: its two ratios against their targets (``--no-train-memory`` skips it)."""
+    if not streamed:
+        return []
+    small, large = streamed["videos_small"], streamed["videos_large"]
+    rows = [
+        (f"peak RSS of make train, streamed: {large:,} / {small:,} videos",
+         f"{streamed['peak_rss_mb_large']:.0f} / {streamed['peak_rss_mb_small']:.0f} MB",
+         f"{streamed['peak_rss_large_over_small']:.3g}", f"<= {streamed['targets']['peak_rss_large_over_small']}"),
+        (f"CPU s per video-epoch, streamed / in memory ({small:,} videos)",
+         f"{1000 * streamed['s_per_video_epoch_streamed']:.3g} / {1000 * streamed['s_per_video_epoch_in_memory']:.3g} ms",
+         f"{streamed['streamed_over_in_memory']:.3g}", f"<= {streamed['targets']['streamed_over_in_memory']}"),
+        ("  the same in wall-clock seconds, per round", "",
+         " ".join(f"{value:.3g}" for value in streamed["streamed_over_in_memory_wall_rounds"]), ""),
+    ]
+    caches = f"{streamed['cache_mb_small']:.0f} MB and {streamed['cache_mb_large']:.0f} MB"
+    return ["", f"stage two streamed from the cache (synthetic caches of {caches}, {streamed['frames_per_video']} frames "
+            "per video, 1280-d; framecache.bench.train_memory)", *_table(("figure", "values", "ratio", "target"), rows)]
 
 
 def _rounds(summary: dict) -> str:

@@ -52,6 +52,19 @@ class _ExpectedRetracing(logging.Filter):
 logging.getLogger("tensorflow").addFilter(_ExpectedRetracing())
 
 
+class EpochTimes(keras.callbacks.Callback):
+    """Adds each epoch's seconds to its logs (so to history.csv): ``epoch_seconds`` (wall clock) and
+    ``epoch_cpu_seconds`` (this process's CPU time, every thread: what a busy shared machine disturbs least)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self.wall
+            logs["epoch_cpu_seconds"] = time.process_time() - self.cpu
+
+
 @dataclass
 class FoldResult:
     """One trained model and its predictions on the validation and test parts."""
@@ -200,6 +213,7 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
         class_weight=class_weight,
         callbacks=[
             early_stopping,
+            EpochTimes(),  # before the CSVLogger, which writes what it adds
             keras.callbacks.CSVLogger(str(history_path)),
         ],
         verbose=0 if config.quiet else 2,
