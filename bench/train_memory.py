@@ -15,7 +15,7 @@ fresh ``framecache train`` process (default model settings, ``--quiet``):
   seconds per training video per epoch (each epoch also validates): the
   median over epochs 2-4 of one ``--epochs 4`` run (``--patience`` large: no
   early stop) of the process's CPU time per epoch (user + system, all threads;
-  ``epoch_cpu_seconds`` in the run's history.csv). Start-up, loading and the
+  ``epoch_cpu_seconds`` in the run's metrics.json). Start-up, loading and the
   final predictions are outside the epochs; epoch 1 traces the model. CPU
   time, not wall time, because machines shared with other work disturb wall
   time most (``wall_s_per_video_epoch_*`` and the ``_wall_rounds`` ratios,
@@ -64,21 +64,19 @@ def train_process(cache: Path, run: Path, in_memory: str, epochs: int, patience:
 def epoch_seconds(cache: Path, work: Path, in_memory: str, epochs: int = EPOCHS) -> dict:
     """Seconds per training video per epoch, the median over epochs 2.. of one ``epochs``-epoch run (no early stop).
 
-    From the run's history.csv (``epoch_cpu_seconds``: the process's CPU time
+    From the run's metrics.json (``epoch_cpu_seconds``: the process's CPU time
     over the epoch, every thread, which other processes sharing the machine
     disturb much less; ``epoch_seconds``: wall clock). Epoch 1 is left out: it
     traces the model. Each epoch also validates.
     """
-    import pandas as pd
-
     run = work / f"{in_memory}-{epochs}"
     result = train_process(cache, run, in_memory, epochs=epochs, patience=epochs + 1)
-    assert result["metrics"]["epochs"] == epochs
-    history = pd.read_csv(run / "history.csv").iloc[1:]
-    videos = result["metrics"]["split_sizes"]["train"]["videos"]
+    metrics = result["metrics"]
+    assert metrics["epochs"] == epochs
+    videos = metrics["split_sizes"]["train"]["videos"]
     return {
-        "wall": float(history["epoch_seconds"].median()) / videos,
-        "cpu": float(history["epoch_cpu_seconds"].median()) / videos,
+        "wall": statistics.median(metrics["epoch_seconds"][1:]) / videos,
+        "cpu": statistics.median(metrics["epoch_cpu_seconds"][1:]) / videos,
         "peak_rss_mb": result["peak_rss_mb"],
     }
 

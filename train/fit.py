@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -53,16 +53,20 @@ logging.getLogger("tensorflow").addFilter(_ExpectedRetracing())
 
 
 class EpochTimes(keras.callbacks.Callback):
-    """Adds each epoch's seconds to its logs (so to history.csv): ``epoch_seconds`` (wall clock) and
-    ``epoch_cpu_seconds`` (this process's CPU time, every thread: what a busy shared machine disturbs least)."""
+    """Each epoch's seconds (training and validation): ``wall`` (clock) and ``cpu`` (this process's CPU time, every
+    thread: what a busy shared machine disturbs least). Kept out of history.csv, which the same seed repeats exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.wall_start, self.cpu_start = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["epoch_seconds"] = time.perf_counter() - self.wall
-            logs["epoch_cpu_seconds"] = time.process_time() - self.cpu
+        self.wall.append(time.perf_counter() - self.wall_start)
+        self.cpu.append(time.process_time() - self.cpu_start)
 
 
 @dataclass
@@ -76,6 +80,8 @@ class FoldResult:
     test_probabilities: np.ndarray
     best_epoch: int  # 1-based: the epoch whose weights the model keeps
     seconds: float
+    epoch_seconds: list[float] = field(default_factory=list)  # each epoch's wall-clock seconds (EpochTimes)
+    epoch_cpu_seconds: list[float] = field(default_factory=list)  # and its CPU seconds
     baseline: BaselineResult | None = None  # the logistic-regression baseline on the same split
     gru_val_probabilities: np.ndarray | None = None  # the GRU alone (``model`` may mix in the appearance model)
     gru_test_probabilities: np.ndarray | None = None
@@ -204,6 +210,7 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
     )
     class_weight = class_weights(data.labels[split.train], len(data.classes)) if config.balance == "class-weight" else None
     history_path = folder / "history.csv"
+    epoch_times = EpochTimes()
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=1e-3, patience=config.patience, restore_best_weights=True)
     model.fit(
         batches(split.train, train=True),
@@ -213,7 +220,7 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
         class_weight=class_weight,
         callbacks=[
             early_stopping,
-            EpochTimes(),  # before the CSVLogger, which writes what it adds
+            epoch_times,
             keras.callbacks.CSVLogger(str(history_path)),
         ],
         verbose=0 if config.quiet else 2,
@@ -234,6 +241,8 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
         test_probabilities=test_probabilities,
         best_epoch=early_stopping.best_epoch + 1,
         seconds=time.perf_counter() - started,
+        epoch_seconds=epoch_times.wall,
+        epoch_cpu_seconds=epoch_times.cpu,
         baseline=baseline,
         gru_val_probabilities=gru_val,
         gru_test_probabilities=gru_test,
@@ -371,6 +380,8 @@ def _split_metrics(data: CachedVideos, result: FoldResult, sizes: dict, warning:
         epochs=result.epochs,
         best_epoch=result.best_epoch,
         seconds=result.seconds,
+        epoch_seconds=[round(value, 4) for value in result.epoch_seconds],
+        epoch_cpu_seconds=[round(value, 4) for value in result.epoch_cpu_seconds],
         cache={"path": data.cache_path, "provenance_hash": data.provenance_hash, "backbone": data.provenance.backbone},
     )
     if result.mix_weight is not None:
