@@ -20,7 +20,7 @@ OUT ?= features.h5
 FEATURES ?= $(OUT)
 DEMO_DIR := data/demo
 
-.PHONY: help setup features info merge train predict evaluate compare sweep demo demo-data test test-slow lint bench clean
+.PHONY: help setup features info merge train predict evaluate compare sweep demo demo-data test test-slow lint bench bench-ray clean
 
 help:
 	@echo "make demo        demo data -> features -> GRU beside its baseline -> summary (offline, a few minutes)"
@@ -33,7 +33,9 @@ help:
 	@echo "make evaluate    RUN=runs/name FEATURES=f.h5 [SPLIT=test|all|val|train REPORT=folder]  (default: the run's test videos)"
 	@echo "make compare     [RUNS=runs]  table of all runs"
 	@echo "make sweep       FEATURES=features.h5 [GRID=grid.json SWEEP='--units 32,64' SWEEP_OUT=folder]  (every INPUTS unless given)"
-	@echo "make bench       [QUICK=1 ROUNDS=3 ACCURACY=1 PRECISIONS=f32,bf16 CSV=your.csv BENCH_OUT=bench/results.json]  stage one and two in interleaved rounds"
+	@echo "make features    ... RAY=local WORKERS=2 | RAY=auto | RAY=ray://head:10001  stage one on a Ray cluster (installs Ray)"
+	@echo "make bench-ray   [WORKERS=2]  Ray's overhead against the single-machine pipeline"
+	@echo "make bench       [QUICK=1 ROUNDS=3 ACCURACY=1 TRAIN_MEMORY=0 PRECISIONS=f32,bf16 CSV=your.csv BENCH_OUT=bench/results.json]  stage one and two in interleaved rounds"
 	@echo "Every option of 'framecache COMMAND --help' is a Make variable: --max-len -> MAX_LEN=, or ARGS='...'."
 
 setup: $(STAMP)
@@ -46,7 +48,14 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet -e '.[dev]' >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
-features: $(STAMP)
+# Ray, the [ray] extra, is installed the first time a target runs with RAY= set (and for the Ray tests).
+RAY_STAMP := $(VENV)/.ray-stamp
+$(RAY_STAMP): $(STAMP)
+	@echo "installing Ray (framecache's [ray] extra) into $(VENV)"
+	@$(PY) -m pip install --quiet -e '.[dev,ray]' >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@touch $(RAY_STAMP)
+
+features: $(STAMP) $(if $(RAY),$(RAY_STAMP))
 	$(FRAMECACHE) extract --csv $(CSV) --out $(OUT) $(ARGS)
 
 info: $(STAMP)
@@ -85,7 +94,7 @@ demo: demo-data
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: $(STAMP)
+test-slow: $(RAY_STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -94,6 +103,10 @@ lint: $(STAMP)
 # CSV= only when given (make's own default CSV is the demo's, for features): then it is in the environment.
 bench: $(STAMP)
 	$(FRAMECACHE) bench --out $(or $(BENCH_OUT),bench/results.json) $(ARGS)
+
+# Stage one on a local Ray cluster of WORKERS single-CPU actors against the single-machine pipeline, side by side.
+bench-ray: $(RAY_STAMP)
+	$(PY) -m framecache.bench.ray_overhead --workers $(or $(WORKERS),2) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ shared by both stages.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from framecache.common.errors import FramecacheError
@@ -21,6 +22,8 @@ AUGMENT_PRESETS = ("none", "light", "default", "blur-noise")
 # bf16 where the hardware runs it natively: OpenVINO on a CPU with BF16, TensorFlow on a GPU.
 PRECISIONS = ("f32", "bf16")
 AT_LEAST_ONE = Interval(1, None)
+# --ray: local, auto, ray://host[:port] (Ray Client) or host:port (a head node's GCS address)
+RAY_ADDRESS = re.compile(r"local|auto|ray://[\w.\-\[\]:]+|[\w.\-]+:\d+")
 
 
 @dataclass
@@ -41,19 +44,30 @@ class ExtractConfig:
     fps: float | None = option(None, "resample to this frame rate instead of keeping every k-th frame (never up)", interval=Interval(0, None, "neither"))
     batch_size: int = option(32, "frames per backbone call, mixed across videos", interval=AT_LEAST_ONE)
     chunk_frames: int = option(32, "frames decoded at a time per video (memory stays flat)", interval=AT_LEAST_ONE)
-    workers: int = option(1, "decoding processes", interval=AT_LEAST_ONE)
+    workers: int = option(1, "decoding processes (with --ray local: the CPUs of the Ray cluster started here)", interval=AT_LEAST_ONE)
     decoder: str = option("pyav", "video decoder (decord's memory grows with every decoded frame: see README)", choices=DECODERS)
     # 64: framecache.common.cache.SHARD_VIDEOS (not imported here: h5py is heavy), where the bound is explained.
     shard_videos: int = option(64, "videos per cache shard: a shard is kept for good once closed, after this many videos, "
                                "256 MB or 5 minutes; a kill of the writer loses at most its open shard", interval=AT_LEAST_ONE)
     overwrite: bool = option(False, "replace a cache made with other settings")
     quiet: bool = option(False, "no progress, warnings only")
+    ray: str | None = option(None, "run on a Ray cluster (pip install -e '.[ray]'): local (start one here: WORKERS CPUs), "
+                             "auto (join the running cluster, or RAY_ADDRESS) or ray://HOST:10001; unset: no Ray")
+    actor_cpus: int = option(1, "with --ray: CPU cores per Ray actor (one backbone, built once; its threads and decoders)",
+                             interval=AT_LEAST_ONE)
+    block_videos: int | None = option(None, "with --ray: videos per block, one task writing shards of its own (default: up "
+                                      "to 64, at least 2 blocks per actor)", interval=AT_LEAST_ONE)
 
     def validate(self) -> ExtractConfig:
         """Check values at the boundary; raise :class:`FramecacheError` naming the bad one."""
         validate(self)
         if self.fps is not None and self.frame_step != 1:
             raise FramecacheError(f"give either {option_name('frame_step')} or {option_name('fps')}, not both")
+        if self.ray is not None and not RAY_ADDRESS.fullmatch(self.ray):
+            raise FramecacheError(
+                f"{option_name('ray', self.ray)} is not a Ray cluster: give local (a cluster on this machine), auto (the "
+                "running cluster, or RAY_ADDRESS), ray://HOST:10001 (Ray Client) or HOST:6379 (the head node's GCS)"
+            )
         if self.views == 1 and self.augment != "none":
             self.augment = "none"  # a single view is the clean one: no preset applies
         return self

@@ -367,10 +367,11 @@ def _openvino_model_path(spec: BackboneSpec, description: BackboneDescription, b
 
 
 def _openvino_model(spec: BackboneSpec, description: BackboneDescription, weights_file: Path | None, batch_size: int, streams: int,
-                   precision: str = "f32"):
+                   precision: str = "f32", threads: int | None = None):
     """The backbone compiled for OpenVINO's CPU runtime, converted from Keras once and cached on disk.
 
-    ``batch_size`` frames per infer request, ``streams`` requests run at once;
+    ``batch_size`` frames per infer request, ``streams`` requests run at once
+    on ``threads`` CPU threads (default: OpenVINO's, every core);
     ``precision`` is OpenVINO's inference precision hint (the cached conversion is f32 either way).
 
     Converting takes ~10 s (it imports TensorFlow); loading the cached
@@ -381,6 +382,11 @@ def _openvino_model(spec: BackboneSpec, description: BackboneDescription, weight
     openvino = _import_openvino()
     core = openvino.Core()
     config = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(streams), "INFERENCE_PRECISION_HINT": precision}
+    if threads:  # a share of the machine (a Ray actor): other processes run OpenVINO beside this one
+        config["INFERENCE_NUM_THREADS"] = str(threads)
+        # OpenVINO pins its threads to cores, the same first cores in every process: two single-thread actors on
+        # 2 cores then share one (measured: 47 frames/s each pinned, 77 each unpinned).
+        config["ENABLE_CPU_PINNING"] = "NO"
     path = _openvino_model_path(spec, description, batch_size)
     if path.is_file():
         with contextlib.suppress(RuntimeError):  # unreadable: convert again, replacing it
@@ -414,13 +420,17 @@ def _with_uint8_input(openvino, model, spec: BackboneSpec):
     return processor.build()
 
 
-def _openvino_streams(batch_size: int) -> int:
-    """How many inference streams split each batch: 2 where there are 2+ cores and the batch splits evenly.
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-    OpenVINO shares the cores between the streams.
+
+def _openvino_streams(batch_size: int, threads: int | None = None) -> int:
+    """How many inference streams split each batch: 2 where there are 2+ threads and the batch splits evenly.
+
+    OpenVINO shares the ``threads`` (default: every core) between the streams.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 2 if cores >= 2 and batch_size % 2 == 0 else 1
+    return 2 if (threads or available_cores()) >= 2 and batch_size % 2 == 0 else 1
 
 
 def _openvino_runner(compiled, streams: int) -> Callable:
@@ -494,26 +504,52 @@ def _pick_engine(engine: str) -> str:
     return "openvino"
 
 
+def _configure_tensorflow(threads: int | None) -> None:
+    """Before TensorFlow's first op: its CPU threads (``threads``; default: TensorFlow's own), and GPU memory on demand.
+
+    TensorFlow takes all of a GPU's memory at its first op by default, which
+    starves any other process on that GPU (ray #13680); with memory growth it
+    takes what it needs. Both settings only apply before TensorFlow starts:
+    later calls cannot change them and are logged.
+    """
+    if threads is None and not _tensorflow_sees_gpu():
+        return  # nothing to set: do not import TensorFlow for it
+    import tensorflow as tf
+
+    try:
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1 if threads == 1 else 2)
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError as error:  # TensorFlow already started in this process
+        log.info("TensorFlow is already running; its threads and GPU memory stay as they are (%s)", error)
+
+
 def build_backbone(
     name: str = "efficientnetb0", weights: str = "imagenet", engine: str = "auto", batch_size: int = 32,
-    precision: str = "f32",
+    precision: str = "f32", threads: int | None = None,
 ) -> Backbone:
     """Build a frozen backbone ready to ``embed`` frames.
 
     ``weights``: ``imagenet``, ``none``/``random`` or a Keras weights file;
     ``engine``: ``auto``, ``openvino`` or ``tensorflow``; frames are run in
     batches of exactly ``batch_size`` (the last one padded); ``precision``:
-    ``f32`` or ``bf16`` (refused where the hardware lacks it, see :func:`check_precision`).
+    ``f32`` or ``bf16`` (refused where the hardware lacks it, see :func:`check_precision`);
+    ``threads``: CPU threads of the engine (default: every core), e.g. a Ray actor's ``num_cpus``.
     """
     check("batch_size", batch_size, int, AT_LEAST_ONE)
     check("precision", precision, choices=PRECISIONS)
+    if threads is not None:
+        check("threads", threads, int, AT_LEAST_ONE)
     spec = _spec(name)
     engine = _pick_engine(engine)
+    _configure_tensorflow(threads if engine == "tensorflow" else None)  # OpenVINO takes its threads below
     check_precision(precision, engine)
     description, weights_file = _resolve_weights(spec, weights)
     if engine == "openvino":
-        streams = _openvino_streams(batch_size)
-        compiled = _openvino_model(spec, description, weights_file, batch_size // streams, streams, precision)
+        streams = _openvino_streams(batch_size, threads)
+        compiled = _openvino_model(spec, description, weights_file, batch_size // streams, streams, precision, threads)
         applied = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
         if (precision == "bf16") != ("bfloat16" in applied or applied == "bf16"):
             raise FramecacheError(f"OpenVINO compiled {name} in {applied}, not {precision}; use {option_name('precision', 'f32')}")

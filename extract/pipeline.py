@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class ExtractSummary:
     seconds: float = 0.0
     interrupted: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)
+    blocks: list = field(default_factory=list)  # on Ray: each block's BlockResult, in the order they finished
 
     def line(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
@@ -87,48 +89,76 @@ class _Queued:
 def run_extraction(config: ExtractConfig) -> ExtractSummary:
     """Extract features for every video of ``config.csv`` into ``config.out``; resume if it exists.
 
-    Raises :class:`FramecacheError` when the run had videos to extract and
-    not one of them could be read (after recording them as failed).
+    With ``config.ray`` set, on a Ray cluster (:mod:`framecache.extract.cluster`);
+    the cache is the same. Raises :class:`FramecacheError` when the run had
+    videos to extract and not one of them could be read (after recording them as failed).
     """
+    if config.validate().ray:
+        from framecache.extract.cluster import run_on_ray
+
+        return run_on_ray(config)
+    started = time.monotonic()
+    dataset, provenance = prepare(config)
+    writer = WriterHandle(config.out, provenance, config.overwrite, config.shard_videos)
+    try:
+        summary = Extraction(config, dataset, provenance, writer, started).run()
+    finally:
+        writer.close()
+    check_something_extracted(summary, dataset, config)
+    return summary
+
+
+def prepare(config: ExtractConfig) -> tuple[pd.DataFrame, Provenance]:
+    """A run's validated videos and the provenance of its features, before any file is written."""
     from framecache.extract.augment import ViewAugmenter
     from framecache.extract.backbones import check_precision, describe_backbone
     from framecache.extract.decode import RESIZE_POLICY
 
     config.validate()
     check_precision(config.precision, config.engine)  # before any file is touched
-    started = time.monotonic()
     dataset = load_dataset(config.csv)
     augmenter = ViewAugmenter(config.augment, config.seed)
-    provenance = Provenance.build(config, describe_backbone(config.backbone, config.weights), augmenter.describe(), RESIZE_POLICY)
+    return dataset, Provenance.build(config, describe_backbone(config.backbone, config.weights), augmenter.describe(), RESIZE_POLICY)
 
-    writer = WriterHandle(config.out, provenance, config.overwrite, config.shard_videos)
-    try:
-        summary = Extraction(config, dataset, provenance, writer, started).run()
-    finally:
-        writer.close()
+
+def build_backbone_of(config: ExtractConfig, threads: int | None = None):
+    """The backbone a run's settings ask for (``threads``: its CPU threads, default every core)."""
+    from framecache.extract.backbones import build_backbone
+
+    return build_backbone(config.backbone, config.weights, engine=config.engine, batch_size=config.batch_size,
+                          precision=config.precision, threads=threads)
+
+
+def check_something_extracted(summary: ExtractSummary, dataset: pd.DataFrame, config: ExtractConfig) -> None:
+    """Raise when the run had videos to extract and every one of them failed."""
     if summary.failed and not summary.ok and not summary.skipped and not summary.interrupted:
         raise _nothing_extracted(summary, dataset, config)
-    return summary
 
 
 class Extraction:
     """One run's scheduling loop: hand videos to the decoders, batch their frames through the backbone,
     and send each finished (or failed) video to the writer. The caller opens and closes the writer."""
 
-    def __init__(self, config: ExtractConfig, dataset: pd.DataFrame, provenance: Provenance, writer: WriterHandle, started: float):
+    def __init__(self, config: ExtractConfig, dataset: pd.DataFrame, provenance: Provenance, writer: WriterHandle, started: float,
+                 backbone=None, progress=None):
         self.config = config
         self.dataset = dataset
         self.provenance = provenance
-        self.writer = writer
+        self.writer = writer  # done_paths, check() and send(record): a WriterHandle, or a block's own writer
         self.started = started
         self.summary = ExtractSummary(videos_total=len(dataset))
-        self.backbone = None  # built when the first frames arrive
+        self.backbone = backbone  # None: built when the first frames arrive
+        self.progress = progress  # None: a Progress on stderr, made by run()
         self.in_flight: dict[int, _Video] = {}
         self.ready: deque[_Queued] = deque()  # waiting for the backbone
         self.ready_frames = 0
 
-    def run(self) -> ExtractSummary:
-        """Decode, embed and hand every video not cached yet to the writer."""
+    def run(self, decoders: DecoderPool | None = None) -> ExtractSummary:
+        """Decode, embed and hand every video not cached yet to the writer.
+
+        ``decoders``: a pool to use and leave open (a Ray actor keeps one across
+        its blocks); by default one is started for this run and closed after it.
+        """
         config, summary = self.config, self.summary
         todo = deque(
             DecodeTask(index, row.abs_path, row.path)
@@ -140,10 +170,14 @@ class Extraction:
             summary.seconds = time.monotonic() - self.started
             return summary
 
-        settings = DecodeSettings.from_provenance(self.provenance, chunk_frames=config.chunk_frames)
-        self.progress = Progress(summary, config.quiet, self.started)
-        decoders = DecoderPool(settings, min(config.workers, len(todo)))
-        previous_sigterm = signal.signal(signal.SIGTERM, raise_interrupt)
+        if self.progress is None:
+            self.progress = Progress(summary, config.quiet, self.started)
+        own_decoders = decoders is None
+        if own_decoders:
+            settings = DecodeSettings.from_provenance(self.provenance, chunk_frames=config.chunk_frames)
+            decoders = DecoderPool(settings, min(config.workers, len(todo)))
+        main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+        previous_sigterm = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread else None
         try:
             decoders.assign(todo)
             while todo or decoders.busy() or self.ready:
@@ -160,9 +194,11 @@ class Extraction:
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous_sigterm)
             self.progress.close()
-            decoders.close()
+            if own_decoders:
+                decoders.close()
         summary.seconds = time.monotonic() - self.started
         return summary
 
@@ -187,12 +223,9 @@ class Extraction:
 
     def _embed(self, batch_size: int) -> None:
         """Run the next ``batch_size`` queued frames (of any videos) through the backbone."""
-        from framecache.extract.backbones import build_backbone
-
         config = self.config
         if self.backbone is None:
-            self.backbone = build_backbone(config.backbone, config.weights, engine=config.engine, batch_size=config.batch_size,
-                                           precision=config.precision)
+            self.backbone = build_backbone_of(config)
         pieces, taken = [], 0
         while self.ready and taken < batch_size:
             item = self.ready.popleft()

@@ -97,6 +97,15 @@ def decode_worker(connection, settings: DecodeSettings) -> None:
             connection.send(Failed(task.index, failure_reason(error)))
 
 
+def write_record(writer, record: VideoRecord | FailureRecord) -> None:
+    """Add one finished video (its features) or one failure (its reason) to a CacheWriter."""
+    if isinstance(record, VideoRecord):
+        writer.add_video(record.path, record.label, record.features, group=record.group, split=record.split,
+                         source_frames=record.source_frames, source_fps=record.source_fps)
+    else:
+        writer.add_failure(record.path, record.label, record.reason, group=record.group, split=record.split)
+
+
 def writer_process(connection, path: str, provenance: Provenance, overwrite: bool, shard_videos: int | None = None) -> None:
     """Writer process: own the CacheWriter and its open shard, and write what the pipeline sends.
 
@@ -132,18 +141,8 @@ def writer_process(connection, path: str, provenance: Provenance, overwrite: boo
                 message = connection.recv()
             except (EOFError, OSError):
                 return  # pipeline died: close the shard cleanly below
-            if isinstance(message, VideoRecord):
-                writer.add_video(
-                    message.path,
-                    message.label,
-                    message.features,
-                    group=message.group,
-                    split=message.split,
-                    source_frames=message.source_frames,
-                    source_fps=message.source_fps,
-                )
-            elif isinstance(message, FailureRecord):
-                writer.add_failure(message.path, message.label, message.reason, group=message.group, split=message.split)
+            if isinstance(message, (VideoRecord, FailureRecord)):
+                write_record(writer, message)
             elif isinstance(message, Close):
                 writer.close()
                 connection.send(Closed())
