@@ -91,8 +91,11 @@ demo: demo-data
 	$(FRAMECACHE_CMD) info $(DEMO_DIR)/features.h5
 	$(FRAMECACHE) train --features $(DEMO_DIR)/features.h5 --run runs/demo --overwrite $(ARGS)
 
+# The fast suite in TEST_WORKERS processes (pytest-xdist), a test file each at a time; the slow one in order
+# (its kill loops time themselves against an uninterrupted run).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: $(RAY_STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)

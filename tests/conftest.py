@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import tempfile
 
-# Converted OpenVINO models go to a fresh folder per test session, not the user's cache.
-os.environ["FRAMECACHE_CACHE"] = tempfile.mkdtemp(prefix="framecache-test-cache-")
+# Converted OpenVINO models go to a fresh folder per test session, not the user's cache; the
+# processes of one pytest-xdist run share it (a conversion is written under a temporary name, then renamed).
+os.environ["FRAMECACHE_CACHE"] = (
+    os.path.join(tempfile.gettempdir(), "framecache-test-cache-" + os.environ["PYTEST_XDIST_TESTRUNUID"])
+    if "PYTEST_XDIST_TESTRUNUID" in os.environ
+    else tempfile.mkdtemp(prefix="framecache-test-cache-")
+)
 
 from pathlib import Path
 
@@ -14,6 +19,8 @@ import numpy as np
 import pytest
 
 from framecache.common.provenance import Provenance
+
+os.makedirs(os.environ["FRAMECACHE_CACHE"], exist_ok=True)
 
 
 def make_provenance(**overrides) -> Provenance:
@@ -64,3 +71,20 @@ def make_video(tmp_path):
         return path
 
     return make
+
+
+def write_broken_videos(folder: Path) -> list[str]:
+    """A corrupt (random bytes) and an empty ``.mp4`` in ``folder``; their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    (folder / "empty.mp4").write_bytes(b"")
+    return ["corrupt.mp4", "empty.mp4"]
+
+
+def read_features(path) -> tuple[dict[str, np.ndarray], dict]:
+    """A cache's features by CSV path (float16, as stored) and its ``summary()``."""
+    from framecache.common.cache import FeatureCache
+
+    with FeatureCache(path) as cache:
+        return {video.path: cache.features(video.key) for video in cache.videos}, cache.summary()
+

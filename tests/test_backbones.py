@@ -58,7 +58,7 @@ def test_output_shape_for_any_number_of_frames(name):
 
 @pytest.mark.parametrize(
     "name, weights, batch_size",  # 4: two OpenVINO streams of 2 frames; 3: one stream
-    [("efficientnetb0", "none", 4), ("efficientnet_lite0", "imagenet", 4), ("mobilenet_v2", "none", 3)],
+    [("efficientnetb0", "none", 4), ("efficientnet_lite0", "imagenet", 4), pytest.param("mobilenet_v2", "none", 3, marks=pytest.mark.slow)],
 )
 def test_openvino_features_match_tensorflow(name, weights, batch_size):
     batch = frames(6, seed=1)
@@ -158,6 +158,7 @@ def test_a_file_that_loads_nothing_is_refused_not_left_random(tmp_path, monkeypa
         build_backbone("mobilenet_v2", str(path), engine="tensorflow")
 
 
+@pytest.mark.slow  # a fresh process importing Keras; the fast suite checks weights-file errors in process
 def test_imagenet_offline_says_where_to_put_the_file(tmp_path):
     """Offline, Keras cannot download: the message names the file, the folder and the alternatives.
 

@@ -20,7 +20,7 @@ from framecache.common.options import make_variable, value_type
 from framecache.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY_MODULES = ("tensorflow", "keras", "h5py", "cv2", "openvino", "sklearn", "pandas")
+HEAVY_MODULES = ("tensorflow", "keras", "h5py", "cv2", "openvino", "sklearn", "pandas", "ray")
 
 
 def make(*arguments: str) -> subprocess.CompletedProcess:
@@ -115,6 +115,14 @@ def test_import_framecache_is_light():
     code = f"import sys, framecache; print(sorted(name for name in {HEAVY_MODULES!r} if name in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_stage_one_without_ray_never_imports_it():
+    """Every module a run without --ray uses, and the block extractor itself, import no Ray."""
+    modules = ("framecache.extract.pipeline", "framecache.extract.blocks", "framecache.extract.backbones", "framecache.common.cache")
+    code = f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\nprint('ray' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
 
 
 def test_every_subcommand_is_listed_in_the_help_and_the_makefile():

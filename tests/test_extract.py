@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import read_features, write_broken_videos
 
 from framecache.common.cache import FeatureCache
 from framecache.common.config import ExtractConfig
@@ -26,8 +27,7 @@ def dataset(make_video, tmp_path):
     make_video("videos/b.avi", num_frames=5, height=64, width=48, seed=2)
     make_video("videos/c.mp4", num_frames=1, height=40, width=40, seed=3)
     make_video("videos/d.mp4", num_frames=12, height=36, width=64, seed=4)
-    (tmp_path / "videos/corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
-    (tmp_path / "videos/empty.mp4").write_bytes(b"")
+    write_broken_videos(tmp_path / "videos")
     csv = tmp_path / "labels.csv"
     csv.write_text(
         "path,label,group\n"
@@ -44,17 +44,12 @@ def config_for(csv, **overrides):
     return ExtractConfig(**values)
 
 
-def read_all(path):
-    with FeatureCache(path) as cache:
-        return {video.path: cache.features(video.key).astype(np.float32) for video in cache.videos}, cache.summary()
-
-
 def test_extracts_good_videos_and_records_bad_ones(dataset):
     config = config_for(dataset)
     summary = run_extraction(config)
     assert (summary.ok, summary.failed, summary.skipped) == (4, 3, 0)
     assert summary.frames == 2 * (9 + 5 + 1 + 12)
-    features, info = read_all(config.out)
+    features, info = read_features(config.out)
     assert {path: value.shape for path, value in features.items()} == {
         "videos/a.mp4": (2, 9, 1280), "videos/b.avi": (2, 5, 1280), "videos/c.mp4": (2, 1, 1280), "videos/d.mp4": (2, 12, 1280)
     }
@@ -69,7 +64,7 @@ def test_extracts_good_videos_and_records_bad_ones(dataset):
 
     again = run_extraction(config)  # resume: nothing left but the bad files
     assert (again.ok, again.skipped, again.frames) == (0, 4, 0)
-    assert read_all(config.out)[0].keys() == features.keys()
+    assert read_features(config.out)[0].keys() == features.keys()
 
     with pytest.raises(FramecacheError, match="views: cache has 2, this run 3"):
         run_extraction(config_for(dataset, views=3))
@@ -80,8 +75,8 @@ def test_features_do_not_depend_on_batching_or_workers(dataset, tmp_path):
     second = config_for(dataset, out=str(tmp_path / "two.h5"), batch_size=5, chunk_frames=3, workers=2)
     run_extraction(first)
     run_extraction(second)
-    one, _ = read_all(first.out)
-    two, _ = read_all(second.out)
+    one, _ = read_features(first.out)
+    two, _ = read_features(second.out)
     assert one.keys() == two.keys()
     for path in one:
         np.testing.assert_allclose(one[path], two[path], rtol=2e-2, atol=1e-7)
@@ -90,7 +85,7 @@ def test_features_do_not_depend_on_batching_or_workers(dataset, tmp_path):
 def test_embed_videos_matches_the_clean_cached_view(dataset):
     config = config_for(dataset)
     run_extraction(config)
-    cached, _ = read_all(config.out)
+    cached, _ = read_features(config.out)
     with FeatureCache(config.out) as cache:
         provenance = cache.provenance
     results = embed_videos([str(dataset.parent / "videos/d.mp4"), str(dataset.parent / "videos/corrupt.mp4")], provenance)

@@ -122,6 +122,7 @@ def cv_run(cache, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # trains a 3-fold run; the fast suite trains folds in tests/test_train.py
 def test_predict_with_a_cross_validated_run_uses_its_folds_ensemble(cv_run, cached_embedding, capsys):
     paths = pd.read_csv(cv_run / "predictions.csv")["path"].tolist()[:4]
     code, lines, _ = cli(["--run", str(cv_run), *paths], capsys)
@@ -166,6 +167,7 @@ def test_evaluate_refuses_videos_the_run_trained_on(run, cache, tmp_path):
     assert fresh["videos"] == 9 and "warning" not in fresh and "baseline" in fresh
 
 
+@pytest.mark.slow  # trains a 3-fold run; the fast suite trains folds in tests/test_train.py
 def test_evaluate_a_cross_validated_run(cv_run, cache, tmp_path):
     metrics = evaluate_run(str(cv_run), str(cache))  # every video, each by the fold model that did not train on it
     stored = json.loads((cv_run / "metrics.json").read_text())

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import read_features, write_broken_videos
 
-from framecache.common.cache import FeatureCache
 from framecache.common.config import ExtractConfig
 from framecache.common.errors import FramecacheError
 from framecache.extract.blocks import FAULT_KILL_ENV, BlockExtractor, cut_blocks
@@ -32,8 +32,7 @@ def videos(make_video, tmp_path):
     """Eight good videos (two subjects) and three broken files, as the issue's check: demo-like plus 3 broken."""
     for index, path in enumerate(GOOD):
         make_video(path, num_frames=10 + 3 * index, height=40, width=56, seed=index)
-    (tmp_path / "videos/corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
-    (tmp_path / "videos/empty.mp4").write_bytes(b"")
+    write_broken_videos(tmp_path / "videos")
     rows = [f"{path},{'ab'[index % 2]},s{index % 2}" for index, path in enumerate(GOOD + BROKEN)]
     csv = tmp_path / "labels.csv"
     csv.write_text("path,label,group\n" + "\n".join(rows) + "\n")
@@ -47,15 +46,10 @@ def config_for(csv: Path, out: str, **overrides) -> ExtractConfig:
     return ExtractConfig(**values)
 
 
-def read_cache(path: str) -> tuple[dict[str, np.ndarray], dict]:
-    with FeatureCache(path) as cache:
-        return {video.path: cache.features(video.key) for video in cache.videos}, cache.summary()
-
-
 def assert_same_cache(path: str, reference: str) -> None:
     """Same provenance hash, the same videos and failures, features bit for bit, nothing twice."""
-    features, summary = read_cache(path)
-    expected, expected_summary = read_cache(reference)
+    features, summary = read_features(path)
+    expected, expected_summary = read_features(reference)
     assert summary["provenance_hash"] == expected_summary["provenance_hash"]
     assert sorted(features) == sorted(expected) == sorted(GOOD)
     for video in expected:
@@ -182,7 +176,7 @@ def test_a_block_that_keeps_failing_ends_the_run_keeping_every_other_shard(clust
     config = config_for(videos, "failing.h5", ray="local", workers=2, block_videos=3)
     with pytest.raises(FramecacheError, match=r"1 block\(s\) of videos failed .* block 1 \(3 videos from videos/v3.mp4\)"):
         run_extraction(config)
-    features, _ = read_cache(config.out)
+    features, _ = read_features(config.out)
     assert sorted(features) == sorted(set(GOOD) - {"videos/v3.mp4", "videos/v4.mp4", "videos/v5.mp4"})
     monkeypatch.delenv(FAULT_KILL_ENV)
     summary = run_extraction(config)  # the same command resumes

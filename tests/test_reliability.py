@@ -517,12 +517,14 @@ def kill_then_finish(csv: Path, tmp_path: Path, reference, episodes: int, rounds
     return log
 
 
+@pytest.mark.slow  # test_kill_9_many_rounds does it 30 times; the fast suite: test_ctrl_c_or_sigterm
 @needs_proc
 def test_kill_9_at_random_moments_then_resume(eight_videos, reference, tmp_path):
     log = kill_then_finish(eight_videos, tmp_path, reference, episodes=1, rounds=3, seed=1)
     assert any(entry["killed"] for entry in log)
 
 
+@pytest.mark.slow  # the fast suite kills the writer in tests/test_cache.py
 @needs_proc
 def test_kill_9_of_the_writer_itself_costs_its_open_shard_only(eight_videos, reference, tmp_path):
     log = kill_then_finish(eight_videos, tmp_path, reference, episodes=1, rounds=3, seed=3, writer_share=1.0)
@@ -543,7 +545,7 @@ def test_kill_9_many_rounds(eight_videos, reference, tmp_path):
 
 
 @needs_proc
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_stops_cleanly_and_resumes(eight_videos, reference, tmp_path, signum):
     """Ctrl-C in a terminal, or SIGTERM from a batch scheduler, to every process of the run."""
     out, tag = tmp_path / "features.h5", f"{os.getpid()}-{signum}"
@@ -764,7 +766,7 @@ def _limit_file_size(limit: int):
     return apply
 
 
-@pytest.mark.parametrize("case", ["no-room", "room-for-one-video-per-shard"])
+@pytest.mark.parametrize("case", ["no-room", pytest.param("room-for-one-video-per-shard", marks=pytest.mark.slow)])
 def test_disk_full_while_writing_keeps_every_closed_shard(videos, tmp_path, case):
     """A file-size limit (RLIMIT_FSIZE, per file) stands in for a full disk: writes past it fail.
 

@@ -157,6 +157,7 @@ def test_sweep_reads_the_cache_once(cache, tmp_path, monkeypatch, capsys):
     assert table[-1].startswith("best by validation balanced accuracy: max_len")
 
 
+@pytest.mark.slow  # the fast suite sweeps in test_sweep_reads_the_cache_once
 def test_a_sweep_covers_every_input_mode_unless_told(cache, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         framecache_main(["sweep", "--features", str(cache), "--out", str(tmp_path / "modes"), "--epochs", "1", "--units", "4", "--quiet"])
@@ -199,6 +200,7 @@ def test_a_failed_training_keeps_the_users_own_folder(tmp_path):
     assert (mine / "notes.txt").read_text() == "mine" and (mine / "empty").is_dir()
 
 
+@pytest.mark.slow  # an edge case of --overwrite (the previous run kept when the new one fails): CI's slow suite
 def test_a_failed_overwrite_keeps_the_previous_run(cache, tmp_path):
     folder = tmp_path / "kept"
     run_training(TrainConfig(features=str(cache), run=str(folder), quiet=True, **{**FAST, "epochs": 2}))

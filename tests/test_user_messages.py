@@ -109,6 +109,7 @@ def environment(**values) -> dict:
     return env
 
 
+@pytest.mark.slow  # a fresh TensorFlow process; the fast suite: test_train_evaluate_predict_and_compare_say_it_once_with_one_prefix
 def test_a_tiny_keras_fit_in_a_fresh_process_prints_nothing_on_stderr():
     code = textwrap.dedent(
         """
