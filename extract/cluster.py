@@ -239,7 +239,8 @@ class _Run:
         in_progress = sum(videos for number, (videos, _) in totals.items() if number not in self.results)
         shown = min(done + in_progress, self.summary.videos_total - self.summary.skipped)
         frames = sum(frames for number, (_, frames) in totals.items() if number not in self.results)
-        live = ExtractSummary(self.summary.videos_total, self.summary.skipped, self.summary.ok, self.summary.failed,
+        # Videos of blocks still running count as done for the progress line (their failures show once the block returns).
+        live = ExtractSummary(self.summary.videos_total, self.summary.skipped, self.summary.ok + in_progress, self.summary.failed,
                               self.summary.frames + frames)
         for _ in range(max(0, shown - self.shown)):
             self.progress.video_done(live)
