@@ -51,7 +51,7 @@ class ExtractConfig:
                                "256 MB or 5 minutes; a kill of the writer loses at most its open shard", interval=AT_LEAST_ONE)
     overwrite: bool = option(False, "replace a cache made with other settings")
     quiet: bool = option(False, "no progress, warnings only")
-    ray: str | None = option(None, "run on a Ray cluster (pip install -e '.[ray]'): local (start one here: WORKERS CPUs), "
+    ray: str | None = option(None, "run on a Ray cluster (pip install -e '.[ray]'): local (start one here with --workers CPUs), "
                              "auto (join the running cluster, or RAY_ADDRESS) or ray://HOST:10001; unset: no Ray")
     actor_cpus: int = option(1, "with --ray: CPU cores per Ray actor (one backbone, built once; its threads and decoders)",
                              interval=AT_LEAST_ONE)
