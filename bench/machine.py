@@ -25,9 +25,11 @@ def parse_cpuinfo(text: str) -> dict:
 
 def cpu_description() -> dict:
     """This machine's CPU (model, cores available to this process, flags) and what OpenVINO makes of it."""
+    from framecache.extract.backbones import available_cores
+
     path = Path("/proc/cpuinfo")
     description = parse_cpuinfo(path.read_text()) if path.exists() else {"cpu": platform.processor() or "unknown", "cpu_flags": {}}
-    description["cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    description["cores"] = available_cores()
     try:
         from framecache.extract.backbones import _import_openvino
 

@@ -113,6 +113,14 @@ def baseline_run(paths: list[str], model) -> tuple[int, float]:
     return frames, time.perf_counter() - started
 
 
+def extract_config(csv: Path, out: Path, **settings) -> ExtractConfig:
+    """``make features`` as the bench runs it: default preset, ``VIEWS`` views, batch ``BATCH``, random weights, quiet,
+    replacing ``out``; ``settings`` change fields (``precision``, ``ray``...)."""
+    values = dict(csv=str(csv), out=str(out), backbone=BACKBONE, weights="none", views=VIEWS, augment="default",
+                  batch_size=BATCH, quiet=True, overwrite=True)
+    return ExtractConfig(**{**values, **settings})
+
+
 def extract_fps(csv: Path, out: Path, precision: str = "f32") -> tuple[float, dict]:
     """``make features`` end to end (default preset, ``VIEWS`` views, batch ``BATCH``): frames embedded per second.
 
@@ -122,8 +130,7 @@ def extract_fps(csv: Path, out: Path, precision: str = "f32") -> tuple[float, di
     """
     from framecache.extract.pipeline import run_extraction
 
-    config = ExtractConfig(csv=str(csv), out=str(out), backbone=BACKBONE, weights="none", views=VIEWS, augment="default",
-                           batch_size=BATCH, precision=precision, quiet=True, overwrite=True)
+    config = extract_config(csv, out, precision=precision)
     started = time.perf_counter()
     own, children = cpu_seconds(), cpu_seconds(resource.RUSAGE_CHILDREN)
     summary = run_extraction(config)

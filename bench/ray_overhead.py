@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from framecache.bench import machine, phases, stats
-from framecache.bench.phases import BACKBONE, BATCH, VIEWS, cpu_seconds
+from framecache.bench.phases import BATCH, VIEWS, cpu_seconds
 from framecache.common.config import ExtractConfig
 
 TARGET = 0.85
@@ -32,12 +32,7 @@ TARGET = 0.85
 CLUSTER_VIDEOS = 100_000
 CLUSTER_NODES = 50
 CLUSTER_FRAMES_PER_VIDEO = 250  # 10 s at 25 fps
-CLUSTER_BLOCK_VIDEOS = 64  # the default block
-
-
-def _config(csv: Path, out: Path, **ray) -> ExtractConfig:
-    return ExtractConfig(csv=str(csv), out=str(out), backbone=BACKBONE, weights="none", views=VIEWS, augment="default",
-                         batch_size=BATCH, quiet=True, overwrite=True, **ray)
+CLUSTER_BLOCK_VIDEOS = ExtractConfig().shard_videos  # the default block: one shard
 
 
 def _timed(config: ExtractConfig) -> dict:
@@ -70,7 +65,7 @@ def measure_ray_overhead(folder: Path, workers: int = 2, clips: int = 8, seconds
             order = ("pipeline", "ray") if number % 2 == 0 else ("ray", "pipeline")  # drift hits both alike
             for name in order:
                 extra = {"ray": "local", "workers": workers} if name == "ray" else {}
-                runs[name].append(_timed(_config(csv, folder / f"{name}.h5", **extra)))
+                runs[name].append(_timed(phases.extract_config(csv, folder / f"{name}.h5", **extra)))
             print(f"bench-ray: round {number + 1}/{rounds}: pipeline {runs['pipeline'][-1]['fps']:.1f} frames/s, "
                   f"Ray {runs['ray'][-1]['fps']:.1f} frames/s", flush=True)
     finally:

@@ -56,7 +56,7 @@ class ExtractConfig:
     actor_cpus: int = option(1, "with --ray: CPU cores per Ray actor (one backbone, built once; its threads and decoders)",
                              interval=AT_LEAST_ONE)
     block_videos: int | None = option(None, "with --ray: videos per block, one task writing shards of its own (default: up "
-                                      "to 64, at least 2 blocks per actor)", interval=AT_LEAST_ONE)
+                                      "to --shard-videos, one shard, and at least 2 blocks per actor)", interval=AT_LEAST_ONE)
 
     def validate(self) -> ExtractConfig:
         """Check values at the boundary; raise :class:`FramecacheError` naming the bad one."""

@@ -23,9 +23,14 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
+from framecache.common.cache import CacheWriter
 from framecache.common.config import ExtractConfig
 from framecache.common.provenance import Provenance
 from framecache.extract.messages import FailureRecord, VideoRecord
+from framecache.extract.pipeline import Extraction, build_backbone_of
+from framecache.extract.processes import DecoderPool
+from framecache.extract.views import DecodeSettings
+from framecache.extract.workers import write_record
 
 # Test hook (fault injection): a block extractor given a block with a video whose path contains
 # the value of this environment variable kills its own process with SIGKILL before extracting it,
@@ -56,13 +61,15 @@ class BlockResult:
     frames: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
-    pid: int = 0  # the process that extracted it
-    started_at: float = 0.0  # Unix time, in that process
+    started_at: float = 0.0  # Unix time, in the process that extracted it
     ended_at: float = 0.0
 
 
 def cut_blocks(rows: pd.DataFrame, actors: int, block_videos: int | None = None, most: int = 64) -> list[Block]:
-    """The videos to extract, in CSV order, as blocks of ``block_videos`` (default: up to ``most``, >= 2 blocks per actor)."""
+    """The videos to extract, in CSV order, as blocks of ``block_videos``.
+
+    By default up to ``most`` (the run's ``shard_videos``: a block fills one shard) and at least 2 blocks per actor.
+    """
     if block_videos is None:
         block_videos = max(1, min(most, -(-len(rows) // (2 * max(actors, 1)))))
     return [Block(number, rows.iloc[start : start + block_videos].reset_index(drop=True))
@@ -83,8 +90,6 @@ class BlockWriter:
         """Nothing to check: a failed write raises in :meth:`send` itself."""
 
     def send(self, record: VideoRecord | FailureRecord) -> None:
-        from framecache.extract.workers import write_record
-
         write_record(self.writer, record)
 
 
@@ -98,11 +103,6 @@ class BlockExtractor:
 
     def __init__(self, config: ExtractConfig, provenance: Provenance, threads: int = 1,
                  report: Callable[[int, int, int], None] | None = None):
-        from framecache.common.cache import CacheWriter
-        from framecache.extract.pipeline import build_backbone_of
-        from framecache.extract.processes import DecoderPool
-        from framecache.extract.views import DecodeSettings
-
         self.config = replace(config, quiet=True, workers=threads, overwrite=False)
         self.provenance = provenance
         self.report = report
@@ -112,9 +112,6 @@ class BlockExtractor:
         self.decoders = DecoderPool(settings, threads)
 
     def __call__(self, block: Block) -> BlockResult:
-        from framecache.extract.pipeline import Extraction
-        from framecache.extract.processes import DecoderPool
-
         started, started_at = time.monotonic(), time.time()
         extraction = Extraction(self.config, block.rows, self.provenance, BlockWriter(self.writer), started,
                                 backbone=self.backbone, progress=_BlockProgress(block.number, self.report))
@@ -132,7 +129,7 @@ class BlockExtractor:
         finally:
             self.writer.close_shard()  # the block's videos are kept from here
         return BlockResult(block.number, summary.ok, summary.failed, summary.skipped, summary.frames, summary.seconds,
-                           summary.failures, os.getpid(), started_at, time.time())
+                           summary.failures, started_at, time.time())
 
     def close(self) -> None:
         self.writer.close()
@@ -164,4 +161,4 @@ class _BlockProgress:
         self._send(summary)
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the block's last videos were reported as they finished."""

@@ -108,10 +108,9 @@ def run_on_ray(config: ExtractConfig) -> ExtractSummary:
     """:func:`~framecache.extract.pipeline.run_extraction` on a Ray cluster: the same cache, provenance and features."""
     from framecache.common.cache import CacheWriter
 
-    config.validate()
     _import_ray()  # before any file is touched
     started = time.monotonic()
-    dataset, provenance = prepare(config)
+    dataset, provenance = prepare(config)  # validates config
     with CacheWriter(config.out, provenance, overwrite=config.overwrite, shard_videos=config.shard_videos) as writer:
         done = writer.done_paths()  # the root exists from here: the actors only add shards
     todo = dataset[~dataset["path"].isin(done)]
@@ -121,7 +120,7 @@ def run_on_ray(config: ExtractConfig) -> ExtractSummary:
         return summary
     plan = connect(config)
     try:
-        blocks = cut_blocks(todo, plan.actors, config.block_videos)
+        blocks = cut_blocks(todo, plan.actors, config.block_videos, most=config.shard_videos)
         progress = Progress(summary, config.quiet, started)
         try:
             run = _Run(config, provenance, plan, blocks, summary, progress)
@@ -182,10 +181,8 @@ class _Run:
             num_cpus=plan.cpus, num_gpus=plan.gpus, max_restarts=ACTOR_RESTARTS, max_task_retries=BLOCK_ATTEMPTS - 1,
             runtime_env={"env_vars": forwarded_environment()},
         )
-        self.make_actor = lambda: remote.remote(config, provenance, plan.cpus, tally_name)
-        self.actors = [self.make_actor() for _ in range(min(plan.actors, len(blocks)))]
+        self.actors = [remote.remote(config, provenance, plan.cpus, tally_name) for _ in range(min(plan.actors, len(blocks)))]
         self.in_flight: dict = {}  # ObjectRef -> (actor index, block)
-        self.results: dict[int, BlockResult] = {}
         self.shown = 0  # videos counted in the progress bar so far
         self.gave_up: list[tuple[Block, str]] = []
 
@@ -195,11 +192,11 @@ class _Run:
         while self.in_flight:
             ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=POLL_S)
             for reference in ready:
-                index, block = self.in_flight.pop(reference)
+                _, block = self.in_flight.pop(reference)
                 try:
                     self._done(ray.get(reference))
                 except ray.exceptions.RayError as error:
-                    self._failed(index, block, error)
+                    self._failed(block, error)
             self._show()
             if not self.gave_up:
                 self._fill()
@@ -213,7 +210,6 @@ class _Run:
                 queued += 1
 
     def _done(self, result: BlockResult) -> None:
-        self.results[result.number] = result
         summary = self.summary
         summary.blocks.append(result)
         summary.ok += result.ok
@@ -221,13 +217,12 @@ class _Run:
         summary.frames += result.frames
         summary.failures.extend(result.failures)
 
-    def _failed(self, index: int, block: Block, error: Exception) -> None:
-        """A block Ray gave up on (its actor died BLOCK_ATTEMPTS times, or it raised): the run ends after the blocks in flight."""
+    def _failed(self, block: Block, error: Exception) -> None:
+        """A block Ray gave up on (its actor died BLOCK_ATTEMPTS times, or it raised): no block starts after it,
+        and the run ends once the blocks in flight are done."""
         reason = _reason(error)
         log.warning("block %d (%d videos from %s) failed: %s", block.number, len(block.rows), block.first_path, reason)
         self.gave_up.append((block, reason))
-        if isinstance(error, self.ray.exceptions.ActorDiedError):
-            self.actors[index] = self.make_actor()  # restarts spent: its remaining blocks fail too; new ones get a fresh actor
 
     def _show(self) -> None:
         """Move the progress bar to the videos done across the cluster (finished blocks, and blocks in progress)."""
@@ -235,10 +230,11 @@ class _Run:
             totals = self.ray.get(self.tally.totals.remote(), timeout=5)
         except self.ray.exceptions.GetTimeoutError:
             return
-        done = sum(result.ok + result.failed for result in self.results.values())
-        in_progress = sum(videos for number, (videos, _) in totals.items() if number not in self.results)
+        finished = {result.number for result in self.summary.blocks}
+        done = self.summary.ok + self.summary.failed
+        in_progress = sum(videos for number, (videos, _) in totals.items() if number not in finished)
         shown = min(done + in_progress, self.summary.videos_total - self.summary.skipped)
-        frames = sum(frames for number, (_, frames) in totals.items() if number not in self.results)
+        frames = sum(frames for number, (_, frames) in totals.items() if number not in finished)
         # Videos of blocks still running count as done for the progress line (their failures show once the block returns).
         live = ExtractSummary(self.summary.videos_total, self.summary.skipped, self.summary.ok + in_progress, self.summary.failed,
                               self.summary.frames + frames)

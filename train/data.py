@@ -236,16 +236,11 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     941 and 934 MB). Other C libraries (musl, macOS) are left as they are.
     """
     import ctypes
-    import ctypes.util
 
     if MALLOC_ARENA_ENV in os.environ:
         return False  # the user chose
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(M_ARENA_MAX, arenas)) if hasattr(libc, "mallopt") else False
-    except OSError:
-        return False
+    process = ctypes.CDLL(None)  # the symbols this process has loaded, the C library's among them
+    return bool(process.mallopt(M_ARENA_MAX, arenas)) if hasattr(process, "mallopt") else False
 
 
 def load_cache(path: str, classes: list[str] | None = None, in_memory: str = "auto") -> CachedVideos:
