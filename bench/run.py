@@ -60,7 +60,9 @@ class Plan:
     clips: int = 8  # generated clips of ``seconds`` each, all extracted every round
     seconds: float = 10.0
     decode_clips: int = 4  # of those, decoded alone (decoding and augmentation figures, backbone frames)
-    baseline_clips: int = 2  # of those, through the Keras baseline: half just before the f32 extraction, half just after
+    # Of those, through the Keras baseline: half just before the f32 extraction, half just after. One model.predict
+    # swings by +-15 % from call to call (measured: 44-62 frames/s over ten calls on one clip), so several per round.
+    baseline_clips: int = 4
     backbone_batches: int = 2  # batches of the default engine alone per slot (a slot before each phase, one at the end)
     batch_sweep: tuple[int, ...] = (16, 64)  # other batch sizes of the default engine, for the record
     study_videos: int = 200  # videos of the synthetic study cache that training runs on
@@ -114,7 +116,7 @@ class Bench:
         count = max((plan.backbone_batches * BATCH, *plan.batch_sweep))
         self.frames = np.resize(np.concatenate(videos), (count, SIZE, SIZE, 3))  # repeated where the videos are short
         self.backbones = self._build_backbones()
-        self.baseline = phases.baseline_model()
+        self.baseline = phases.baseline_model(warm_up=baseline[:1])
         self.study = folder / "study.h5"
         phases.synthetic_study_cache(self.study, videos=plan.study_videos, frames=STUDY_FRAMES)
 
@@ -140,9 +142,10 @@ class Bench:
             built[_suffix("backbone_fps", precision)] = build_backbone(BACKBONE, "none", engine="auto", batch_size=BATCH,
                                                                        precision=precision)
         self.engine = built["backbone_fps"].engine
-        self.per_precision = set(built)
+        self.ratio_backbones = set(built)  # those in a ratio: per precision, and TensorFlow (end_to_end_epoch_s)
         if self.engine != "tensorflow":
             built["backbone_fps_tensorflow"] = build_backbone(BACKBONE, "none", engine="tensorflow", batch_size=BATCH)
+            self.ratio_backbones.add("backbone_fps_tensorflow")
         for batch_size in self.plan.batch_sweep:
             built[f"backbone_fps_b{batch_size}"] = build_backbone(BACKBONE, "none", engine=self.engine, batch_size=batch_size)
         for backbone in built.values():
@@ -169,7 +172,7 @@ class Bench:
 
         def backbones_alone() -> None:
             for name, backbone in self.backbones.items():
-                batches = self.plan.backbone_batches if name in self.per_precision else 1  # the ratios' figures get more
+                batches = self.plan.backbone_batches if name in self.ratio_backbones else 1  # the ratios' figures get more
                 frames = self.frames[: batches * backbone.batch_size]
                 timings[name] = [total + part for total, part in zip(timings[name], phases.time_backbone(backbone, frames))]
 
