@@ -54,7 +54,7 @@ TRAIN_MEMORY_ROUNDS = 2  # of stage two's streamed-vs-in-memory timing (framecac
 
 @dataclass(frozen=True)
 class Plan:
-    """How much the bench measures: ``full`` (``make bench``, ~7 minutes) or ``quick`` (development, ~1 minute)."""
+    """How much the bench measures: ``full`` (``make bench``, 9-14 minutes on 2 cores) or ``quick`` (development, ~1 minute)."""
 
     rounds: int = 3
     clips: int = 8  # generated clips of ``seconds`` each, all extracted every round
