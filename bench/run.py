@@ -142,10 +142,9 @@ class Bench:
             built[_suffix("backbone_fps", precision)] = build_backbone(BACKBONE, "none", engine="auto", batch_size=BATCH,
                                                                        precision=precision)
         self.engine = built["backbone_fps"].engine
-        self.ratio_backbones = set(built)  # those in a ratio: per precision, and TensorFlow (end_to_end_epoch_s)
         if self.engine != "tensorflow":
             built["backbone_fps_tensorflow"] = build_backbone(BACKBONE, "none", engine="tensorflow", batch_size=BATCH)
-            self.ratio_backbones.add("backbone_fps_tensorflow")
+        self.ratio_backbones = set(built)  # those in a ratio: per precision, and TensorFlow (end_to_end_epoch_s)
         for batch_size in self.plan.batch_sweep:
             built[f"backbone_fps_b{batch_size}"] = build_backbone(BACKBONE, "none", engine=self.engine, batch_size=batch_size)
         for backbone in built.values():

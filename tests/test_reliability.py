@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -447,8 +448,8 @@ def find_writer(tag: str, pipeline: int) -> int | None:
     return next((pid for pid in tagged_processes(tag) if pid != pipeline and is_session_leader(pid)), None)
 
 
-def kill_rounds(csv: Path, out: Path, rounds: int, duration: float, seed: int, writer_share: float = 0.0,
-                logs: Path | None = None, total: int = len(GOOD)) -> list[dict]:  # fmt: skip
+def kill_rounds(csv: Path, out: Path, rounds: int, duration: float, seed: int, total: int, writer_share: float = 0.0,
+                logs: Path | None = None) -> list[dict]:  # fmt: skip
     """``kill -9`` the pipeline or (a share ``writer_share`` of the rounds) the writer itself, up to ``rounds`` times.
 
     After a pipeline kill the writer (its own session, so it survives) must close
@@ -458,7 +459,7 @@ def kill_rounds(csv: Path, out: Path, rounds: int, duration: float, seed: int, w
     have lost none cached before, and read back. The last round's successor is
     started at once, while that writer may still be closing its shard: the two
     write into the cache side by side, and a video both wrote is kept once.
-    Once all ``total`` videos are cached the rounds stop: a run with nothing
+    Once all ``total`` videos of the CSV are cached the rounds stop: a run with nothing
     left to do ends before any kill could land.
     """
     rng = random.Random(seed)
@@ -526,7 +527,7 @@ def check_against_reference(out: Path, reference: dict[str, np.ndarray]) -> tupl
 
 
 def kill_then_finish(csv: Path, tmp_path: Path, reference, episodes: int, rounds: int, seed: int,
-                     writer_share: float = 0.0, enough=None) -> list[dict]:  # fmt: skip
+                     writer_share: float = 0.0, enough: Callable[[list[dict]], bool] | None = None) -> list[dict]:  # fmt: skip
     """Per episode: a fresh cache, up to ``rounds`` killed runs, then one run to completion.
 
     With ``enough`` (a test on the log), episodes stop once it holds, after ``episodes`` at most.
@@ -537,7 +538,8 @@ def kill_then_finish(csv: Path, tmp_path: Path, reference, episodes: int, rounds
         if enough is not None and enough(log):
             break
         out = tmp_path / f"features-{episode}.h5"
-        log += kill_rounds(csv, out, rounds, duration, seed=seed * 1000 + episode, writer_share=writer_share)
+        log += kill_rounds(csv, out, rounds, duration, seed=seed * 1000 + episode, total=len(features),
+                           writer_share=writer_share)  # fmt: skip
         final = run(extract_command(csv, out))
         assert_ok(final)
         assert re.search(r"\d+ ok, 0 failed, \d+ already cached", final.stdout), final.stdout
