@@ -17,7 +17,8 @@ from conftest import make_provenance
 from v1_cache import write_v1_cache
 
 from framecache import __version__
-from framecache.common import cache as cache_module
+from framecache.cli import FlagSpelling
+from framecache.common import options
 from framecache.common.cache import (
     OPEN_PREFIX,
     SCHEMA_VERSION,
@@ -28,6 +29,7 @@ from framecache.common.cache import (
     shards_folder,
     video_id,
 )
+from framecache.common.cache import layout as cache_module
 from framecache.common.errors import FramecacheError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,8 +167,10 @@ def test_other_provenance_is_refused_naming_the_difference(tmp_path):
     path = tmp_path / "features.h5"
     with CacheWriter(path, PROVENANCE) as writer:
         writer.add_video("a.mp4", "x", features(2))
-    with pytest.raises(FramecacheError, match=r"views: cache has 2, this run 3.*--overwrite"):
-        CacheWriter(path, PROVENANCE.replace(views=3))
+    with options.spelled(FlagSpelling()), pytest.raises(FramecacheError, match=r"views: cache has 2, this run 3.*--overwrite"):
+        CacheWriter(path, PROVENANCE.replace(views=3))  # as the command words it
+    with pytest.raises(FramecacheError, match=r"views: cache has 2, this run 3.*overwrite=True"):
+        CacheWriter(path, PROVENANCE.replace(views=3))  # as the library does
     with CacheWriter(path, PROVENANCE.replace(views=3), overwrite=True) as writer:  # the root and its shards go
         assert writer.done_paths() == set()
     assert closed(path) == []
@@ -215,7 +219,7 @@ def test_leftover_open_shards_are_ignored_and_removed_only_when_stale(tmp_path):
     with CacheWriter(path, PROVENANCE) as writer:
         writer.add_video("a.mp4", "x", features(2))
     folder = shards_folder(path)
-    host = cache_module._host()
+    host = cache_module.host()
     dead = folder / f"{OPEN_PREFIX}{host}-{dead_pid()}-0badc0de-0.h5"  # a killed writer's half-written shard
     dead.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     live_here = folder / f"{OPEN_PREFIX}{host}-{os.getppid()}-0badc0de-0.h5"  # a live process's
@@ -310,6 +314,59 @@ def test_a_write_error_discards_the_open_shard_and_keeps_the_closed_ones(tmp_pat
         assert [video.path for video in cache.videos] == ["v0.mp4", "v1.mp4"]  # v2 was in the discarded shard
     with CacheWriter(path, PROVENANCE) as writer:
         assert writer.done_paths() == {"v0.mp4", "v1.mp4"}
+
+
+def test_the_cache_changes_no_hook_of_sys(tmp_path, monkeypatch):
+    hooks = (sys.excepthook, sys.unraisablehook)
+    path = tmp_path / "features.h5"
+    with CacheWriter(path, PROVENANCE, shard_videos=2) as writer:
+        for index in range(3):
+            writer.add_video(f"v{index}.mp4", "x", features(2))
+        writer.add_failure("bad.mp4", "x", "broken")
+        assert (sys.excepthook, sys.unraisablehook) == hooks
+
+        def disk_full(self, *args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(h5py.Group, "create_dataset", disk_full)
+        with pytest.raises(FramecacheError, match="the disk may be full"):
+            writer.add_video("v3.mp4", "x", features(2))
+        monkeypatch.undo()
+    with FeatureCache(path) as cache:
+        cache.features(cache.videos[0].key)
+    merge_caches(tmp_path / "merged.h5", [path])
+    assert sys.excepthook is hooks[0] and sys.unraisablehook is hooks[1]
+
+
+FILE_SIZE_LIMIT = """
+import resource, sys, numpy as np
+from framecache.common.cache import CacheWriter, FeatureCache
+from framecache.common.errors import FramecacheError
+from framecache.common.provenance import Provenance
+hooks = (sys.excepthook, sys.unraisablehook)
+provenance = Provenance.from_json(sys.argv[2])
+writer = CacheWriter(sys.argv[1], provenance, shard_videos=2)
+resource.setrlimit(resource.RLIMIT_FSIZE, (80_000, resource.RLIM_INFINITY))  # writes past 80 kB fail with EFBIG
+for index in range(5):  # each video: 51 kB, under HDF5's 64 kB sieve buffer
+    try:
+        writer.add_video(f"v{index}.mp4", "x", np.ones((2, 10, 1280), np.float32))
+        print("ok", flush=True)
+    except FramecacheError as error:
+        print("failed" if "the disk may be full" in str(error) else error, flush=True)
+writer.close()
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+with FeatureCache(sys.argv[1]) as cache:
+    print(len(cache.videos), cache.summary()["open_shards"], (sys.excepthook, sys.unraisablehook) == hooks)
+"""
+
+
+def test_a_full_disk_raises_once_and_prints_nothing_else(tmp_path):
+    """HDF5 would keep these small arrays in a buffer and fail as h5py frees them (printing tracebacks, or crashing)."""
+    provenance = PROVENANCE.replace(feature_dim=1280)
+    result = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMIT, str(tmp_path / "features.h5"), provenance.to_json()],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.split("\n") == ["ok", "failed", "ok", "failed", "ok", "1 0 True", ""]
 
 
 def test_wrong_feature_shape_is_rejected(tmp_path):
@@ -431,8 +488,10 @@ def test_a_schema_1_cache_still_reads(tmp_path):
 
 def test_writing_into_a_schema_1_cache_is_refused_saying_how_to_convert(tmp_path):
     path = v1_cache(tmp_path / "old.h5")
-    with pytest.raises(FramecacheError, match=r"schema version 1.*framecache merge --out new.h5 .*old.h5.*another --out"):
-        CacheWriter(path, PROVENANCE)
+    with options.spelled(FlagSpelling()), pytest.raises(
+        FramecacheError, match=r"schema version 1.*framecache merge --out new.h5 .*old.h5.*another --out"
+    ):
+        CacheWriter(path, PROVENANCE)  # as the command words it
 
 
 def test_merge_converts_a_schema_1_cache(tmp_path):

@@ -27,7 +27,8 @@ BACKBONE = BackboneDescription(
     preprocessing="RGB 0..255 (the model rescales and normalises inside)",
 )
 # What stage one stored for these settings before Provenance existed (extract/pipeline.py's
-# build_provenance), and the hash common/cache.py's provenance_hash gave it: computed with that code.
+# build_provenance), and the hash the cache module of the time (common/cache.py, now the common/cache/
+# package) gave it with its provenance_hash: computed with that code.
 STORED = {
     "schema_version": 1, "backbone": "efficientnetb0", "weights": "imagenet", "weights_sha256": "ab" * 32,
     "input_size": 224, "feature_dim": 1280, "preprocessing": "RGB 0..255 (the model rescales and normalises inside)",

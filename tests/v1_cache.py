@@ -1,6 +1,7 @@
 """A cache of schema version 1, written exactly as framecache wrote it before shards (one HDF5 file).
 
-Layout (what common/cache.py's CacheWriter wrote up to schema 1)::
+Layout (what the CacheWriter wrote up to schema 1, when the cache was one module, common/cache.py;
+now the common/cache/ package)::
 
     /                       attrs: schema_version=1, provenance (JSON), provenance_hash,
                                    backbone, weights, feature_dim, views, framecache_version
