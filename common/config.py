@@ -45,8 +45,8 @@ class ExtractConfig:
     batch_size: int = option(32, "frames per backbone call, mixed across videos", interval=AT_LEAST_ONE)
     chunk_frames: int = option(32, "frames decoded at a time per video (memory stays flat)", interval=AT_LEAST_ONE)
     workers: int = option(1, "decoding processes (with --ray local: the CPUs of the Ray cluster started here)", interval=AT_LEAST_ONE)
-    decoder: str = option("pyav", "video decoder (decord's memory grows with every decoded frame: see README)", choices=DECODERS)
-    # 64: framecache.common.cache.SHARD_VIDEOS (not imported here: h5py is heavy), where the bound is explained.
+    decoder: str = option("pyav", "video decoder (decord's memory grows with every decoded frame of a video, pyav's stays flat: docs/reliability.md)", choices=DECODERS)
+    # 64: framecache.common.cache.writer.SHARD_VIDEOS (not imported here: h5py is heavy), where the bound is explained.
     shard_videos: int = option(64, "videos per cache shard: a shard is kept for good once closed, after this many videos, "
                                "256 MB or 5 minutes; a kill of the writer loses at most its open shard", interval=AT_LEAST_ONE)
     overwrite: bool = option(False, "replace a cache made with other settings")

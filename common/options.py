@@ -1,43 +1,77 @@
 """Options defined once: each config field carries its help text and constraints.
 
 A config is a dataclass whose fields are made with :func:`option`. From it
-come the command-line flags (``max_len`` → ``--max-len``), the Make variables
-(``max_len`` → ``MAX_LEN=``), the checks (:func:`validate`, scikit-learn
-style: declared constraints, errors naming the bad value) and the name an
-error message uses for an option, in the terms of the interface the user
-called framecache through (:func:`option_name`).
+come the command-line flags (``max_len`` → ``--max-len``), the checks
+(:func:`validate`, scikit-learn style: declared constraints, errors naming the
+bad value) and the name an error message uses for an option
+(:func:`option_name`): a Python keyword by default; the ``framecache`` command
+spells flags (or, under make, Make variables) instead, with :func:`spelled`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import dataclasses
 import math
-import os
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from framecache.common.errors import FramecacheError
 
-# The interface the user is driving framecache through: decides how messages name options.
-PYTHON, CLI, MAKE = "python", "cli", "make"
-# Set by the Makefile on every command it runs: flags then also come from Make variables.
-MAKE_ENV = "FRAMECACHE_MAKE"
-_interface = PYTHON
+# The arguments of a ``framecache`` command given by position, not as a flag.
+POSITIONAL = {"info": ("features",), "merge": ("caches",), "predict": ("videos",)}
 
 
-def set_interface(name: str) -> None:
-    """Say how the user calls framecache (``python``, ``cli`` or ``make``): messages name options accordingly."""
-    global _interface
-    if name not in (PYTHON, CLI, MAKE):
-        raise ValueError(f"interface must be {PYTHON}, {CLI} or {MAKE}, got {name!r}")
-    _interface = name
+class Spelling:
+    """How messages spell options and commands: as Python keyword arguments, the library's own way.
+
+    The ``framecache`` command installs its own spelling (flags, or Make
+    variables under make) around its work with :func:`spelled`; the library
+    never decides that itself, so messages are worded in one place.
+    """
+
+    def option(self, name: str, value: object = None) -> str:
+        """``test_fraction`` -> ``test_fraction`` (with a value: ``test_fraction=0.1``)."""
+        return name if value is None else f"{name}={value!r}"
+
+    def command(self, command: str, values: dict[str, object]) -> str:
+        """A command the user can run: the ``framecache`` command with its flags, then its positional arguments."""
+        positional = POSITIONAL.get(command, ())
+        words = [f"framecache {command}"]
+        words += [command_line_option(name, value) for name, value in values.items() if name not in positional]
+        words += [str(values[name]) for name in positional if name in values]
+        return " ".join(words)
 
 
-def interface() -> str:
-    return _interface
+def command_line_option(name: str, value: object = None) -> str:
+    """An option as the ``framecache`` command takes it: ``--test-fraction 0.1``, ``--no-appearance``."""
+    if isinstance(value, bool):
+        return flag(name) if value else "--no-" + flag(name)[2:]
+    return flag(name) if value is None else f"{flag(name)} {value}"
+
+
+_spelling: contextvars.ContextVar[Spelling | None] = contextvars.ContextVar("framecache_spelling", default=None)
+
+
+def current_spelling() -> Spelling:
+    """The spelling messages use here: the one :func:`spelled` installed, else the library's own."""
+    spelling = _spelling.get()
+    return Spelling() if spelling is None else spelling
+
+
+@contextlib.contextmanager
+def spelled(spelling: Spelling) -> Iterator[None]:
+    """Messages made inside the block spell options and commands with ``spelling`` (the CLI's, for its run)."""
+    token = _spelling.set(spelling)
+    try:
+        yield
+    finally:
+        _spelling.reset(token)
 
 
 def flag(name: str) -> str:
@@ -45,49 +79,24 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def make_variable(name: str) -> str:
-    """The Make variable of a field: ``max_len`` → ``MAX_LEN``."""
-    return name.upper()
-
-
 def option_name(name: str, value: object = None) -> str:
-    """How the user's interface spells option ``name`` (with ``value``, how to set it).
+    """How the caller's interface spells option ``name`` (with ``value``, how to set it).
 
-    >>> set_interface("make"); option_name("test_fraction", 0.1)
-    'TEST_FRACTION=0.1'
-    >>> set_interface("cli"); option_name("test_fraction", 0.1)
-    '--test-fraction 0.1'
-    >>> set_interface("python"); option_name("test_fraction")
-    'test_fraction'
+    >>> option_name("test_fraction", 0.1)
+    'test_fraction=0.1'
     """
-    if _interface == MAKE:
-        shown = {True: 1, False: 0}.get(value, value) if isinstance(value, bool) else value
-        return make_variable(name) if value is None else f"{make_variable(name)}={shown}"
-    if _interface == CLI:
-        if isinstance(value, bool):
-            return flag(name) if value else "--no-" + flag(name)[2:]
-        return flag(name) if value is None else f"{flag(name)} {value}"
-    return name if value is None else f"{name}={value!r}"
-
-
-# Make targets whose name differs from the framecache command they run.
-MAKE_TARGETS = {"extract": "features"}
+    return current_spelling().option(name, value)
 
 
 def command_hint(command: str, **values: object) -> str:
     """A command the user can run, spelled for their interface.
 
-    >>> set_interface("make"); command_hint("info", features="study.h5")
-    'make info FEATURES=study.h5'
-    >>> set_interface("cli"); command_hint("train", run="runs/a")
+    >>> command_hint("info", features="study.h5")
+    'framecache info study.h5'
+    >>> command_hint("train", run="runs/a")
     'framecache train --run runs/a'
     """
-    if _interface == MAKE:
-        return " ".join([f"make {MAKE_TARGETS.get(command, command)}", *(option_name(name, value) for name, value in values.items())])
-    if command == "info" and "features" in values:  # info takes the cache as its argument
-        return f"framecache info {values['features']}"
-    with_cli = [option_name(name, value) if _interface == CLI else f"{flag(name)} {value}" for name, value in values.items()]
-    return " ".join([f"framecache {command}", *with_cli])
+    return current_spelling().command(command, values)
 
 
 @dataclass(frozen=True)
@@ -136,10 +145,10 @@ def check(name: str, value, kind: type | None = None, interval: Interval | None 
 
     The one validation helper: configs (:func:`validate`) and library functions use it alike.
 
-    >>> set_interface("cli"); check("batch_size", 0, int, Interval(1, None))
+    >>> check("batch_size", 0, int, Interval(1, None))
     Traceback (most recent call last):
     ...
-    framecache.common.errors.FramecacheError: --batch-size must be >= 1, got 0
+    framecache.common.errors.FramecacheError: batch_size must be >= 1, got 0
     """
     if kind is int and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
         raise FramecacheError(f"{option_name(name)} must be a whole number, got {value!r}")
@@ -197,32 +206,6 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type, skip: tup
             parser.add_argument(flag(field.name), action="store_true", default=default, help=help_text)
         else:
             parser.add_argument(flag(field.name), type=kind, default=default, choices=choices, help=help_text)
-
-
-def make_defaults(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (), environ: typing.Mapping[str, str] | None = None) -> None:
-    """Under make, turn the Make variables that name a parser's flags (``MAX_LEN=32``) into its defaults.
-
-    The Makefile exports every variable given on its command line and sets
-    ``FRAMECACHE_MAKE=1``; flags given explicitly (``ARGS=...``) still win.
-    """
-    environ = os.environ if environ is None else environ
-    if not environ.get(MAKE_ENV):
-        return
-    defaults = {}
-    for action in parser._actions:
-        text = environ.get(make_variable(action.dest), "")
-        if not action.option_strings or action.dest in ("help", *skip) or not text.strip():
-            continue
-        is_flag = isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction))
-        try:
-            value = parse_bool(text) if is_flag else (action.type or str)(text.strip())
-        except (ValueError, argparse.ArgumentTypeError):
-            kind = "true/false (1/0)" if is_flag else getattr(action.type, "__name__", "value")
-            raise FramecacheError(f"{make_variable(action.dest)}={text} is not a valid {kind}") from None
-        if action.choices is not None and value not in action.choices:
-            raise FramecacheError(f"{make_variable(action.dest)}={text}: choose one of {', '.join(map(str, action.choices))}")
-        defaults[action.dest] = value
-    parser.set_defaults(**defaults)
 
 
 def _list_of(kind: type, flag_text: str):

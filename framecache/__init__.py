@@ -1,17 +1,13 @@
-"""framecache: classify short labelled videos with a frozen CNN whose features are cached once."""
+"""framecache: classify short labelled videos with a frozen CNN whose features are cached once.
 
-# First, before any framecache module can import TensorFlow: its C++ log level defaults to 3
-# (fatal messages only; a TF_CPP_MIN_LOG_LEVEL the user set is kept), applied also to the lines
-# it prints while loading, which the variable alone does not reach (see _quiet_tensorflow.py).
-from framecache import _quiet_tensorflow
-
-_quiet_tensorflow.quiet()
+Importing it changes nothing outside framecache (no environment variables, no
+hooks, no logging filters): what the ``framecache`` command sets up for its own
+process is in :mod:`framecache.process_setup`. TensorFlow loads only when a
+function needs it.
+"""
 
 __version__ = "0.1.0"
 
-# The public API: light to import (TensorFlow loads only when a function needs it).
-# `train` is the stage-two package, made callable (see train/__init__.py): `framecache.train(...)` trains.
-from framecache import train  # noqa: E402
 from framecache.api import (  # noqa: E402
     PaddedFeatures,
     augment_video,
@@ -22,6 +18,7 @@ from framecache.api import (  # noqa: E402
     load_features,
     load_video,
     predict,
+    train_model,
 )
 
 __all__ = [
@@ -34,5 +31,5 @@ __all__ = [
     "load_features",
     "load_video",
     "predict",
-    "train",
+    "train_model",
 ]

@@ -132,27 +132,27 @@ def load_features(cache: str | Path, max_len: int | None = None, view: int = 0) 
     >>> X.shape[0] == mask.shape[0] == len(y), X.shape[1] <= 16, X.dtype
     (True, True, dtype('float32'))
     """
-    from framecache.train.data import load_cache, pad_sequences, sample_indices
+    from framecache.train.data import SequenceBatches, load_cache
 
     data = load_cache(str(cache))
-    source = data.features
-    views = int(source.views[0])
-    if not 0 <= view < views:
-        raise ValueError(f"view must be in 0..{views - 1} for {cache}, got {view}")
-    length = max_len or int(source.num_frames.max())
-    sequences = [source.read(index, view)[sample_indices(int(frames), length, 1)].astype(np.float32) for index, frames in enumerate(source.num_frames)]
-    data.close()
-    features, mask = pad_sequences(sequences, max(len(sequence) for sequence in sequences))
-    return PaddedFeatures(features, mask, data.labels, data.classes, data.paths)
+    try:
+        views = int(data.features.views[0])
+        if not 0 <= view < views:
+            raise ValueError(f"view must be in 0..{views - 1} for {cache}, got {view}")
+        every_video = np.arange(data.num_videos)  # one batch of them all, sampled and padded as stage two evaluates
+        (features, mask), labels = SequenceBatches(data.features, data.labels, every_video, max_len or None, 1, data.num_videos, view=view)[0]
+    finally:
+        data.close()
+    return PaddedFeatures(features, mask, labels, data.classes, data.paths)
 
 
-def train(features: str | Path, run: str | Path | None = None, **options) -> dict:
+def train_model(features: str | Path, run: str | Path | None = None, **options) -> dict:
     """Stage two: train a GRU on a feature cache, write the run folder, return its metrics.
 
     ``options``: any field of :class:`framecache.train.config.TrainConfig`
     (``units``, ``epochs``, ``max_len``, ``cv``, ...).
 
-    >>> metrics = framecache.train("features.h5", run="runs/first", epochs=3, quiet=True)
+    >>> metrics = framecache.train_model("features.h5", run="runs/first", epochs=3, quiet=True)
     >>> 0 <= metrics["accuracy"] <= 1, sorted(path.name for path in Path("runs/first").glob("*.keras"))
     (True, ['model.keras'])
     """

@@ -3,9 +3,14 @@
 Building the parser imports nothing heavy, so ``framecache --help`` and
 ``framecache train --help`` answer at once; TensorFlow is imported only by the
 subcommand that needs it. Stage one's and stage two's flags are generated from
-their config dataclasses (:mod:`framecache.common.options`); under make
-(``FRAMECACHE_MAKE=1``, set by the Makefile) every flag can also be given as a
-Make variable (``make train MAX_LEN=32``) and messages name options that way.
+their config dataclasses (:mod:`framecache.common.options`).
+
+This is the one place that knows the command line's vocabulary: messages made
+during a command name options as flags (``--max-len 32``), or, under make
+(``FRAMECACHE_MAKE=1``, set by the Makefile), as the Make variables that are the
+same options (``MAX_LEN=32``, read here as the flags' defaults). What the
+command's process needs around the library (quiet TensorFlow, capped malloc
+arenas) is set up by :func:`main` through :mod:`framecache.process_setup`.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
-from framecache import __version__
+from framecache import __version__, process_setup
 from framecache.common import options
 from framecache.common.cli import run_cli
 from framecache.common.config import ENGINES, ExtractConfig
@@ -37,13 +43,13 @@ def _extract_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    config = _config(ExtractConfig, args)
+    config = ExtractConfig(**{name: getattr(args, name) for name in ExtractConfig.__dataclass_fields__})
     if args.print_config:
-        print(json.dumps(asdict(config)))
+        print(json.dumps(asdict(config.validate())))
         return 0
     from framecache.extract.pipeline import run_extraction
 
-    summary = run_extraction(config)
+    summary = run_extraction(config)  # checks the settings, once
     for path, reason in summary.failures:
         print(f"failed: {path}: {reason}", file=sys.stderr)
     print(f"{config.out}: {summary.line()}")
@@ -230,6 +236,68 @@ COMMANDS = {
 }
 
 
+STAGE_TWO = ("train", "sweep", "evaluate")  # the commands that stream feature caches (see process_setup)
+# Set by the Makefile on every command it runs: flags then also come from Make variables.
+MAKE_ENV = "FRAMECACHE_MAKE"
+# Make targets whose name differs from the framecache command they run.
+MAKE_TARGETS = {"extract": "features"}
+
+
+def make_variable(name: str) -> str:
+    """The Make variable of an option: ``max_len`` → ``MAX_LEN``.
+
+    >>> make_variable("max_len")
+    'MAX_LEN'
+    """
+    return name.upper()
+
+
+class FlagSpelling(options.Spelling):
+    """Options as the command line spells them: ``--test-fraction 0.1``, ``--no-appearance``."""
+
+    def option(self, name: str, value: object = None) -> str:
+        return options.command_line_option(name, value)
+
+
+class MakeSpelling(options.Spelling):
+    """Options as Make variables (``TEST_FRACTION=0.1``, ``APPEARANCE=0``) and commands as Make targets."""
+
+    def option(self, name: str, value: object = None) -> str:
+        if value is None:
+            return make_variable(name)
+        return f"{make_variable(name)}={int(value) if isinstance(value, bool) else value}"
+
+    def command(self, command: str, values: dict[str, object]) -> str:
+        target = MAKE_TARGETS.get(command, command)
+        return " ".join([f"make {target}", *(self.option(name, value) for name, value in values.items())])
+
+
+def make_defaults(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (), environ: Mapping[str, str] | None = None) -> None:
+    """Under make, turn the Make variables that name a parser's flags (``MAX_LEN=32``) into its defaults.
+
+    The Makefile exports every variable given on its command line and sets
+    ``FRAMECACHE_MAKE=1``; flags given explicitly (``ARGS=...``) still win.
+    """
+    environ = os.environ if environ is None else environ
+    if not environ.get(MAKE_ENV):
+        return
+    defaults = {}
+    for action in parser._actions:
+        text = environ.get(make_variable(action.dest), "")
+        if not action.option_strings or action.dest in ("help", *skip) or not text.strip():
+            continue
+        is_flag = isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction))
+        try:
+            value = options.parse_bool(text) if is_flag else (action.type or str)(text.strip())
+        except (ValueError, argparse.ArgumentTypeError):
+            kind = "true/false (1/0)" if is_flag else getattr(action.type, "__name__", "value")
+            raise FramecacheError(f"{make_variable(action.dest)}={text} is not a valid {kind}") from None
+        if action.choices is not None and value not in action.choices:
+            raise FramecacheError(f"{make_variable(action.dest)}={text}: choose one of {', '.join(map(str, action.choices))}")
+        defaults[action.dest] = value
+    parser.set_defaults(**defaults)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; under make, Make variables become the subcommands' defaults."""
     parser = argparse.ArgumentParser(
@@ -242,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (add_flags, run, help_text) in COMMANDS.items():
         command = commands.add_parser(name, help=help_text, description=help_text)
         add_flags(command)
-        options.make_defaults(command, skip=MAKE_SKIP.get(name, ()))
+        make_defaults(command, skip=MAKE_SKIP.get(name, ()))
         command.set_defaults(command_handler=run)
     return parser
 
@@ -255,14 +323,16 @@ def _config(config_class: type, args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``framecache`` command."""
     argv = sys.argv[1:] if argv is None else argv
-    options.set_interface(options.MAKE if os.environ.get(options.MAKE_ENV) else options.CLI)
+    spelling = MakeSpelling() if os.environ.get(MAKE_ENV) else FlagSpelling()
 
     def run() -> int:
-        args = build_parser().parse_args(argv)
-        if getattr(args, "quiet", False) or args.command == "info":
-            logging.getLogger().setLevel(logging.WARNING)
-        return args.command_handler(args)
+        with options.spelled(spelling):
+            args = build_parser().parse_args(argv)
+            if getattr(args, "quiet", False) or args.command == "info":
+                logging.getLogger().setLevel(logging.WARNING)
+            return args.command_handler(args)
 
+    process_setup.for_command(reads_caches=bool(argv) and argv[0] in STAGE_TWO)
     run_cli(run)
 
 

@@ -1,4 +1,16 @@
-"""TensorFlow's start-up messages, held to ``TF_CPP_MIN_LOG_LEVEL`` (default 3 here: fatal ones only).
+"""What the ``framecache`` command sets up in its own process; importing framecache sets up nothing.
+
+:func:`for_command` is called by the command's ``main`` before any work:
+
+- TensorFlow's start-up messages are held to ``TF_CPP_MIN_LOG_LEVEL``
+  (default 3 here: fatal ones only), see below;
+- oneDNN is asked for (``TF_ENABLE_ONEDNN_OPTS=1`` unless the user set it:
+  TensorFlow ~1.6x faster on this kind of CPU, equal outputs);
+- TensorFlow's "triggered tf.function retracing" warning is dropped: every
+  fold and sweep run builds a new model, so new traces are expected;
+- for stage two's commands, glibc's malloc arenas are capped (:func:`limit_malloc_arenas`).
+
+A library user (a notebook) gets none of this: their process is theirs.
 
 TensorFlow prints C++ log lines to stderr: oneDNN and CPU-instruction
 notices, and errors that are not errors (``E0000 ... oneDNN supports DT_BOOL
@@ -6,7 +18,7 @@ only on platforms with AVX-512``). ``TF_CPP_MIN_LOG_LEVEL`` silences them,
 except for what its libraries log while they load, before TensorFlow has read
 the variable: ``oneDNN custom operations are on`` (once per library) and each
 time absl's ``WARNING: All log messages before absl::InitializeLog() is called
-are written to STDERR``. :func:`quiet` therefore
+are written to STDERR``. :func:`quiet_tensorflow` therefore
 
 - sets ``TF_CPP_MIN_LOG_LEVEL=3`` unless the user set it (their value is kept),
 - and, while ``tensorflow`` is first imported, passes what is written to
@@ -22,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
+import logging
 import os
 import re
 import sys
@@ -36,12 +49,51 @@ RECORD = re.compile(rb"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]\s]+:\d+\] ")
 SEVERITY = {b"I": 0, b"W": 1, b"E": 2, b"F": 3}
 
 
-def quiet() -> None:
+MALLOC_ARENA_ENV = "MALLOC_ARENA_MAX"  # glibc's own variable: where the user set it, their value stands
+MALLOC_ARENAS = 2
+M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
+
+
+def for_command(reads_caches: bool = False) -> None:
+    """Set up this process for a ``framecache`` command (``reads_caches``: stage two's, which stream caches)."""
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    quiet_tensorflow()
+    logging.getLogger("tensorflow").addFilter(_ExpectedRetracing())
+    if reads_caches:
+        limit_malloc_arenas()
+
+
+def quiet_tensorflow() -> None:
     """Default ``TF_CPP_MIN_LOG_LEVEL`` to 3 and filter the first ``import tensorflow`` by it (once per process)."""
     os.environ.setdefault(VARIABLE, DEFAULT_LEVEL)
     if "tensorflow" in sys.modules or any(isinstance(finder, _FilteredImport) for finder in sys.meta_path):
         return
     sys.meta_path.insert(0, _FilteredImport())
+
+
+class _ExpectedRetracing(logging.Filter):
+    """Drop TensorFlow's 'triggered tf.function retracing' warning (a new model per fold or sweep run traces anew)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for this process (as ``MALLOC_ARENA_MAX`` would): True where it applied.
+
+    Streamed training reads many small arrays from several threads (Keras,
+    TensorFlow, HDF5), and glibc gives each thread an arena of its own that
+    keeps what it freed: peak memory then grows with the cache's size although
+    no more data is held. Measured on 10,000 synthetic videos (1.1 GB cache):
+    peak RSS 1,253 MB with glibc's default arenas, 1,131 MB with 2 (2,000 videos:
+    941 and 934 MB). Other C libraries (musl, macOS) are left as they are.
+    """
+    import ctypes
+
+    if MALLOC_ARENA_ENV in os.environ:
+        return False  # the user chose
+    process = ctypes.CDLL(None)  # the symbols this process has loaded, the C library's among them
+    return bool(process.mallopt(M_ARENA_MAX, arenas)) if hasattr(process, "mallopt") else False
 
 
 def min_level() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import re
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,12 @@ from conftest import moving_frames
 import framecache
 import framecache.api
 
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_FOLDERS = ("framecache", "common", "extract", "train", "data", "bench")  # the package's folders (pyproject)
+
 # In this order: later examples use the cache and the run that earlier ones made.
 EXAMPLES = ("load_dataset", "encode_labels", "load_video", "augment_video", "build_model",
-            "extract_features", "load_features", "train", "predict")
+            "extract_features", "load_features", "train_model", "predict")
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +46,29 @@ def test_the_api_is_what_the_readme_lists():
         assert callable(getattr(framecache, name))
 
 
-def test_train_is_the_package_and_the_function():
+def test_train_is_the_package_and_train_model_the_function():
     import framecache.train.fit  # binds framecache.train to the package, as any import of it does
 
     assert framecache.train.fit.run_training is not None
-    with pytest.raises(TypeError):  # the call reaches framecache.api.train: its argument is missing
-        framecache.train()
+    assert not callable(framecache.train)  # a plain module: no name clash to settle
+    assert framecache.train_model is framecache.api.train_model
+    with pytest.raises(TypeError):  # the call reaches framecache.api.train_model: its argument is missing
+        framecache.train_model()
+
+
+def test_no_module_reassigns_its_class():
+    """No module swaps ``__class__`` (the old trick that made ``framecache.train`` callable)."""
+    sources = [path for folder in PACKAGE_FOLDERS for path in (ROOT / folder).rglob("*.py")]
+    assert len(sources) > 20
+    offenders = [str(path.relative_to(ROOT)) for path in sources if re.search(r"__class__\s*=(?!=)", path.read_text())]
+    assert offenders == []
+
+
+def test_no_fault_injection_in_the_product():
+    """Faults are injected by test doubles passed in (tests/doubles.py), never by variables the product reads."""
+    sources = [path for folder in PACKAGE_FOLDERS for path in (ROOT / folder).rglob("*.py")]
+    offenders = [str(path.relative_to(ROOT)) for path in sources if re.search(r"_FAULT|[Ff]ault injection|[Tt]est hook", path.read_text())]
+    assert offenders == []
 
 
 def test_every_docstring_example_runs(workspace, monkeypatch):

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from framecache.cli import build_parser
+from framecache import cli
+from framecache.cli import FlagSpelling, MakeSpelling, build_parser, make_variable
 from framecache.cli import main as framecache_main
 from framecache.common import options
 from framecache.common.config import ExtractConfig
-from framecache.common.options import make_variable, value_type
+from framecache.common.errors import FramecacheError
+from framecache.common.options import value_type
 from framecache.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +89,7 @@ def test_messages_name_options_as_the_interface_does(tmp_path, capsys):
 
     bad_make_value = make("train", "EPOCHS=many", "ARGS=--print-config")
     assert bad_make_value.returncode == 2 and "EPOCHS=many is not a valid int" in bad_make_value.stderr
-    options.set_interface(options.PYTHON)
+    assert options.option_name("test_fraction") == "test_fraction"  # the command's spelling ended with its run
 
 
 def test_explicit_flags_win_over_make_variables():
@@ -164,7 +166,51 @@ def test_the_wheel_holds_one_top_level_package(tmp_path):
 def test_option_helpers_examples():
     import doctest
 
-    try:
-        assert doctest.testmod(options).failed == 0
-    finally:
-        options.set_interface(options.PYTHON)
+    assert doctest.testmod(options).failed == 0
+    assert doctest.testmod(cli).failed == 0
+
+
+def test_the_command_spells_options_as_flags_or_make_variables():
+    """The spellings the command installs (framecache.cli); the library's own is Python keywords."""
+    assert make_variable("max_len") == "MAX_LEN"
+    with options.spelled(MakeSpelling()):
+        assert options.option_name("test_fraction", 0.1) == "TEST_FRACTION=0.1"
+        assert options.option_name("appearance", False) == "APPEARANCE=0"
+        assert options.command_hint("info", features="study.h5") == "make info FEATURES=study.h5"
+        assert options.command_hint("extract", out="f.h5") == "make features OUT=f.h5"
+    with options.spelled(FlagSpelling()):
+        assert options.option_name("test_fraction", 0.1) == "--test-fraction 0.1"
+        assert options.option_name("appearance", False) == "--no-appearance"
+        assert options.command_hint("train", run="runs/a") == "framecache train --run runs/a"
+        assert options.command_hint("info", features="study.h5") == "framecache info study.h5"
+        with pytest.raises(FramecacheError, match="--batch-size must be >= 1, got 0"):
+            options.check("batch_size", 0, int, options.Interval(1, None))
+    assert options.option_name("test_fraction", 0.1) == "test_fraction=0.1"
+    assert options.option_name("test_fraction") == "test_fraction"
+
+
+def test_make_defaults_reads_make_variables_only_under_make():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--max-len", type=int, default=8)
+    parser.add_argument("--quiet", action="store_true")
+    cli.make_defaults(parser, environ={"MAX_LEN": "32", "QUIET": "1"})  # no FRAMECACHE_MAKE: not under make
+    assert vars(parser.parse_args([])) == {"max_len": 8, "quiet": False}
+    cli.make_defaults(parser, environ={cli.MAKE_ENV: "1", "MAX_LEN": "32", "QUIET": "yes"})
+    assert vars(parser.parse_args([])) == {"max_len": 32, "quiet": True}
+    assert parser.parse_args(["--max-len", "4"]).max_len == 4  # an explicit flag wins
+    with pytest.raises(FramecacheError, match="MAX_LEN=many is not a valid int"):
+        cli.make_defaults(parser, environ={cli.MAKE_ENV: "1", "MAX_LEN": "many"})
+
+
+@pytest.mark.parametrize("command, reads_caches",
+                         [("train", True), ("sweep", True), ("evaluate", True), ("extract", False), ("predict", False)])
+def test_the_command_sets_its_process_up_first(monkeypatch, capsys, command, reads_caches):
+    """``main`` calls process_setup.for_command (the stage-two commands: with capped malloc arenas)."""
+    calls = []
+    monkeypatch.setattr(cli.process_setup, "for_command", lambda **kwargs: calls.append(kwargs))
+    with pytest.raises(SystemExit) as exit_info:
+        framecache_main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert calls == [{"reads_caches": reads_caches}]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from framecache import _quiet_tensorflow
+from framecache import process_setup
 from framecache.common.cache import FeatureCache
 from framecache.common.notices import random_weights_warning
 from framecache.extract.info import format_summary
@@ -110,11 +110,21 @@ def environment(**values) -> dict:
 
 
 @pytest.mark.slow  # a fresh TensorFlow process; the fast suite: test_train_evaluate_predict_and_compare_say_it_once_with_one_prefix
-def test_a_tiny_keras_fit_in_a_fresh_process_prints_nothing_on_stderr():
+def test_a_tiny_keras_fit_in_a_fresh_process_prints_nothing_on_stderr(tmp_path):
+    """Through the command: ``framecache train`` sets its process up (process_setup), then a Keras fit is quiet."""
+    cache = write_synthetic_cache(tmp_path / "tiny.h5", videos=24, feature_dim=8, subjects=6)
     code = textwrap.dedent(
-        """
+        f"""
         import numpy as np
-        import framecache.train.fit
+        from framecache.cli import main
+
+        try:
+            main(["train", "--features", {str(cache)!r}, "--run", {str(tmp_path / "run")!r},
+                  "--epochs", "1", "--units", "4", "--head-units", "4", "--quiet"])
+        except SystemExit as stop:
+            assert stop.code == 0, stop.code
+
+        # and a fit of its own in the same process, after the command set it up
         from framecache.train.data import SequenceBatches
         from framecache.train.model import build_model, predict_probabilities
 
@@ -129,7 +139,8 @@ def test_a_tiny_keras_fit_in_a_fresh_process_prints_nothing_on_stderr():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment(), timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(6, 2)"
+    assert result.stdout.strip().splitlines()[-1] == "(6, 2)"
+    assert (tmp_path / "run" / "metrics.json").exists()
     assert not [line for line in result.stderr.splitlines() if any(noise in line for noise in NOISE)], result.stderr
     assert result.stderr == "", result.stderr  # nor any Python warning from Keras or absl
 
@@ -147,12 +158,14 @@ if os.environ.get("FAKE_TENSORFLOW_CRASH"):
 """
 
 
-def run_fake_tensorflow(tmp_path, **values) -> subprocess.CompletedProcess:
+def run_fake_tensorflow(tmp_path, command: bool = True, **values) -> subprocess.CompletedProcess:
     package = tmp_path / "fake" / "tensorflow"
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text(FAKE_TENSORFLOW)
     env = environment(PYTHONPATH=os.pathsep.join([str(tmp_path / "fake"), os.environ.get("PYTHONPATH", "")]), **values)
-    code = "import sys, framecache, tensorflow; sys.stderr.write('after\\n')"
+    # what the framecache command does first (framecache.cli.main): importing framecache alone sets up nothing
+    setup = "from framecache import process_setup; process_setup.for_command(); " if command else ""
+    code = f"import sys, framecache; {setup}import tensorflow; sys.stderr.write('after\\n')"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -178,8 +191,16 @@ def test_the_import_filter_passes_on_what_came_before_a_crash(tmp_path):
     assert "oneDNN" not in result.stderr
 
 
+def test_importing_framecache_leaves_tensorflows_output_alone(tmp_path):
+    """A library user's process is theirs: without the command's set-up, every line TensorFlow prints is shown."""
+    result = run_fake_tensorflow(tmp_path, command=False)
+    assert result.returncode == 0, result.stderr
+    for expected in ("absl::InitializeLog", "oneDNN", "a warning", "an error", "fatal", "another kind", "after"):
+        assert expected in result.stderr
+
+
 def test_keep_reads_absl_records():
     record = b"I0000 00:00:1796173181.392423    9768 port.cc:153] oneDNN custom operations are on.\n"
-    assert not _quiet_tensorflow.keep(record, 1) and _quiet_tensorflow.keep(record, 0)
-    assert _quiet_tensorflow.keep(b"E0312 14:02:11.123456   42 util.cc:131] late error\n", 2)
-    assert _quiet_tensorflow.keep(b"Traceback (most recent call last):\n", 3)
+    assert not process_setup.keep(record, 1) and process_setup.keep(record, 0)
+    assert process_setup.keep(b"E0312 14:02:11.123456   42 util.cc:131] late error\n", 2)
+    assert process_setup.keep(b"Traceback (most recent call last):\n", 3)
