@@ -6,11 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from framecache.cli import FlagSpelling
 from framecache.cli import main as framecache_main
+from framecache.common import options
 from framecache.common.errors import FramecacheError
 from framecache.train import compare, sweep
 from framecache.train.config import TrainConfig
 from framecache.train.fit import run_training
+from framecache.train.metrics import CVMetrics, SplitMetrics, read_run_metrics
 from framecache.train.synthetic import write_synthetic_cache
 
 RUN_FILES = ("model.keras", "config.json", "metrics.json", "history.csv", "report.txt", "confusion.png", "curves.png", "predictions.csv")
@@ -75,6 +78,7 @@ def test_cross_validation_aggregates_the_folds(cache, tmp_path):
     metrics = run_training(TrainConfig(features=str(cache), run=str(folder), cv=3, quiet=True, **{**FAST, "epochs": 3}))
     folds = metrics["folds"]
     assert metrics["cv"] == 3 and len(folds) == 3
+    assert isinstance(metrics, CVMetrics) and json.dumps(metrics.to_json(), indent=2) + "\n" == (folder / "metrics.json").read_text()
     for name in ("accuracy", "balanced_accuracy", "macro_f1"):
         figures = [fold[name] for fold in folds]
         assert metrics["mean"][name] == pytest.approx(np.mean(figures))
@@ -120,8 +124,39 @@ def test_imbalanced_cache_trains_with_oversampling(tmp_path):
 
 def test_csv_split_and_cv_need_a_choice(tmp_path):
     cache = write_synthetic_cache(tmp_path / "split.h5", videos=30, feature_dim=8, subjects=10, split_column=True)
-    with pytest.raises(FramecacheError, match="--ignore-split"):
+    with options.spelled(FlagSpelling()), pytest.raises(FramecacheError, match="--ignore-split"):  # as the command words it
         run_training(TrainConfig(features=str(cache), run=str(tmp_path / "cv"), cv=3, quiet=True, **FAST))
+    with pytest.raises(FramecacheError, match=r"drop cv .*ignore_split=True"):  # as the library does
+        run_training(TrainConfig(features=str(cache), run=str(tmp_path / "cv"), cv=3, quiet=True, **FAST))
+
+
+def test_metrics_json_is_the_record_it_reads_back_as(run, tmp_path):
+    folder, metrics = run
+    text = (folder / "metrics.json").read_text()
+    again = read_run_metrics(folder / "metrics.json")
+    assert isinstance(metrics, SplitMetrics) and again == metrics
+    assert json.dumps(again.to_json(), indent=2) + "\n" == text, "the same keys, in the same order, the same values"
+    assert metrics["baseline"]["ci"] is metrics.baseline.ci and "mix" in metrics and metrics.get("warning") is None
+
+
+def test_runs_of_an_earlier_framecache_still_compare(run, tmp_path):
+    """metrics.json written before the baseline, the intervals, the mix and the epoch times were recorded."""
+    folder, metrics = run
+    old = tmp_path / "old" / "run"
+    old.mkdir(parents=True)
+    (old / "config.json").write_text((folder / "config.json").read_text())
+    stored = json.loads((folder / "metrics.json").read_text())
+    for key in ("ci", "mix", "model", "baseline", "epoch_seconds", "epoch_cpu_seconds"):
+        del stored[key]
+    (old / "metrics.json").write_text(json.dumps(stored))
+    record = read_run_metrics(old / "metrics.json")
+    assert record.baseline is None and record.ci is None and record.accuracy == metrics.accuracy
+    table = compare.runs_table(old.parent)
+    assert table["base_accuracy"].isna().all() and table["ci_accuracy"].isna().all()
+    assert "base_*" not in compare.format_table(table) and compare.best_line(table).startswith("best by validation")
+    (old / "metrics.json").write_text(json.dumps({"accuracy": 1.0}))
+    with pytest.raises(FramecacheError, match="is not a run's metrics"):
+        compare.runs_table(old.parent)
 
 
 def test_compare_shows_the_settings_that_differ(run, tmp_path):

@@ -10,7 +10,7 @@ from sklearn.preprocessing import StandardScaler
 
 from framecache.train.baseline import Baseline, baseline_split, fit_baseline, mean_features
 from framecache.train.data import InMemoryFeatures
-from framecache.train.report import bootstrap_intervals, classification_metrics, figures_from_confusion
+from framecache.train.figures import bootstrap_intervals, classification_metrics, figures_from_confusion
 from framecache.train.splits import Split
 
 

@@ -6,8 +6,9 @@ import pytest
 from framecache.common.cache import CacheWriter
 from framecache.common.errors import FramecacheError
 from framecache.common.options import option_name
-from framecache.train.data import SequenceBatches, load_cache, pad_sequences, sample_indices
+from framecache.train.data import SequenceBatches, load_cache, pad_sequences
 from framecache.train.fit import class_weights
+from framecache.train.sampling import time_steps
 from framecache.train.splits import group_ids, make_folds, make_split
 from framecache.train.synthetic import synthetic_provenance, write_synthetic_cache
 
@@ -49,23 +50,23 @@ def test_one_class_cache_is_refused(tmp_path):
 
 
 def test_evaluation_sampling_spans_the_whole_video():
-    indices = sample_indices(100, max_len=10, frame_step=1)
+    indices = time_steps(100, max_len=10, frame_step=1)
     assert len(indices) == 10 and indices[0] < 10 and indices[-1] >= 90
     assert np.all(np.diff(indices) > 0)
-    assert np.array_equal(indices, sample_indices(100, 10, 1)), "evaluation sampling is fixed"
-    assert np.array_equal(sample_indices(7, 10, 1), np.arange(7)), "a short video keeps every frame"
-    assert np.array_equal(sample_indices(9, 10, 2), [0, 2, 4, 6, 8])
+    assert np.array_equal(indices, time_steps(100, 10, 1)), "evaluation sampling is fixed"
+    assert np.array_equal(time_steps(7, 10, 1), np.arange(7)), "a short video keeps every frame"
+    assert np.array_equal(time_steps(9, 10, 2), [0, 2, 4, 6, 8])
 
 
 def test_training_sampling_is_random_but_valid():
     rng = np.random.default_rng(0)
-    draws = [sample_indices(100, 10, 3, rng) for _ in range(20)]
+    draws = [time_steps(100, 10, 3, rng) for _ in range(20)]
     assert len({tuple(draw) for draw in draws}) > 1
     for draw in draws:
         assert len(draw) == 10 and np.all(np.diff(draw) > 0) and draw.min() >= 0 and draw.max() < 100
-    offsets = {int(sample_indices(6, 10, 3, rng)[0]) for _ in range(30)}
+    offsets = {int(time_steps(6, 10, 3, rng)[0]) for _ in range(30)}
     assert offsets == {0, 1, 2}, "the stride offset is drawn per epoch"
-    assert sample_indices(1, 10, 4, rng).tolist() == [0]
+    assert time_steps(1, 10, 4, rng).tolist() == [0]
 
 
 def test_pad_sequences_masks_the_padding():
@@ -83,6 +84,17 @@ def test_evaluation_batches_use_the_clean_view(cache):
     assert np.array_equal(inputs[0, :length], data.features[0][0].astype(np.float32))
     assert mask[0].sum() == length and labels.tolist() == data.labels[:2].tolist()
     assert len(batches) == 3 and len(batches[2][1]) == 1
+
+
+def test_batches_without_labels_and_of_another_view(cache):
+    """predict and load_features: the same inputs without labels; any cached view instead of the clean one."""
+    data = load_cache(cache)
+    labelled = SequenceBatches(data.features, data.labels, np.arange(5), max_len=8, frame_step=1, batch_size=5)[0]
+    (unlabelled,) = SequenceBatches(data.features, None, np.arange(5), max_len=8, frame_step=1, batch_size=5)[0]
+    assert all(np.array_equal(first, second) for first, second in zip(labelled[0], unlabelled))
+    ((inputs, mask),) = SequenceBatches(data.features, None, np.arange(5), max_len=None, frame_step=1, batch_size=5, view=2)[0]
+    length = data.features[0].shape[1]
+    assert np.array_equal(inputs[0, :length], data.features[0][2].astype(np.float32)) and mask[0].sum() == length
 
 
 def test_training_batches_draw_views_frames_and_order_each_epoch(cache):

@@ -3,7 +3,7 @@
 Tiny synthetic caches (:mod:`framecache.train.synthetic`): in ``motion`` every
 class has the same mean feature and only the order of its frames differs; in
 ``appearance`` each class has its own look and the order says nothing. The
-real-feature measurements behind the defaults are in the README
+real-feature measurements behind the defaults are in docs/accuracy.md
 (``python -m framecache.train.measure_defaults``).
 """
 

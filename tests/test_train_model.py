@@ -5,18 +5,18 @@ import pytest
 
 from framecache.common.errors import FramecacheError
 from framecache.train.baseline import fit_baseline
-from framecache.train.data import SequenceBatches, feature_statistics, pad_sequences, temporal_inputs
+from framecache.train.data import SequenceBatches, pad_sequences
 from framecache.train.model import (
     TemporalInputs,
     build_model,
     choose_mix_weight,
-    input_statistics,
     load_model,
     predict_probabilities,
     read_metadata,
     save_model,
     with_appearance,
 )
+from framecache.train.temporal import feature_statistics, input_statistics, temporal_inputs
 
 FEATURE_DIM = 6
 

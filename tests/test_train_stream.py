@@ -16,15 +16,13 @@ from framecache.train.data import (
     SequenceBatches,
     StreamedFeatures,
     choose_in_memory,
-    epoch_order,
-    feature_statistics,
     load_cache,
-    sample_indices,
-    temporal_inputs,
 )
 from framecache.train.evaluate import evaluate_run
 from framecache.train.fit import run_training
+from framecache.train.sampling import epoch_order, time_steps
 from framecache.train.synthetic import write_synthetic_cache
+from framecache.train.temporal import feature_statistics, temporal_inputs
 
 FAST = dict(units=16, head_units=16, max_len=16, epochs=4, patience=2, batch_size=8, learning_rate=0.01, dropout=0.1)
 
@@ -92,7 +90,7 @@ def test_evaluation_batches_are_bit_identical_and_use_view_0(both):
     first, second = all_batches(made[0]), all_batches(made[1])
     assert_same_batches(first, second)
     memory = both[0].features
-    expected = memory.read(5, 0)[sample_indices(int(memory.num_frames[5]), 16, 1)].astype(np.float32)
+    expected = memory.read(5, 0)[time_steps(int(memory.num_frames[5]), 16, 1)].astype(np.float32)
     assert np.array_equal(first[0][0][0][0, : len(expected)], expected)
     assert made[0].order.tolist() == list(range(5, 30)), "evaluation keeps the given order"
 
@@ -157,7 +155,7 @@ def test_streamed_statistics_equal_the_whole_arrays(both, max_len, centre, diffe
     for index in train:  # today's definition, computed on everything at once
         frames = memory.features[index][0]
         if max_len is not None:
-            frames = frames[sample_indices(len(frames), max_len, 2)]
+            frames = frames[time_steps(len(frames), max_len, 2)]
         inputs.append(temporal_inputs(frames, centre, differences))
     inputs = np.concatenate(inputs)
     np.testing.assert_allclose(mean, inputs.mean(axis=0), rtol=1e-5, atol=1e-6)

@@ -10,7 +10,6 @@ regression on each video's mean feature), the epochs trained and seconds.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +17,8 @@ import pandas as pd
 from framecache.common.errors import FramecacheError
 from framecache.common.notices import RANDOM_WEIGHTS, RANDOM_WEIGHTS_TAG, random_weights_warning
 from framecache.common.options import command_hint
-from framecache.train.report import HEADLINE
+from framecache.train.metrics import HEADLINE, CVMetrics
+from framecache.train.run_folder import RunFolder
 
 IGNORED_SETTINGS = ("run", "in_memory", "overwrite", "quiet")
 SHORT_NAMES = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "macro_f1": "macro_f1"}
@@ -26,35 +26,24 @@ FIGURES = ("run", "epochs_trained", "seconds", "weights")  # columns of runs_tab
 FIGURE_PREFIXES = (*HEADLINE, "val_", "base_", "ci_")
 
 
-def find_runs(root: str | Path) -> list[Path]:
-    """Run folders under ``root`` (a folder with config.json and metrics.json), not the folds inside a cross-validation run."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FramecacheError(f"no runs folder {root}; train a run first with `{command_hint('train')}`")
-    found = sorted(path.parent for path in root.rglob("metrics.json") if (path.parent / "config.json").exists())
-    return [run for run in found if not any(parent in found for parent in run.parents)]
-
-
 def runs_table(root: str | Path) -> pd.DataFrame:
     """One row per run: name, every setting, headline figures, and the cache's weights."""
     rows = []
     root = Path(root)
-    for run in find_runs(root):
-        config = json.loads((run / "config.json").read_text())
-        if "centre" in config and "inputs" not in config:  # a run of framecache before --inputs: --centre/--no-centre
-            config["inputs"] = "centred" if config.pop("centre") else "raw"
-        metrics = json.loads((run / "metrics.json").read_text())
-        row = {"run": str(run.relative_to(root)) if run != root else run.name}
+    for run in RunFolder.find(root):
+        config, metrics = run.read_config(), run.read_metrics()
+        row = {"run": str(run.path.relative_to(root)) if run.path != root else run.path.name}
         row.update({key: value for key, value in config.items() if key not in IGNORED_SETTINGS})
-        baseline = metrics.get("baseline", {})
+        spread = metrics.spread if isinstance(metrics, CVMetrics) else None
+        baseline = metrics.baseline
         for name in HEADLINE:
-            row[name] = metrics[name]
-            row[f"{name}_std"] = metrics.get(f"{name}_std")
-            row[f"val_{name}"] = metrics.get("val", {}).get(name)
-            row[f"base_{name}"] = baseline.get(name)
-            row[f"base_{name}_std"] = baseline.get(f"{name}_std")
-            row[f"ci_{name}"] = metrics.get("ci", {}).get(name)
-        row.update(epochs_trained=metrics.get("epochs"), seconds=metrics.get("seconds"), weights=metrics.get("weights"))
+            row[name] = getattr(metrics, name)
+            row[f"{name}_std"] = None if spread is None else getattr(spread, name)
+            row[f"val_{name}"] = getattr(metrics.val, name)
+            row[f"base_{name}"] = None if baseline is None else getattr(baseline, name)
+            row[f"base_{name}_std"] = None if baseline is None or baseline.spread is None else getattr(baseline.spread, name)
+            row[f"ci_{name}"] = None if metrics.ci is None else getattr(metrics.ci, name)
+        row.update(epochs_trained=metrics.epochs, seconds=metrics.seconds, weights=metrics.weights)
         rows.append(row)
     if not rows:
         raise FramecacheError(f"no runs under {root}; train one with `{command_hint('train', run=f'{root}/NAME')}`")

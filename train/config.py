@@ -30,7 +30,7 @@ class TrainConfig:
     feature for the appearance, the weight chosen on the validation videos; 64
     units, learning rate 3e-3, patience 5, at most 50 epochs) were chosen by
     6-fold cross-validation across unseen subjects on demo data where motion
-    decides and where appearance does; see the README.
+    decides and where appearance does; the figures are in docs/accuracy.md.
     """
 
     features: str = option("features.h5", "HDF5 feature cache written by `framecache extract`")

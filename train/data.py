@@ -1,26 +1,26 @@
-"""The feature cache for training: metadata in memory, features in memory or streamed, and the batches.
+"""The feature cache for training: metadata in memory, features in memory or streamed, and the one batcher.
 
-Every reader of features (the batches, the input statistics, evaluation,
-``load_features``) goes through a *feature source*: :class:`InMemoryFeatures`
-holds every video's float16 ``(views, T, D)`` array; :class:`StreamedFeatures`
-reads one video's view from the cache when it is needed (one contiguous
-HDF5 read), so memory stays bounded however large the cache.
-:func:`load_cache` picks one (see :func:`choose_in_memory`); the labels,
-groups, splits and frame counts are always in memory. Both give the same
-batches, bit for bit, for the same seed.
+Every reader of features (the batches, the input statistics, the baseline,
+evaluation, ``load_features``) goes through a *feature source*:
+:class:`InMemoryFeatures` holds every video's float16 ``(views, T, D)``
+array; :class:`StreamedFeatures` reads one video's view from the cache when it
+is needed (one contiguous HDF5 read), so memory stays bounded however large
+the cache. :func:`load_cache` picks one (see :func:`choose_in_memory`); the
+labels, groups, splits and frame counts are always in memory. Both give the
+same batches, bit for bit, for the same seed.
 
-Batches are cast to float32 one at a time. Temporal handling happens here, at train time:
-
-- keep every ``frame_step``-th cached frame (training: a random offset each epoch);
-- a video with more than ``max_len`` of those is cut into ``max_len`` equal
-  segments and one frame is taken from each: a random one when training, the
-  middle one when evaluating or predicting. The GRU always sees the whole video.
+Training, validation, ``evaluate``, ``predict`` and ``framecache.load_features``
+all turn a source's sequences into model inputs with :class:`SequenceBatches`:
+it samples each video's time steps (:mod:`framecache.train.sampling`), reads
+them in the cache's order, and pads them with :func:`pad_sequences` (float32,
+one batch at a time, with the mask), so a video gets the same inputs, bit for
+bit, whichever path asks for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,24 +32,16 @@ import numpy as np
 from framecache.common.cache import FeatureCache, FeatureReader, VideoMeta
 from framecache.common.dataset import encode_labels, oversample_indices
 from framecache.common.errors import FramecacheError
-from framecache.common.options import option_name
+from framecache.common.options import command_hint, option_name
 from framecache.common.provenance import Provenance
+from framecache.train.sampling import READ_BLOCK, WINDOW_VIDEOS, epoch_order, sampled_length, time_steps
 
 log = logging.getLogger(__name__)
 
 IN_MEMORY_CHOICES = ("auto", "yes", "no")
-# Streamed training caps glibc's malloc arenas (see limit_malloc_arenas).
-MALLOC_ARENAS = 2
-MALLOC_ARENA_ENV = "MALLOC_ARENA_MAX"
-M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
 # auto keeps the features in memory when, counted as float32 (twice the float16
 # they are held as), they take at most this share of the available memory.
 MEMORY_SHARE = 0.5
-# Training order: runs of READ_BLOCK videos adjacent in the cache stay together,
-# the runs are shuffled, and the videos of each WINDOW (a few batches' worth) are
-# shuffled among themselves; a window is read at once, in the cache's order.
-READ_BLOCK = 8
-WINDOW_VIDEOS = 256
 # Files a streamed source keeps open: a window touches at most WINDOW_VIDEOS / READ_BLOCK
 # files (shards), and the validation batches alternate with the training ones.
 OPEN_FILES = 2 * WINDOW_VIDEOS // READ_BLOCK
@@ -91,6 +83,12 @@ class InMemoryFeatures(FeatureSource):
         self.num_frames = np.asarray([array.shape[1] for array in self.arrays], dtype=np.int64)
         self.views = np.asarray([array.shape[0] for array in self.arrays], dtype=np.int64)
         self.locality = np.arange(len(self.arrays), dtype=np.int64) if locality is None else np.asarray(locality, dtype=np.int64)
+
+    @classmethod
+    def clean_views(cls, sequences: Sequence[np.ndarray]) -> InMemoryFeatures:
+        """A source of videos embedded outside a cache (``predict``): each ``(T, D)`` sequence is its clean view,
+        rounded to float16 as the cache stores features."""
+        return cls([np.asarray(sequence).astype(np.float16)[None] for sequence in sequences])
 
     def read(self, index: int, view: int) -> np.ndarray:
         return self.arrays[index][view]
@@ -149,13 +147,11 @@ def available_memory() -> int:
     import psutil
 
     available = int(psutil.virtual_memory().available)
-    try:  # cgroup v2 (containers): the limit minus what the group already uses
+    with contextlib.suppress(OSError, ValueError):  # cgroup v2 (containers): the limit minus what the group already uses
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         if limit != "max":
             used = int(Path("/sys/fs/cgroup/memory.current").read_text())
             available = min(available, max(0, int(limit) - used))
-    except (OSError, ValueError):
-        pass
     return available
 
 
@@ -225,24 +221,6 @@ class CachedVideos:
         self.features.close()
 
 
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas for this process (as ``MALLOC_ARENA_MAX`` would): True where it applied.
-
-    Streamed training reads many small arrays from several threads (Keras,
-    TensorFlow, HDF5), and glibc gives each thread an arena of its own that
-    keeps what it freed: peak memory then grows with the cache's size although
-    no more data is held. Measured on 10,000 synthetic videos (1.1 GB cache):
-    peak RSS 1,253 MB with glibc's default arenas, 1,131 MB with 2 (2,000 videos:
-    941 and 934 MB). Other C libraries (musl, macOS) are left as they are.
-    """
-    import ctypes
-
-    if MALLOC_ARENA_ENV in os.environ:
-        return False  # the user chose
-    process = ctypes.CDLL(None)  # the symbols this process has loaded, the C library's among them
-    return bool(process.mallopt(M_ARENA_MAX, arenas)) if hasattr(process, "mallopt") else False
-
-
 def load_cache(path: str, classes: list[str] | None = None, in_memory: str = "auto") -> CachedVideos:
     """A feature cache's metadata, and its features in memory or streamed (``in_memory``: auto, yes, no).
 
@@ -254,10 +232,10 @@ def load_cache(path: str, classes: list[str] | None = None, in_memory: str = "au
     with FeatureCache(path) as cache:
         videos = cache.videos
         if not videos:
-            failed = f"; {len(cache.failures)} video(s) failed during extraction, see `make info FEATURES={path}`" if cache.failures else ""
+            failed = f"; {len(cache.failures)} video(s) failed during extraction, see `{command_hint('info', features=path)}`" if cache.failures else ""
             raise FramecacheError(f"feature cache {path} holds no videos{failed}; extract features first")
         if cache.failures:
-            log.warning("%d video(s) of %s failed during extraction and are left out (`make info FEATURES=%s` lists them)", len(cache.failures), path, path)
+            log.warning("%d video(s) of %s failed during extraction and are left out (`%s` lists them)", len(cache.failures), path, command_hint("info", features=path))
         provenance, provenance_hash = cache.provenance, cache.provenance_hash
         fixed_classes = classes is not None
         labels, classes = encode_labels([video.label for video in videos], classes)
@@ -274,8 +252,7 @@ def load_cache(path: str, classes: list[str] | None = None, in_memory: str = "au
             for index in np.argsort(locality):
                 arrays[index] = cache.features(videos[index].key)
             features: FeatureSource = InMemoryFeatures(arrays, locality)
-    if not keep:
-        limit_malloc_arenas()
+    if not keep:  # the framecache command caps malloc arenas for this (framecache.process_setup)
         features = StreamedFeatures(videos, int(provenance.views))
     log.info("loaded %d videos, %d classes, %d view(s) of %d-d features from %s", len(videos), len(classes), provenance.views, provenance.feature_dim, path)
     return CachedVideos(
@@ -291,34 +268,6 @@ def load_cache(path: str, classes: list[str] | None = None, in_memory: str = "au
     )
 
 
-def sample_indices(num_frames: int, max_len: int, frame_step: int, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Which frames of a ``num_frames``-long sequence the GRU sees (at most ``max_len``, in order).
-
-    Without ``rng`` (evaluation, predict) the choice is fixed; with it
-    (training) the stride offset and the frame within each segment are random.
-    """
-    offset = int(rng.integers(min(frame_step, num_frames))) if rng is not None else 0
-    strided = np.arange(offset, num_frames, frame_step)
-    if len(strided) <= max_len:
-        return strided
-    bounds = np.linspace(0, len(strided), max_len + 1).round().astype(np.int64)  # segments of >= 1 frame
-    if rng is not None:
-        positions = rng.integers(bounds[:-1], bounds[1:])
-    else:
-        positions = (bounds[:-1] + bounds[1:]) // 2
-    return strided[positions]
-
-
-def padded_length(features: FeatureSource | Sequence[np.ndarray], max_len: int, frame_step: int) -> int:
-    """The time steps every batch is padded to: enough for the longest sampled video, at most ``max_len``."""
-    return sampled_length(as_source(features).num_frames, max_len, frame_step)
-
-
-def sampled_length(num_frames: np.ndarray, max_len: int, frame_step: int) -> int:
-    """The longest of these videos as sampled: every ``frame_step``-th frame, at most ``max_len``."""
-    return min(max_len, -(-int(np.max(num_frames)) // frame_step))
-
-
 def pad_sequences(sequences: list[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
     """Stack ``(T_i, D)`` sequences into float32 ``(B, length, D)`` zeros-padded at the end, and the bool mask."""
     feature_dim = sequences[0].shape[1]
@@ -330,72 +279,50 @@ def pad_sequences(sequences: list[np.ndarray], length: int) -> tuple[np.ndarray,
     return batch, mask
 
 
-def epoch_order(
-    indices: np.ndarray, locality: np.ndarray, rng: np.random.Generator, block: int = READ_BLOCK, window: int = WINDOW_VIDEOS
-) -> np.ndarray:
-    """A training epoch's order of ``indices`` that the cache serves well, and still mixes the videos.
-
-    The videos, in the cache's order (``locality``), are cut into runs of
-    ``block``; the runs are shuffled, then the videos within each ``window``
-    of that sequence. A window thus holds ``window / block`` runs from random
-    places of the cache (so a batch mixes classes and subjects even when
-    neighbours in the cache share them), and is read run by run.
-    """
-    indices = np.asarray(indices, dtype=np.int64)
-    ordered = indices[np.argsort(locality[indices], kind="stable")]
-    runs = [ordered[start : start + block] for start in range(0, len(ordered), block)]
-    if not runs:
-        return ordered
-    order = np.concatenate([runs[run] for run in rng.permutation(len(runs))])
-    for start in range(0, len(order), window):
-        order[start : start + window] = rng.permutation(order[start : start + window])
-    return order
-
-
 class SequenceBatches(keras.utils.PyDataset):
-    """Batches ``((features, mask), labels)`` over some videos of a cache.
+    """Batches ``((features, mask), labels)`` over some videos of a feature source; ``((features, mask),)`` without labels.
 
     Training (``train=True``): every epoch draws a new order (see
-    :func:`epoch_order`), a random view per video, random frames (see
-    :func:`sample_indices`) and, with ``oversample``, new repeats of
-    minority-class videos. Otherwise: view 0, fixed frames, the given order.
+    :func:`~framecache.train.sampling.epoch_order`), a random view per video,
+    random frames (see :func:`~framecache.train.sampling.time_steps`) and, with
+    ``oversample``, new repeats of minority-class videos. Otherwise: ``view``
+    (0, the clean video, by default), fixed frames, the given order.
     ``features`` is a :class:`FeatureSource` or a list of ``(views, T, D)``
-    arrays. The batches of a window (about :data:`WINDOW_VIDEOS` videos) are
-    read together, in the cache's order, keeping only the sampled frames, so
-    read the batches in order (``model.fit(..., shuffle=False)``: the epoch
-    plan is already shuffled); any order gives the same batches, only slower.
+    arrays. ``max_len=None`` keeps every frame. The batches of a window (about
+    :data:`WINDOW_VIDEOS` videos) are read together, in the cache's order,
+    keeping only the sampled frames, so read the batches in order
+    (``model.fit(..., shuffle=False)``: the epoch plan is already shuffled);
+    any order gives the same batches, only slower.
     """
 
     def __init__(
         self,
         features: FeatureSource | Sequence[np.ndarray],
-        labels: np.ndarray,
+        labels: np.ndarray | None,
         indices: np.ndarray,
-        max_len: int,
+        max_len: int | None,
         frame_step: int,
         batch_size: int,
         train: bool = False,
         oversample: bool = False,
         seed: int = 0,
         length: int | None = None,
+        view: int = 0,
     ):
         super().__init__()
         self.source = as_source(features)
-        self.labels = np.asarray(labels)
+        self.labels = None if labels is None else np.asarray(labels)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.max_len = max_len
         self.frame_step = frame_step
         self.batch_size = batch_size
         self.train = train
         self.oversample = oversample
+        self.view = view
         self.rng = np.random.default_rng(seed)
         self.length = length or sampled_length(self.source.num_frames[self.indices], max_len, frame_step)
         self.window_batches = max(1, WINDOW_VIDEOS // batch_size)
         self.epoch_plan()
-
-    @property
-    def features(self) -> FeatureSource:
-        return self.source
 
     def epoch_plan(self) -> None:
         """Decide this epoch's videos, views and frames (``__getitem__`` only reads the plan)."""
@@ -405,10 +332,9 @@ class SequenceBatches(keras.utils.PyDataset):
                 order = order[oversample_indices(self.labels[order], seed=int(self.rng.integers(2**31)))]
             order = epoch_order(order, self.source.locality, self.rng)
         self.order = order
-        self.views = [int(self.rng.integers(self.source.views[index])) if self.train else 0 for index in order]
+        self.views = [int(self.rng.integers(self.source.views[index])) if self.train else self.view for index in order]
         self.frames = [
-            sample_indices(int(self.source.num_frames[index]), self.max_len, self.frame_step, self.rng if self.train else None)
-            for index in order
+            time_steps(int(self.source.num_frames[index]), self.max_len, self.frame_step, self.rng if self.train else None) for index in order
         ]
         self._window, self._sequences = None, {}
 
@@ -428,62 +354,12 @@ class SequenceBatches(keras.utils.PyDataset):
         self._sequences = {int(row): self.source.read(int(self.order[row]), self.views[row])[self.frames[row]] for row in rows}
         self._window = window
 
-    def __getitem__(self, batch: int):
-        if not 0 <= batch < len(self):
-            raise IndexError(f"batch {batch} of {len(self)}")
+    def __getitem__(self, batch: int) -> tuple:
         window = batch // self.window_batches
         if window != self._window:
             self._read_window(window)
         rows = range(batch * self.batch_size, min((batch + 1) * self.batch_size, len(self.order)))
-        inputs, mask = pad_sequences([self._sequences[row] for row in rows], self.length)
-        return (inputs, mask), self.labels[self.order[list(rows)]]
-
-
-def temporal_inputs(sequence: np.ndarray, centre: bool = False, differences: bool = False) -> np.ndarray:
-    """What the model's :class:`train.model.TemporalInputs` makes of one unpadded ``(T, D)`` sequence, in NumPy."""
-    sequence = sequence.astype(np.float64)
-    parts = [sequence - sequence.mean(axis=0) if centre else sequence]
-    if differences:
-        parts.append(np.diff(sequence, axis=0, prepend=sequence[:1]))
-    return np.concatenate(parts, axis=1)
-
-
-def feature_statistics(
-    features: FeatureSource | Sequence[np.ndarray],
-    indices: np.ndarray,
-    max_len: int | None = None,
-    frame_step: int = 1,
-    centre: bool = False,
-    differences: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and variance of the model's inputs (for input scaling).
-
-    Over view 0 of the given videos, sampled as at evaluation (every frame
-    without ``max_len``), after the ``centre`` / ``differences`` transforms.
-    One pass, one video in memory at a time (read in the cache's order): each
-    video's float64 mean and sum of squared deviations are merged into the
-    running ones (Chan et al.), which keeps the variance exact where the
-    features have a large mean.
-    """
-    source = as_source(features)
-    indices = np.asarray(indices, dtype=np.int64)
-    count, mean, squares = 0, None, None
-    for index in indices[np.argsort(source.locality[indices], kind="stable")]:
-        frames = source.read(int(index), 0)
-        if max_len is not None:
-            frames = frames[sample_indices(len(frames), max_len, frame_step)]
-        inputs = temporal_inputs(frames, centre, differences)
-        video_mean = inputs.mean(axis=0)
-        video_squares = ((inputs - video_mean) ** 2).sum(axis=0)
-        if mean is None:
-            count, mean, squares = len(inputs), video_mean, video_squares
-            continue
-        total = count + len(inputs)
-        delta = video_mean - mean
-        mean = mean + delta * (len(inputs) / total)
-        squares = squares + video_squares + delta**2 * (count * len(inputs) / total)
-        count = total
-    if mean is None:
-        raise FramecacheError("no training videos to compute the input statistics from")
-    variance = np.maximum(squares / count, 1e-4)  # floor: a constant dimension must not explode
-    return mean.astype(np.float32), variance.astype(np.float32)
+        inputs = pad_sequences([self._sequences[row] for row in rows], self.length)
+        if self.labels is None:
+            return (inputs,)
+        return inputs, self.labels[self.order[list(rows)]]

@@ -31,11 +31,22 @@ import numpy as np
 
 from framecache.common.cache import FeatureCache
 from framecache.common.errors import FramecacheError
+from framecache.common.notices import random_weights_warning
 from framecache.common.options import option_name
 from framecache.train import report
 from framecache.train.baseline import mean_features
 from framecache.train.data import SequenceBatches, load_cache
-from framecache.train.model import load_baseline, load_model, predict_probabilities, read_metadata, resolve_models
+from framecache.train.figures import bootstrap_intervals, classification_metrics, evaluation_baseline
+from framecache.train.metrics import EvaluationMetrics
+from framecache.train.model import load_model, predict_probabilities, read_metadata
+from framecache.train.run_folder import (
+    CONFUSION_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    REPORT_FILE,
+    RunFolder,
+    write_json,
+)
 from framecache.train.splits import group_ids
 
 log = logging.getLogger(__name__)
@@ -99,9 +110,9 @@ def plan_evaluation(paths: list[str], recorded: list[dict | None], split: str, f
     return plans, description, warnings
 
 
-def evaluate_run(run: str, features: str, split: str = "test", out: str | None = None) -> dict:
+def evaluate_run(run: str, features: str, split: str = "test", out: str | None = None) -> EvaluationMetrics:
     """Metrics of the run's model(s) on ``features``: its test videos (default), every video of a new cache (``all``), or its train/val part."""
-    model_paths = resolve_models(run)
+    model_paths = RunFolder.models(run)
     metadata = [read_metadata(path) for path in model_paths]
     with FeatureCache(features) as cache:
         for warning in metadata[0]["provenance"].check_features(cache.provenance, f"cache {features}"):
@@ -115,13 +126,13 @@ def evaluate_run(run: str, features: str, split: str = "test", out: str | None =
         row_of = np.full(data.num_videos, -1)
         row_of[indices] = np.arange(len(indices))
         probabilities, counts = np.zeros((len(indices), len(data.classes))), np.zeros(len(indices))
-        baselines = [load_baseline(path) for path in model_paths]
+        baselines = [RunFolder.baseline_beside(path) for path in model_paths]
         baseline_probabilities = np.zeros_like(probabilities) if all(baselines) else None
         for path, entry, plan, baseline in zip(model_paths, metadata, plans, baselines):
             if len(plan) == 0:
                 continue
             model, _ = load_model(path)
-            batches = SequenceBatches(data.features, data.labels, plan, int(entry["max_len"]), int(entry["frame_step"]), batch_size=64)
+            batches = SequenceBatches(data.features, None, plan, int(entry["max_len"]), int(entry["frame_step"]), batch_size=64)
             probabilities[row_of[plan]] += predict_probabilities(model, batches)
             counts[row_of[plan]] += 1
             if baseline_probabilities is not None:
@@ -132,38 +143,38 @@ def evaluate_run(run: str, features: str, split: str = "test", out: str | None =
     labels = data.labels[indices]
     groups = group_ids(data.groups)
     test_groups = None if groups is None else groups[indices]
-    metrics = report.classification_metrics(labels, probabilities, data.classes)
-    metrics["ci"] = report.bootstrap_intervals(labels, probabilities, len(data.classes), test_groups)
+    baseline = None
     if baseline_probabilities is not None:
         baseline_probabilities /= counts[:, None]
-        figures = report.classification_metrics(labels, baseline_probabilities, data.classes)
-        metrics["baseline"] = {
-            "model": report.BASELINE_DESCRIPTION,
-            **report.headline(figures),
-            "ci": report.bootstrap_intervals(labels, baseline_probabilities, len(data.classes), test_groups),
-            "confusion_matrix": figures["confusion_matrix"],
-        }
-    metrics.update(model=[str(path) for path in model_paths] if len(model_paths) > 1 else str(model_paths[0]), features=str(features),
-                   split=split, evaluated=description, weights=data.weights)
-    warning = report.random_weights_warning(data.weights)
-    warnings = [text for text in (warning, *notes) if text]
-    if warnings:
-        metrics["warning"] = "\n".join(warnings)
+        baseline = evaluation_baseline(labels, baseline_probabilities, data.classes, test_groups)
+    warnings = [text for text in (random_weights_warning(data.weights), *notes) if text]
+    metrics = EvaluationMetrics(
+        **classification_metrics(labels, probabilities, data.classes),
+        ci=bootstrap_intervals(labels, probabilities, len(data.classes), test_groups),
+        baseline=baseline,
+        model=[str(path) for path in model_paths] if len(model_paths) > 1 else str(model_paths[0]),
+        features=str(features),
+        split=split,
+        evaluated=description,
+        weights=data.weights,
+        warning="\n".join(warnings) if warnings else None,
+    )
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
-        report.write_json(folder / "metrics.json", metrics)
-        lines = [*warnings, f"model {metrics['model']} on {features}: {description}",
-                 f"GRU      {report.format_headline(metrics, ci=metrics['ci'])}"]
-        if "baseline" in metrics:
-            lines.append(f"baseline {report.format_headline(metrics['baseline'], ci=metrics['baseline']['ci'])}")
-        lines.append(f"[ ]: {metrics['ci']['method']}\n")
+        write_json(folder / METRICS_FILE, metrics.to_json())
+        lines = [*warnings, f"model {metrics.model} on {features}: {description}",
+                 f"GRU      {report.format_headline(metrics, ci=metrics.ci)}"]
+        if baseline is not None:
+            lines.append(f"baseline {report.format_headline(baseline, ci=baseline.ci)}")
+        lines.append(f"[ ]: {metrics.ci.method}\n")
         lines.append(report.text_report(labels, probabilities, data.classes))
-        (folder / "report.txt").write_text("\n".join(lines))
-        report.plot_confusion(folder / "confusion.png", metrics["confusion_matrix"], data.classes, f"{Path(run).name} on {Path(features).name}")
+        (folder / REPORT_FILE).write_text("\n".join(lines))
+        report.plot_confusion(folder / CONFUSION_FILE, metrics.confusion_matrix, data.classes, f"{Path(run).name} on {Path(features).name}")
         paths = [data.paths[index] for index in indices]
         columns = {}
         if baseline_probabilities is not None:
             columns["baseline_predicted"] = [data.classes[code] for code in baseline_probabilities.argmax(axis=1)]
-        report.predictions_table(paths, labels, probabilities, data.classes, **columns).to_csv(folder / "predictions.csv", index=False)
+        table = report.predictions_table(paths, labels, probabilities, data.classes, **columns)
+        table.to_csv(folder / PREDICTIONS_FILE, index=False)
     return metrics

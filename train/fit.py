@@ -4,17 +4,19 @@
 
     metrics = run_training(TrainConfig(features="features.h5", run="runs/first"))
 
-``run_training`` takes an already loaded cache (``data=``) so a sweep reads the
-file once for all its runs.
+:func:`fit_split` fits one split: the GRU with early stopping, the baseline on
+the same training videos, and their mix. :func:`run_training` runs it on one
+split or on every fold inside a :class:`~framecache.train.run_folder.RunFolder`
+(which creates, replaces and cleans up the folder) and writes what
+:mod:`framecache.train.results` makes of the fitted splits. It takes an already
+loaded cache (``data=``) so a sweep reads the file once for all its runs.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import keras
@@ -24,32 +26,21 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from framecache import __version__
 from framecache.common.errors import FramecacheError
+from framecache.common.notices import random_weights_warning
 from framecache.common.options import option_name
 from framecache.train import report
 from framecache.train.baseline import BaselineResult, baseline_split
 from framecache.train.config import TrainConfig
-from framecache.train.data import CachedVideos, SequenceBatches, load_cache, padded_length
-from framecache.train.model import (
-    build_model,
-    choose_mix_weight,
-    input_statistics,
-    predict_probabilities,
-    save_model,
-    with_appearance,
-)
+from framecache.train.data import CachedVideos, SequenceBatches, load_cache
+from framecache.train.metrics import CVMetrics, PartSize, SplitMetrics
+from framecache.train.model import build_model, choose_mix_weight, predict_probabilities, save_model, with_appearance
+from framecache.train.results import cv_metrics, predictions, split_metrics
+from framecache.train.run_folder import RunFolder
+from framecache.train.sampling import sampled_length
 from framecache.train.splits import Split, group_ids, make_folds, make_split
+from framecache.train.temporal import input_statistics
 
 log = logging.getLogger(__name__)
-
-
-class _ExpectedRetracing(logging.Filter):
-    """Drop TensorFlow's 'triggered tf.function retracing' warning: every fold and sweep run builds a new model, so new traces are expected."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-logging.getLogger("tensorflow").addFilter(_ExpectedRetracing())
 
 
 class EpochTimes(keras.callbacks.Callback):
@@ -93,61 +84,6 @@ class FoldResult:
         return len(self.history)
 
 
-def new_run_folder() -> Path:
-    """``runs/<timestamp>``, with a suffix if that exists (``runs/20250101-120000-2``)."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder, suffix = Path("runs") / stamp, 2
-    while folder.exists():
-        folder, suffix = Path("runs") / f"{stamp}-{suffix}", suffix + 1
-    return folder
-
-
-PREVIOUS_RUN = ".previous-run"  # where --overwrite keeps the old results until the new run has succeeded
-
-
-def prepare_run_folder(run: str | None, overwrite: bool) -> Path:
-    """Create the run folder; refuse to mix results into a finished run unless ``overwrite``.
-
-    With ``overwrite`` the old results move to ``<run>/.previous-run``: :func:`run_training`
-    deletes them once the new run has succeeded and puts them back if it fails.
-    """
-    folder = new_run_folder() if run is None else Path(run)
-    if folder.exists() and not folder.is_dir():
-        raise FramecacheError(f"run folder {folder} is a file; pass another {option_name('run')}")
-    finished = folder.is_dir() and any((folder / name).exists() for name in ("metrics.json", "model.keras"))
-    if finished and not overwrite:
-        raise FramecacheError(
-            f"run folder {folder} already holds a run; pass another {option_name('run')}, "
-            f"or {option_name('overwrite', True)} to replace it"
-        )
-    if finished:
-        previous = folder / PREVIOUS_RUN
-        shutil.rmtree(previous, ignore_errors=True)  # left by a run killed before it could clean up
-        previous.mkdir()
-        old = [folder / name for name in report.RUN_FILES]
-        old += [path for path in folder.glob("fold*") if (path / "model.keras").exists() or (path / "metrics.json").exists()]
-        for path in old:
-            if path.exists():
-                path.rename(previous / path.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _restore_previous_run(folder: Path) -> None:
-    """After a failed overwrite: the new run's partial files go, the previous results come back."""
-    previous = folder / PREVIOUS_RUN
-    if not previous.is_dir():
-        return
-    for path in previous.iterdir():
-        target = folder / path.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        path.rename(target)
-    previous.rmdir()
-
-
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Python, NumPy and TensorFlow seeds; deterministic TensorFlow ops when asked."""
     keras.utils.set_random_seed(seed)
@@ -164,8 +100,10 @@ def class_weights(train_labels: np.ndarray, num_classes: int) -> dict[int, float
     return {int(code): float(weight) for code, weight in zip(codes, weights)}
 
 
-def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Path) -> FoldResult:
+def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_file: Path) -> FoldResult:
     """Train one GRU on ``split.train`` with early stopping on ``split.val``, fit the baseline on the same videos; predict val and test.
+
+    Keras logs each epoch's losses and accuracies to ``history_file`` (CSV).
 
     With ``config.appearance`` the run's model mixes the GRU's probabilities
     with the baseline's (see :func:`framecache.train.model.with_appearance`),
@@ -173,7 +111,7 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
     """
     seed_everything(config.seed, config.deterministic)
     started = time.perf_counter()
-    length = padded_length(data.features, config.max_len, config.frame_step)
+    length = sampled_length(data.features.num_frames, config.max_len, config.frame_step)
 
     def batches(indices: np.ndarray, train: bool = False) -> SequenceBatches:
         return SequenceBatches(
@@ -209,7 +147,6 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
         pooling=config.pooling,
     )
     class_weight = class_weights(data.labels[split.train], len(data.classes)) if config.balance == "class-weight" else None
-    history_path = folder / "history.csv"
     epoch_times = EpochTimes()
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=1e-3, patience=config.patience, restore_best_weights=True)
     model.fit(
@@ -221,7 +158,7 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
         callbacks=[
             early_stopping,
             epoch_times,
-            keras.callbacks.CSVLogger(str(history_path)),
+            keras.callbacks.CSVLogger(str(history_file)),
         ],
         verbose=0 if config.quiet else 2,
     )
@@ -236,7 +173,7 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, folder: Pat
     return FoldResult(
         split=split,
         model=model,
-        history=pd.read_csv(history_path),
+        history=pd.read_csv(history_file),
         val_probabilities=val_probabilities,
         test_probabilities=test_probabilities,
         best_epoch=early_stopping.best_epoch + 1,
@@ -273,49 +210,26 @@ def model_metadata(data: CachedVideos, config: TrainConfig, split: Split | None 
     }
 
 
-def run_training(config: TrainConfig, data: CachedVideos | None = None) -> dict:
+def run_training(config: TrainConfig, data: CachedVideos | None = None) -> SplitMetrics | CVMetrics:
     """Train (one split, or ``config.cv`` folds), write the run folder, and return its metrics.
 
     A run that fails (a missing cache, a class too small to split, Ctrl-C)
-    removes the folders it created, if it left them empty; a folder that
-    existed before, and anything in it, is never removed.
+    leaves things as they were (see :class:`~framecache.train.run_folder.RunFolder`).
     """
     config.validate()
-    folder = new_run_folder() if config.run is None else Path(config.run)
-    created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
-    folder = prepare_run_folder(str(folder), config.overwrite)
-    config.run = str(folder)
-    try:
-        metrics = _train(config, data, folder)
-    except BaseException:
-        _restore_previous_run(folder)
-        _remove_empty_folders(created)
-        raise
-    shutil.rmtree(folder / PREVIOUS_RUN, ignore_errors=True)
-    return metrics
-
-
-def _remove_empty_folders(folders: list[Path]) -> None:
-    """Remove each of ``folders`` (deepest first) while it is empty; stop at the first that is not."""
-    for folder in folders:
+    with RunFolder.create(config.run, config.overwrite) as run:
+        config.run = str(run.path)
+        if data is not None:
+            return _train(config, data, run)
+        data = load_cache(config.features, in_memory=config.in_memory)
         try:
-            folder.rmdir()  # only ever removes an empty folder
-        except OSError:
-            return
+            return _train(config, data, run)
+        finally:
+            data.close()
 
 
-def _train(config: TrainConfig, data: CachedVideos | None, folder: Path) -> dict:
-    if data is not None:
-        return _train_on(config, data, folder)
-    data = load_cache(config.features, in_memory=config.in_memory)
-    try:
-        return _train_on(config, data, folder)
-    finally:
-        data.close()
-
-
-def _train_on(config: TrainConfig, data: CachedVideos, folder: Path) -> dict:
-    warning = report.random_weights_warning(data.weights)
+def _train(config: TrainConfig, data: CachedVideos, run: RunFolder) -> SplitMetrics | CVMetrics:
+    warning = random_weights_warning(data.weights)
     if warning:
         log.warning(warning)
     class_names = np.asarray(data.classes, dtype=object)[data.labels]
@@ -323,40 +237,40 @@ def _train_on(config: TrainConfig, data: CachedVideos, folder: Path) -> dict:
     if config.cv:
         if not config.ignore_split and any(split is not None for split in data.splits):
             raise FramecacheError(
-                "the cache has a CSV split column, and --cv makes its own folds; "
-                "drop --cv to use the CSV's split, or pass --ignore-split to cross-validate over every video"
+                f"the cache has a CSV split column, and {option_name('cv')} makes its own folds; drop {option_name('cv')} "
+                f"to use the CSV's split, or pass {option_name('ignore_split', True)} to cross-validate over every video"
             )
         splits = make_folds(class_names, groups, config.cv, config.val_fraction, config.seed)
     else:
         splits = [make_split(class_names, groups, data.splits, config.val_fraction, config.test_fraction, config.seed, config.ignore_split)]
-    report.write_json(folder / "config.json", config.to_dict())
+    run.write_config(config.to_dict())
 
-    results, fold_metrics = [], []
-    for fold, split in enumerate(splits):
-        fold_folder = folder / f"fold{fold + 1}" if config.cv else folder
-        fold_folder.mkdir(exist_ok=True)
-        sizes = split.sizes(groups)
-        log.info("%ssplit (%s): %s", f"fold {fold + 1}/{len(splits)} " if config.cv else "", split.method, report.format_split_sizes(sizes))
-        result = fit_split(data, split, config, fold_folder)
-        save_model(result.model, fold_folder / "model.keras", model_metadata(data, config, split))
-        report.write_json(fold_folder / report.BASELINE_FILE, result.baseline.model.to_dict())
-        metrics = _split_metrics(data, result, sizes, warning, groups)
-        _predictions(data, result).to_csv(fold_folder / "predictions.csv", index=False)
+    results, folds, folders = [], [], []
+    for number, split in enumerate(splits, start=1):
+        folder = run.fold(number) if config.cv else run
+        folders.append(folder)
+        sizes = {part: PartSize.from_json(size) for part, size in split.sizes(groups).items()}
+        log.info("%ssplit (%s): %s", f"fold {number}/{len(splits)} " if config.cv else "", split.method, report.format_split_sizes(sizes))
+        result = fit_split(data, split, config, folder.history_file)
+        save_model(result.model, folder.model_file, model_metadata(data, config, split))
+        folder.write_baseline(result.baseline.model)
+        metrics = split_metrics(data, result, sizes, warning, groups)
+        folder.write_predictions(predictions(data, result))
         if config.cv:
-            report.write_json(fold_folder / "metrics.json", metrics)
-            log.info("fold %d/%d: %s; baseline %s", fold + 1, len(splits), report.format_headline(metrics), report.format_headline(metrics["baseline"]))
+            folder.write_metrics(metrics)
+            log.info("fold %d/%d: %s; baseline %s", number, len(splits), report.format_headline(metrics), report.format_headline(metrics.baseline))
         results.append(result)
-        fold_metrics.append(metrics)
+        folds.append(metrics)
 
-    metrics = _cv_metrics(data, results, fold_metrics, warning, groups) if config.cv else fold_metrics[0]
-    metrics["seconds"] = sum(result.seconds for result in results)
+    metrics = cv_metrics(data, results, folds, warning, groups) if config.cv else folds[0]
     if config.cv:  # the folds' tables together, one column saying which fold
-        pd.concat([result.history.assign(fold=fold + 1) for fold, result in enumerate(results)]).to_csv(folder / "history.csv", index=False)
-        tables = [pd.read_csv(folder / f"fold{fold + 1}" / "predictions.csv").assign(fold=fold + 1) for fold in range(len(results))]
-        pd.concat(tables).to_csv(folder / "predictions.csv", index=False)
+        pd.concat([result.history.assign(fold=number) for number, result in enumerate(results, start=1)]).to_csv(run.history_file, index=False)
+        tables = [pd.read_csv(folder.predictions_file).assign(fold=number) for number, folder in enumerate(folders, start=1)]
+        run.write_predictions(pd.concat(tables))
     test = np.concatenate([result.split.test for result in results])
+    run.write_metrics(metrics)
     report.write_reports(
-        folder,
+        run.path,
         metrics,
         cache_line=f"{data.cache_path} (backbone {data.provenance.backbone}, weights {data.weights})",
         test_labels=data.labels[test],
@@ -365,104 +279,3 @@ def _train_on(config: TrainConfig, data: CachedVideos, folder: Path) -> dict:
         best_epochs=[result.best_epoch for result in results],
     )
     return metrics
-
-
-def _split_metrics(data: CachedVideos, result: FoldResult, sizes: dict, warning: str | None, groups: np.ndarray | None = None) -> dict:
-    split = result.split
-    test_groups = None if groups is None else groups[split.test]
-    metrics = report.classification_metrics(data.labels[split.test], result.test_probabilities, data.classes)
-    metrics.update(
-        ci=report.bootstrap_intervals(data.labels[split.test], result.test_probabilities, len(data.classes), test_groups),
-        val=report.headline(report.classification_metrics(data.labels[split.val], result.val_probabilities, data.classes)),
-        split_method=split.method,
-        split_sizes=sizes,
-        weights=data.weights,
-        epochs=result.epochs,
-        best_epoch=result.best_epoch,
-        seconds=result.seconds,
-        epoch_seconds=[round(value, 4) for value in result.epoch_seconds],
-        epoch_cpu_seconds=[round(value, 4) for value in result.epoch_cpu_seconds],
-        cache={"path": data.cache_path, "provenance_hash": data.provenance_hash, "backbone": data.provenance.backbone},
-    )
-    if result.mix_weight is not None:
-        metrics["model"] = report.mixed_model_description(result.mix_weight)
-        metrics["mix"] = {
-            "gru_weight": result.mix_weight,
-            "val_cross_entropy": dict(zip((f"{weight:.1f}" for weight in np.linspace(0, 1, len(result.mix_losses))), np.round(result.mix_losses, 4).tolist())),
-            "gru_alone": {**report.headline(report.classification_metrics(data.labels[split.test], result.gru_test_probabilities, data.classes)),
-                          "val": report.headline(report.classification_metrics(data.labels[split.val], result.gru_val_probabilities, data.classes))},
-        }
-    if result.baseline is not None:
-        metrics["baseline"] = report.baseline_metrics(
-            data.labels[split.test], result.baseline.test_probabilities, data.labels[split.val], result.baseline.val_probabilities, data.classes, test_groups
-        )
-    if warning:
-        metrics["warning"] = warning
-    return metrics
-
-
-def _cv_metrics(data: CachedVideos, results: list[FoldResult], fold_metrics: list[dict], warning: str | None, groups: np.ndarray | None = None) -> dict:
-    """Fold means on top (with std), per-class figures and confusion matrix pooled over every fold's test videos."""
-    spread = report.aggregate_folds(fold_metrics)
-    test = np.concatenate([result.split.test for result in results])
-    test_probabilities = np.concatenate([result.test_probabilities for result in results])
-    pooled = report.classification_metrics(data.labels[test], test_probabilities, data.classes)
-    test_groups = None if groups is None else groups[test]
-    val = report.aggregate_folds([fold["val"] for fold in fold_metrics])
-    metrics = {
-        **{name: spread["mean"][name] for name in report.HEADLINE},
-        **{f"{name}_std": spread["std"][name] for name in report.HEADLINE},
-        "cv": len(results),
-        "mean": spread["mean"],
-        "std": spread["std"],
-        "pooled": report.headline(pooled),
-        "ci": report.bootstrap_intervals(data.labels[test], test_probabilities, len(data.classes), test_groups),
-        "val": val["mean"],
-        "val_std": val["std"],
-        "per_class": pooled["per_class"],
-        "confusion_matrix": pooled["confusion_matrix"],
-        "labels": data.classes,
-        "videos": pooled["videos"],
-        "split_method": results[0].split.method,
-        "split_sizes": [fold["split_sizes"] for fold in fold_metrics],
-        "folds": [
-            {key: fold[key] for key in (*report.HEADLINE, "ci", "val", "mix", "baseline", "split_sizes", "epochs", "best_epoch", "seconds") if key in fold}
-            for fold in fold_metrics
-        ],
-        "weights": data.weights,
-        "epochs": int(round(np.mean([result.epochs for result in results]))),
-        "cache": fold_metrics[0]["cache"],
-        "note": "accuracy, balanced_accuracy, macro_f1: mean over folds (std: np.std); per_class, confusion_matrix, pooled, ci: "
-        "every fold's test videos together",
-    }
-    if all("mix" in fold for fold in fold_metrics):
-        alone = report.aggregate_folds([fold["mix"]["gru_alone"] for fold in fold_metrics])
-        metrics["model"] = report.mixed_model_description(None)
-        metrics["mix"] = {
-            "gru_weights": [fold["mix"]["gru_weight"] for fold in fold_metrics],
-            "gru_alone": {**alone["mean"], **{f"{name}_std": alone["std"][name] for name in report.HEADLINE}},
-        }
-    if all("baseline" in fold for fold in fold_metrics):
-        metrics["baseline"] = report.baseline_cv_metrics(
-            [fold["baseline"] for fold in fold_metrics],
-            data.labels[test],
-            np.concatenate([result.baseline.test_probabilities for result in results]),
-            data.classes,
-            test_groups,
-        )
-    if warning:
-        metrics["warning"] = warning
-    return metrics
-
-
-def _predictions(data: CachedVideos, result: FoldResult) -> pd.DataFrame:
-    """The validation and test videos with their predicted probabilities."""
-    split = result.split
-    indices = np.concatenate([split.val, split.test])
-    probabilities = np.concatenate([result.val_probabilities, result.test_probabilities])
-    parts = ["val"] * len(split.val) + ["test"] * len(split.test)
-    columns = {"split": parts}
-    if result.baseline is not None:
-        baseline = np.concatenate([result.baseline.val_probabilities, result.baseline.test_probabilities])
-        columns["baseline_predicted"] = [data.classes[code] for code in baseline.argmax(axis=1)]
-    return report.predictions_table([data.paths[index] for index in indices], data.labels[indices], probabilities, data.classes, **columns)

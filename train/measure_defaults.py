@@ -17,8 +17,8 @@ augmentation: ``<name>+views``).
 Prints one table: balanced accuracy on the test folds, mean ± std over every
 fold of every seed, then each candidate's mean paired difference from
 ``--reference`` with its standard error (over the folds); writes every figure
-to ``--out``. The README's figures come from this script; it takes minutes, so
-it is not a test.
+to ``--out``. The figures in docs/accuracy.md ("The defaults, by measurement")
+come from this script; it takes minutes, so it is not a test.
 """
 
 from __future__ import annotations
@@ -48,29 +48,10 @@ GRU_ALONE = "/gru"  # a candidate that mixes in the appearance model also report
 BASELINE = "baseline"
 
 
-def _one_view(source, view: int):
-    """``source`` seen through one view only: evaluation batches then read ``view`` instead of the clean one."""
-    from framecache.train.data import FeatureSource
-
-    class OneView(FeatureSource):
-        def __init__(self):
-            self.num_frames, self.locality = source.num_frames, source.locality
-            self.views = np.ones_like(source.views)
-
-        def read(self, index: int, _view: int) -> np.ndarray:
-            return source.read(index, view)
-
-        def __getitem__(self, index: int) -> np.ndarray:
-            return source.read(index, view)[None]
-
-    return OneView()
-
-
 def _figures(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
-    from framecache.train.report import HEADLINE, classification_metrics
+    from framecache.train.figures import headline
 
-    metrics = classification_metrics(labels, probabilities, classes)
-    return {name: metrics[name] for name in HEADLINE}
+    return headline(labels, probabilities, classes).to_json()
 
 
 def _kept(split, val_probabilities: np.ndarray, test_probabilities: np.ndarray, labels: np.ndarray) -> dict:
@@ -92,6 +73,7 @@ def measure_cache(path: str, candidates: list[str], cv: int, seeds: list[int], v
     from framecache.train.data import SequenceBatches, load_cache
     from framecache.train.fit import fit_split
     from framecache.train.model import predict_probabilities
+    from framecache.train.run_folder import RunFolder
     from framecache.train.splits import group_ids, make_folds
 
     data = load_cache(path)
@@ -114,7 +96,7 @@ def measure_cache(path: str, candidates: list[str], cv: int, seeds: list[int], v
                 for name in candidates:
                     config = TrainConfig(features=path, quiet=True, seed=seed, **{**overrides, **CANDIDATES[name]}).validate()
                     started = time.perf_counter()
-                    result = fit_split(data, split, config, Path(scratch))
+                    result = fit_split(data, split, config, RunFolder(scratch).history_file)
                     row = {"seed": seed, "fold": fold + 1, "epochs": result.epochs, "seconds": time.perf_counter() - started}
                     results[name].append({**row, **_figures(data.labels[split.test], result.test_probabilities, data.classes),
                                           **_kept(split, result.val_probabilities, result.test_probabilities, data.labels), "mix_weight": result.mix_weight})
@@ -126,7 +108,7 @@ def measure_cache(path: str, candidates: list[str], cv: int, seeds: list[int], v
                             [
                                 predict_probabilities(
                                     result.model,
-                                    SequenceBatches(_one_view(data.features, view), data.labels, split.test, config.max_len, config.frame_step, config.batch_size),
+                                    SequenceBatches(data.features, None, split.test, config.max_len, config.frame_step, config.batch_size, view=view),
                                 )
                                 for view in range(cached_views)
                             ],
@@ -174,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", help="another training setting for every candidate (repeat)")
     parser.add_argument("--out", help="write every figure here as JSON")
     args = parser.parse_args(argv)
+    from framecache import process_setup
+
+    process_setup.for_command(reads_caches=True)  # as `framecache train` sets up its process
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("framecache.train", "framecache.common"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -25,23 +25,20 @@ import keras
 import numpy as np
 
 from framecache.common.errors import FramecacheError
-from framecache.common.options import command_hint, option_name
+from framecache.common.options import command_hint
 from framecache.common.provenance import Provenance
 from framecache.train.config import INPUT_CHOICES
+from framecache.train.temporal import temporal_transform
 
 METADATA_NAME = "framecache.json"
 
 
 @keras.saving.register_keras_serializable(package="framecache")
 class TemporalInputs(keras.layers.Layer):
-    """Per-video input transforms over the valid (unmasked) steps only; padding never enters them.
+    """:func:`framecache.train.temporal.temporal_transform` as a layer of the model, on ``[features, mask]``.
 
-    ``centre``: subtract each video's mean feature over its valid steps (what
-    stays the same through a video, the subject's and the scene's appearance,
-    goes; motion stays). ``keep_raw`` (with ``centre``): the raw features
-    first, then the centred ones (appearance and motion). ``differences``:
-    append the step-to-step change ``x[t] - x[t-1]`` (zero at the first step).
-    Padded steps come out as zeros.
+    ``centre``, ``differences`` and ``keep_raw`` as there; padding never enters
+    the transforms, and padded steps come out as zeros.
     """
 
     def __init__(self, centre: bool = False, differences: bool = False, keep_raw: bool = False, **kwargs):
@@ -52,20 +49,7 @@ class TemporalInputs(keras.layers.Layer):
 
     def call(self, inputs):
         features, mask = inputs
-        valid = keras.ops.cast(keras.ops.expand_dims(mask, -1), features.dtype)
-        features = features * valid  # whatever sits in the padding is dropped here
-        parts = []
-        if not self.centre or self.keep_raw:
-            parts.append(features)
-        if self.centre:
-            count = keras.ops.maximum(keras.ops.sum(valid, axis=1, keepdims=True), 1.0)
-            mean = keras.ops.sum(features, axis=1, keepdims=True) / count
-            parts.append((features - mean) * valid)
-        if self.differences:
-            previous = keras.ops.concatenate([features[:, :1], features[:, :-1]], axis=1)
-            previous_valid = keras.ops.concatenate([keras.ops.zeros_like(valid[:, :1]), valid[:, :-1]], axis=1)
-            parts.append((features - previous) * valid * previous_valid)
-        return parts[0] if len(parts) == 1 else keras.ops.concatenate(parts, axis=-1)
+        return temporal_transform(features, mask, keras.ops, self.centre, self.differences, self.keep_raw)
 
     def compute_output_shape(self, input_shape):
         shape = list(input_shape[0])
@@ -158,7 +142,7 @@ def build_model(
     (``"raw"``), or both side by side (``"both"``: appearance and motion).
     ``differences``: see :class:`TemporalInputs`. ``mean`` and ``variance``
     (per input dimension after those transforms, from the training videos:
-    :func:`input_statistics`) scale the inputs; without them the inputs pass
+    :func:`framecache.train.temporal.input_statistics`) scale the inputs; without them the inputs pass
     unscaled. ``noise``: Gaussian noise (std, on scaled inputs) while training.
     ``input_dropout`` / ``recurrent_dropout``: the GRU's dropout on its inputs /
     its state. ``l2``: weight decay on every kernel. ``pooling``: the head reads
@@ -207,26 +191,6 @@ def build_model(
     return model
 
 
-def input_statistics(features, indices: np.ndarray, inputs: str, differences: bool, max_len: int, frame_step: int) -> dict:
-    """The scaling statistics :func:`build_model` takes, over view 0 of the training videos ``indices``.
-
-    ``mean``/``variance`` of the GRU's inputs, in :class:`TemporalInputs`'s
-    order (raw, centred, differences). Read through
-    :func:`framecache.train.data.feature_statistics` (in memory or streamed
-    alike): one pass over the videos, two for ``inputs="both"``.
-    """
-    from framecache.train.data import feature_statistics
-
-    def statistics(centre: bool, with_differences: bool) -> tuple[np.ndarray, np.ndarray]:
-        return feature_statistics(features, indices, max_len, frame_step, centre=centre, differences=with_differences)
-
-    first = statistics(inputs != "raw", differences)  # raw (+ differences), or centred (+ differences)
-    if inputs != "both":
-        return {"mean": first[0], "variance": first[1]}
-    raw = statistics(False, False)
-    return {"mean": np.concatenate([raw[0], first[0]]), "variance": np.concatenate([raw[1], first[1]])}
-
-
 def save_model(model: keras.Model, path: str | Path, metadata: dict) -> None:
     """Save the model as ``.keras`` with ``metadata`` (labels, provenance, sampling) inside."""
     path = Path(path)
@@ -269,40 +233,3 @@ def load_model(path: str | Path) -> tuple[keras.Model, dict]:
 def predict_probabilities(model: keras.Model, batches: keras.utils.PyDataset) -> np.ndarray:
     """Class probabilities ``(videos, classes)`` for evaluation batches, in their order."""
     return np.asarray(model.predict(batches, verbose=0))
-
-
-def resolve_model(run: str | Path) -> Path:
-    """The ``model.keras`` of a run folder (or the file itself); a cross-validation run is refused (see :func:`resolve_models`)."""
-    models = resolve_models(run)
-    if len(models) > 1:
-        raise FramecacheError(
-            f"{run} is a cross-validation run: it holds one model per fold; pass {option_name('run', Path(run) / 'fold1')} "
-            f"(or another fold), or train without {option_name('cv')} for one model"
-        )
-    return models[0]
-
-
-def resolve_models(run: str | Path) -> list[Path]:
-    """The models of a run: its ``model.keras`` (or the file itself), or, for a cross-validation run, every fold's, in fold order."""
-    run = Path(run)
-    if run.suffix == ".keras":
-        return [run]
-    if not (run / "model.keras").exists() and (run / "fold1" / "model.keras").exists():
-        folds = sorted(run.glob("fold*/model.keras"), key=lambda path: int(path.parent.name[4:]) if path.parent.name[4:].isdigit() else 0)
-        return [path for path in folds if path.parent.name[4:].isdigit()]
-    if not run.is_dir():
-        raise FramecacheError(f"run folder not found: {run}; train one with `{command_hint('train', run=run)}`")
-    return [run / "model.keras"]
-
-
-def load_baseline(model_path: str | Path):
-    """The baseline fitted beside a model (``baseline.json`` in its folder), or None for a run without one."""
-    from framecache.train.baseline import Baseline
-
-    path = Path(model_path).parent / "baseline.json"
-    if not path.is_file():
-        return None
-    try:
-        return Baseline.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as error:
-        raise FramecacheError(f"{path} is damaged ({type(error).__name__}: {error}); train the run again") from None

@@ -22,18 +22,19 @@ import logging
 import numpy as np
 
 from framecache.common.errors import FramecacheError
-from framecache.train.data import SequenceBatches
-from framecache.train.model import load_model, predict_probabilities, read_metadata, resolve_models
-from framecache.train.report import random_weights_warning
+from framecache.common.notices import random_weights_warning
+from framecache.train.data import InMemoryFeatures, SequenceBatches
+from framecache.train.model import load_model, predict_probabilities, read_metadata
+from framecache.train.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
 
 def classify_features(model, metadata: dict, sequences: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
-    """Class probabilities for clean-view ``(T, D)`` sequences, sampled exactly as the run's evaluation."""
+    """Class probabilities for clean-view ``(T, D)`` sequences, sampled and padded exactly as the run's evaluation."""
     batches = SequenceBatches(
-        [sequence.astype(np.float16)[None] for sequence in sequences],
-        np.zeros(len(sequences), dtype=np.int64),
+        InMemoryFeatures.clean_views(sequences),
+        None,
         np.arange(len(sequences)),
         max_len=int(metadata["max_len"]),
         frame_step=int(metadata["frame_step"]),
@@ -46,9 +47,10 @@ def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 
     """One result per path, in order: the top classes with probabilities, or the error."""
     from framecache.extract import embed
 
-    model_paths = resolve_models(run)
-    metadata = read_metadata(model_paths[0])
-    _check_same_features(model_paths, metadata)
+    model_paths = RunFolder.models(run)
+    entries = [read_metadata(path) for path in model_paths]  # one per model: a cross-validation run has one per fold
+    _check_same_features(model_paths, entries)
+    metadata = entries[0]
     ensemble = f"mean of {len(model_paths)} fold models" if len(model_paths) > 1 else None
     if ensemble:
         log.info("%s is a cross-validation run: predicting with its folds' ensemble (the %s' probabilities)", run, ensemble)
@@ -66,7 +68,7 @@ def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 
     probabilities = np.zeros((0, len(metadata["labels"])))
     if done:
         sequences = [result.features for result in done]
-        probabilities = np.mean([classify_features(load_model(path)[0], read_metadata(path), sequences) for path in model_paths], axis=0)
+        probabilities = np.mean([classify_features(load_model(path)[0], entry, sequences) for path, entry in zip(model_paths, entries)], axis=0)
     by_path = {id(result): row for result, row in zip(done, probabilities)}
     labels = metadata["labels"]
     lines = []
@@ -87,9 +89,9 @@ def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 
     return lines
 
 
-def _check_same_features(model_paths: list, metadata: dict) -> None:
+def _check_same_features(model_paths: list, entries: list[dict]) -> None:
     """The folds of one run share labels and features; refuse a folder whose models disagree (mixed by hand)."""
-    for path in model_paths[1:]:
-        other = read_metadata(path)
-        if other["labels"] != metadata["labels"] or other.get("provenance_hash") != metadata.get("provenance_hash"):
+    first = entries[0]
+    for path, other in zip(model_paths[1:], entries[1:]):
+        if other["labels"] != first["labels"] or other.get("provenance_hash") != first.get("provenance_hash"):
             raise FramecacheError(f"{path} has other labels or features than {model_paths[0]}; the folds of one run must agree: train the run again")

@@ -70,14 +70,10 @@ def run_sweep(base: TrainConfig, grid: dict[str, list], out: str | Path) -> Path
     try:
         for number, config in enumerate(configs, start=1):
             metrics = run_training(config, data=data)
-            spread = {name: metrics[f"{name}_std"] for name in ("accuracy", "balanced_accuracy", "macro_f1")} if "cv" in metrics else None
-            baseline = metrics.get("baseline")
-            versus = ""
-            if baseline:
-                baseline_spread = {name: baseline[f"{name}_std"] for name in spread} if spread else None
-                versus = f"; baseline {format_headline(baseline, baseline_spread)}"
+            baseline = metrics.baseline
+            versus = "" if baseline is None else f"; baseline {format_headline(baseline, baseline.spread)}"
             log.info("run %d/%d %s: validation balanced accuracy %.3f; test %s%s (%.1f s)", number, len(configs), Path(config.run).name,
-                     metrics["val"]["balanced_accuracy"], format_headline(metrics, spread), versus, metrics["seconds"])
+                     metrics.val.balanced_accuracy, format_headline(metrics, metrics.spread), versus, metrics.seconds)
     finally:
         data.close()
     return out
