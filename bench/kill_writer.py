@@ -3,8 +3,8 @@
     python -m framecache.bench.kill_writer --kills 50        # prints one JSON report; exit 1 if anything failed
 
 Each round starts a *feeder* in its own process: it runs the pipeline's real
-writer process (:class:`~framecache.extract.processes.WriterHandle`, that is
-:func:`~framecache.extract.workers.writer_process` and
+writer process (:class:`~framecache.extract.writer_process.WriterProcess`, that is
+:func:`~framecache.extract.writer_process.writer_main` and
 :class:`~framecache.common.cache.CacheWriter`) and sends it, as fast as it
 takes them, videos whose float16 features (2 views, 20-49 frames, 1280-d: the
 real shape) depend only on their path, plus a failure every ninth video. At a
@@ -74,9 +74,9 @@ def feed(out: str, videos: int, shard_videos: int) -> int:
     """Send every video not cached yet to a writer process; print what it does, one line per step."""
     from framecache.common.errors import FramecacheError
     from framecache.extract.messages import FailureRecord, VideoRecord
-    from framecache.extract.processes import WriterHandle
+    from framecache.extract.writer_process import WriterProcess
 
-    writer = WriterHandle(out, provenance(), overwrite=False, shard_videos=shard_videos)
+    writer = WriterProcess(out, provenance(), overwrite=False, shard_videos=shard_videos)
     print(f"writer {writer.process.pid}", flush=True)
     todo = [index for index in range(videos) if video_path(index) not in writer.done_paths]
     print(f"todo {len(todo)}", flush=True)
@@ -134,7 +134,7 @@ class Feeder:
 
 
 def _alive(pid: int) -> bool:
-    from framecache.common.cache import _process_alive
+    from framecache.common.cache.layout import process_alive as _process_alive
 
     return _process_alive(pid)
 

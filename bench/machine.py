@@ -25,15 +25,15 @@ def parse_cpuinfo(text: str) -> dict:
 
 def cpu_description() -> dict:
     """This machine's CPU (model, cores available to this process, flags) and what OpenVINO makes of it."""
-    from framecache.extract.backbones import available_cores
+    from framecache.extract.engines import available_cores
 
     path = Path("/proc/cpuinfo")
     description = parse_cpuinfo(path.read_text()) if path.exists() else {"cpu": platform.processor() or "unknown", "cpu_flags": {}}
     description["cores"] = available_cores()
     try:
-        from framecache.extract.backbones import _import_openvino
+        from framecache.extract.engines import import_openvino
 
-        core = _import_openvino().Core()
+        core = import_openvino().Core()
         description["openvino_capabilities"] = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         description["openvino_cpu"] = core.get_property("CPU", "FULL_DEVICE_NAME")
     except Exception as error:  # no OpenVINO: the TensorFlow fallback is benchmarked

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from framecache import process_setup
 from framecache.bench import machine, phases, stats
 from framecache.bench.phases import BATCH, VIEWS, cpu_seconds
 from framecache.common.config import ExtractConfig
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="bench/ray.json", help="the figures as JSON (default %(default)s)")
     args = parser.parse_args(argv)
+    process_setup.for_command()  # as `framecache extract` sets up its process (quiet TensorFlow, before Ray starts its workers)
     with tempfile.TemporaryDirectory(prefix="framecache-bench-ray-") as folder:
         results = measure_ray_overhead(Path(folder), args.workers, args.clips, args.seconds, args.rounds)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,9 @@
 
 ::
 
-    driver (this process)                         actors (one per actor_cpus CPUs, or per GPU)
-    CSV - cached videos -> blocks of videos ───►  BlockExtractor: backbone, decoders, cache writer built once;
-    one progress bar, the summary          ◄───   each block extracted by the single-machine code into its own shards
+    Ray driver (this process)                     actors (one per actor_cpus CPUs, or per GPU)
+    CSV - cached videos -> blocks of videos ───►  BlockExtractor: backbone, decoders, writer process built once;
+    one progress bar, the summary          ◄───   each block run by the single-machine Driver into its own shards
 
 Why Ray Core actors, not Ray Data: the work is already cut into files (a block
 of videos in, a shard of features out, written by the actor itself), so there
@@ -34,10 +34,12 @@ from dataclasses import dataclass
 
 from framecache.common.config import ExtractConfig
 from framecache.common.errors import FramecacheError
-from framecache.common.options import option_name
+from framecache.common.options import command_hint, option_name
 from framecache.extract.blocks import Block, BlockExtractor, BlockResult, cut_blocks
-from framecache.extract.pipeline import ExtractSummary, check_something_extracted, prepare
+from framecache.extract.driver import ExtractSummary
+from framecache.extract.pipeline import RunPlan, check_something_extracted, not_cached, plan_run
 from framecache.extract.progress import Progress
+from framecache.extract.views import ViewDecoder
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,7 @@ def _import_ray():
         import ray
     except ImportError:
         raise FramecacheError(
-            f"{option_name('ray')} needs Ray, which is not installed: pip install -e '.[ray]' "
-            "(make installs it when RAY is set)"
+            f"{option_name('ray')} needs Ray, which is not installed: pip install -e '.[ray]'"
         ) from None
     return ray
 
@@ -81,14 +82,18 @@ def connect(config: ExtractConfig) -> ClusterPlan:
         try:
             if config.ray == "local":
                 # A cluster of this machine alone, even where RAY_ADDRESS names another: local is asked for.
-                os.environ.pop("RAY_ADDRESS", None)
-                ray.init(num_cpus=config.workers, **options)
+                address = os.environ.pop("RAY_ADDRESS", None)
+                try:
+                    ray.init(num_cpus=config.workers, **options)
+                finally:
+                    if address is not None:
+                        os.environ["RAY_ADDRESS"] = address
             else:
                 ray.init(address=config.ray, **options)
         except ConnectionError as error:
             raise FramecacheError(
                 f"cannot reach the Ray cluster at {option_name('ray', config.ray)}: {error}. Start it first "
-                "(ray start --head on the head node), or use RAY=local for a cluster on this machine"
+                f"(ray start --head on the head node), or use {option_name('ray', 'local')} for a cluster on this machine"
             ) from None
         started_here = config.ray == "local"
     resources = ray.cluster_resources()
@@ -104,38 +109,44 @@ def connect(config: ExtractConfig) -> ClusterPlan:
     return ClusterPlan(actors=cpus // config.actor_cpus, cpus=config.actor_cpus, gpus=0, started_here=started_here)
 
 
-def run_on_ray(config: ExtractConfig) -> ExtractSummary:
-    """:func:`~framecache.extract.pipeline.run_extraction` on a Ray cluster: the same cache, provenance and features."""
+def run_on_ray(config: ExtractConfig, decoder_class: type = ViewDecoder) -> ExtractSummary:
+    """:func:`~framecache.extract.pipeline.run_extraction` on a Ray cluster: the same cache, provenance and features.
+
+    ``config`` is taken as validated (by ``run_extraction``); ``decoder_class``: what opens the files in every actor.
+    """
     from framecache.common.cache import CacheWriter
 
     _import_ray()  # before any file is touched
     started = time.monotonic()
-    dataset, provenance = prepare(config)  # validates config
-    with CacheWriter(config.out, provenance, overwrite=config.overwrite, shard_videos=config.shard_videos) as writer:
+    plan = plan_run(config)
+    with CacheWriter(config.out, plan.provenance, overwrite=config.overwrite, shard_videos=config.shard_videos) as writer:
         done = writer.done_paths()  # the root exists from here: the actors only add shards
-    todo = dataset[~dataset["path"].isin(done)]
-    summary = ExtractSummary(videos_total=len(dataset), skipped=len(dataset) - len(todo))
+    todo = not_cached(plan.dataset, done)
+    summary = ExtractSummary(videos_total=len(plan.dataset), skipped=len(plan.dataset) - len(todo))
     if todo.empty:
         summary.seconds = time.monotonic() - started
         return summary
-    plan = connect(config)
+    cluster = connect(config)
     try:
-        blocks = cut_blocks(todo, plan.actors, config.block_videos, most=config.shard_videos)
-        progress = Progress(summary, config.quiet, started)
+        blocks = cut_blocks(todo, cluster.actors, config.block_videos, most=config.shard_videos)
+        progress = Progress(summary.videos_total, summary.skipped, config.quiet, started)
         try:
-            run = _Run(config, provenance, plan, blocks, summary, progress)
-            run.run()
+            run = _Run(config, plan, cluster, blocks, summary, progress, decoder_class)
+            try:
+                run.run()
+            finally:
+                run.close()
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
             progress.close()
     finally:
-        if plan.started_here:
+        if cluster.started_here:
             _import_ray().shutdown()
     summary.seconds = time.monotonic() - started
     if not summary.interrupted and run.gave_up:
         raise run.give_up_error()
-    check_something_extracted(summary, dataset, config)
+    check_something_extracted(summary, plan.dataset, config)
     return summary
 
 
@@ -159,9 +170,9 @@ class _ReportingExtractor(BlockExtractor):
     given another actor's handle, ray #53727.)
     """
 
-    def __init__(self, config: ExtractConfig, provenance, threads: int, tally_name: str):
+    def __init__(self, config: ExtractConfig, plan: RunPlan, threads: int, tally_name: str, decoder_class: type):
         tally = _import_ray().get_actor(tally_name)
-        super().__init__(config, provenance, threads, report=lambda *values: tally.report.remote(*values))
+        super().__init__(config, plan, threads, report=lambda *values: tally.report.remote(*values), decoder_class=decoder_class)
 
     def extract(self, block: Block) -> BlockResult:
         return self(block)
@@ -170,20 +181,20 @@ class _ReportingExtractor(BlockExtractor):
 class _Run:
     """The driver's loop: keep QUEUED_PER_ACTOR blocks on every actor, add up results, watch for failures."""
 
-    def __init__(self, config: ExtractConfig, provenance, plan: ClusterPlan, blocks: list[Block], summary: ExtractSummary,
-                 progress: Progress):
+    def __init__(self, config: ExtractConfig, plan: RunPlan, cluster: ClusterPlan, blocks: list[Block], summary: ExtractSummary,
+                 progress: Progress, decoder_class: type):
         ray = _import_ray()
-        self.ray, self.config, self.plan, self.summary, self.progress = ray, config, plan, summary, progress
+        self.ray, self.config, self.summary, self.progress = ray, config, summary, progress
         self.todo = deque(blocks)
         tally_name = f"framecache-tally-{uuid.uuid4().hex}"
         self.tally = ray.remote(num_cpus=0)(Tally).options(name=tally_name).remote()
         remote = ray.remote(_ReportingExtractor).options(
-            num_cpus=plan.cpus, num_gpus=plan.gpus, max_restarts=ACTOR_RESTARTS, max_task_retries=BLOCK_ATTEMPTS - 1,
+            num_cpus=cluster.cpus, num_gpus=cluster.gpus, max_restarts=ACTOR_RESTARTS, max_task_retries=BLOCK_ATTEMPTS - 1,
             runtime_env={"env_vars": forwarded_environment()},
         )
-        self.actors = [remote.remote(config, provenance, plan.cpus, tally_name) for _ in range(min(plan.actors, len(blocks)))]
+        self.actors = [remote.remote(config, plan, cluster.cpus, tally_name, decoder_class)
+                       for _ in range(min(cluster.actors, len(blocks)))]
         self.in_flight: dict = {}  # ObjectRef -> (actor index, block)
-        self.shown = 0  # videos counted in the progress bar so far
         self.gave_up: list[tuple[Block, str]] = []
 
     def run(self) -> None:
@@ -230,18 +241,17 @@ class _Run:
             totals = self.ray.get(self.tally.totals.remote(), timeout=5)
         except self.ray.exceptions.GetTimeoutError:
             return
-        finished = {result.number for result in self.summary.blocks}
-        done = self.summary.ok + self.summary.failed
-        in_progress = sum(videos for number, (videos, _) in totals.items() if number not in finished)
-        shown = min(done + in_progress, self.summary.videos_total - self.summary.skipped)
-        frames = sum(frames for number, (_, frames) in totals.items() if number not in finished)
-        # Videos of blocks still running count as done for the progress line (their failures show once the block returns).
-        live = ExtractSummary(self.summary.videos_total, self.summary.skipped, self.summary.ok + in_progress, self.summary.failed,
-                              self.summary.frames + frames)
-        for _ in range(max(0, shown - self.shown)):
-            self.progress.video_done(live)
-        self.progress.frames_embedded(live)
-        self.shown = max(self.shown, shown)
+        summary = self.summary
+        finished = {result.number for result in summary.blocks}
+        running = [(videos, frames) for number, (videos, frames) in totals.items() if number not in finished]
+        # Videos of blocks still running count as done (their failures show once the block returns).
+        done = min(summary.done + sum(videos for videos, _ in running), summary.videos_total)
+        self.progress.update(done, summary.failed, summary.frames + sum(frames for _, frames in running))
+
+    def close(self) -> None:
+        """Close every actor's writer and decoders (their blocks' shards are closed already)."""
+        closing = [actor.close.remote() for actor in self.actors]
+        self.ray.wait(closing, num_returns=len(closing), timeout=30)
 
     def give_up_error(self) -> FramecacheError:
         block, reason = self.gave_up[0]
@@ -249,7 +259,7 @@ class _Run:
             f"{len(self.gave_up)} block(s) of videos failed on the Ray cluster, each after up to {BLOCK_ATTEMPTS} attempts; "
             f"the first, block {block.number} ({len(block.rows)} videos from {block.first_path}): {reason}. "
             f"Every other block's shards are kept ({self.summary.ok} videos extracted this run): fix the cause "
-            "(`make info` lists the cached videos) and run the same command again to resume"
+            f"(`{command_hint('info', features=self.config.out)}` lists the cached videos) and run the same command again to resume"
         )
 
 

@@ -81,22 +81,6 @@ class VideoInfo:
     height: int
 
 
-def probe_video(path: str, backend: str = "decord") -> VideoInfo:
-    """Read a video's frame count, native fps and size without decoding it all.
-
-    ``num_frames`` is the number of frames the chosen backend will deliver.
-    Raises FramecacheError if the file is missing, not a video or has no
-    frames. With decord it also finds a file that holds fewer frames than its
-    header claims; PyAV reads only the header and finds that while decoding.
-    """
-    check("decoder", backend, choices=DECODERS)
-    header, _ = _read_header(path)
-    if backend == "pyav":
-        return header
-    reader = _open_decord(path)
-    return _decord_info(reader, header, path)
-
-
 def sample_indices(
     num_frames: int,
     native_fps: float,
@@ -131,6 +115,20 @@ def sample_indices(
     return np.unique(np.minimum(nearest, num_frames - 1))
 
 
+class VideoFrames:
+    """One opened video's sampled frames, chunk by chunk; ``info`` (what the file holds) is known before the first chunk.
+
+    Iterating it yields uint8 RGB chunks ``(n, size, size, 3)``, ``n <= chunk_frames``.
+    """
+
+    def __init__(self, info: VideoInfo, chunks: Iterator[np.ndarray]):
+        self.info = info
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._chunks
+
+
 def iter_frames(
     path: str,
     size: int = 224,
@@ -138,37 +136,32 @@ def iter_frames(
     fps: float | None = None,
     chunk_frames: int = 32,
     backend: str = "decord",
-) -> Iterator[np.ndarray]:
-    """Yield the sampled frames of a video as uint8 RGB chunks of shape (n, size, size, 3).
+) -> VideoFrames:
+    """The sampled frames of a video, as uint8 RGB chunks of shape (n, size, size, 3), and its :class:`VideoInfo`.
 
     ``n <= chunk_frames``; concatenating the chunks gives every sampled frame
     in order, so memory stays flat however long the video. Arguments and the
-    file are checked when this is called; decode errors are raised while
-    iterating (see the module docstring for the error policy).
+    file are checked when this is called (the file is opened once, its header
+    read once); decode errors are raised while iterating (see the module
+    docstring for the error policy).
     """
     check("size", size, int, AT_LEAST_ONE)
     check("chunk_frames", chunk_frames, int, AT_LEAST_ONE)
     check("decoder", backend, choices=DECODERS)
     sample_indices(0, 1.0, frame_step, fps)  # validate the sampling arguments before opening
 
-    header, count_is_exact = _read_header(path)
+    container, header, count_is_exact = _open_pyav(path)
     resized_height, resized_width = _resized_shape(header.height, header.width, size)
     if backend == "pyav":
         wanted = sample_indices(header.num_frames, header.fps, frame_step, fps)
-        return _iter_pyav(
-            path,
-            wanted,
-            header.num_frames,
-            count_is_exact,
-            size,
-            resized_height,
-            resized_width,
-            chunk_frames,
-        )
+        chunks = _iter_pyav(container, path, wanted, header.num_frames, count_is_exact, size, resized_height,
+                            resized_width, chunk_frames)
+        return VideoFrames(header, chunks)
+    container.close()  # decord decodes; PyAV read the header, which decord's own count is checked against
     reader = _open_decord(path, width=resized_width, height=resized_height)
     info = _decord_info(reader, header, path)
     wanted = sample_indices(info.num_frames, info.fps, frame_step, fps)
-    return _iter_decord(reader, path, wanted, info.num_frames, size, chunk_frames)
+    return VideoFrames(info, _iter_decord(reader, path, wanted, info.num_frames, size, chunk_frames))
 
 
 def _iter_decord(
@@ -193,6 +186,7 @@ def _iter_decord(
 
 
 def _iter_pyav(
+    container: av.container.InputContainer,
     path: str,
     wanted: np.ndarray,
     num_frames: int,
@@ -202,14 +196,14 @@ def _iter_pyav(
     resized_width: int,
     chunk_frames: int,
 ) -> Iterator[np.ndarray]:
-    """Decode sequentially with PyAV, keep the frames in ``wanted``, yield cropped chunks."""
-    if len(wanted) == 0:
-        return
+    """Decode the open ``container`` sequentially, keep the frames in ``wanted``, yield cropped chunks; close it."""
     next_wanted = 0  # position in `wanted` of the next frame to keep
     frame_index = -1
     buffer: list[np.ndarray] = []
-    try:
-        with av.open(path) as container:
+    with container:
+        if len(wanted) == 0:
+            return
+        try:
             stream = container.streams.video[0]
             for frame_index, frame in enumerate(container.decode(stream)):
                 if frame_index != wanted[next_wanted]:
@@ -228,10 +222,10 @@ def _iter_pyav(
                     buffer = []
                 if next_wanted == len(wanted):
                     return
-    except av.FFmpegError as error:
-        raise FramecacheError(
-            f"cannot decode frame {frame_index + 1} of {num_frames} ({_short_reason(error)}): {path}"
-        ) from None
+        except av.FFmpegError as error:
+            raise FramecacheError(
+                f"cannot decode frame {frame_index + 1} of {num_frames} ({_short_reason(error)}): {path}"
+            ) from None
     if count_is_exact:
         raise FramecacheError(
             f"video is truncated or damaged: the header says {num_frames} frames "
@@ -255,12 +249,9 @@ def _check_file(path: str) -> None:
         raise FramecacheError(f"file is empty (0 bytes): {path}")
 
 
-def _read_header(path: str) -> tuple[VideoInfo, bool]:
-    """Read the container header with PyAV.
-
-    Returns the header's VideoInfo and whether its frame count is stored in
-    the file (True) or estimated from the duration (False).
-    """
+def _open_pyav(path: str) -> tuple[av.container.InputContainer, VideoInfo, bool]:
+    """Open a video with PyAV and read its header: the open container, the header's VideoInfo, and whether
+    its frame count is stored in the file (True) or estimated from the duration (False)."""
     _check_file(path)
     path = os.fspath(path)
     try:
@@ -273,29 +264,38 @@ def _read_header(path: str) -> tuple[VideoInfo, bool]:
                     f"interrupted copy or recording ({_short_reason(error)}): {path}"
                 ) from None
         raise FramecacheError(f"not a readable video file ({_short_reason(error)}): {path}") from None
-    with container:
-        format_name = container.format.name
-        if format_name == "image2" or format_name.endswith("_pipe"):
-            raise FramecacheError(f"not a video file (a still image, format {format_name!r}): {path}")
-        video_streams = [
-            stream for stream in container.streams.video if not stream.disposition & av.stream.Disposition.attached_pic
-        ]
-        if not video_streams:
-            raise FramecacheError(f"not a video file (no video stream): {path}")
-        stream = video_streams[0]
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else 0.0
-        num_frames = int(stream.frames)
-        count_is_exact = num_frames > 0
-        if not count_is_exact:
-            if stream.duration is not None and stream.time_base is not None:
-                seconds = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                seconds = container.duration / av.time_base
-            else:
-                seconds = 0.0
-            num_frames = round(seconds * fps)
-        width, height = stream.codec_context.width, stream.codec_context.height
+    try:
+        header, count_is_exact = _header(container, path)
+    except BaseException:
+        container.close()
+        raise
+    return container, header, count_is_exact
+
+
+def _header(container: av.container.InputContainer, path: str) -> tuple[VideoInfo, bool]:
+    """The first video stream's frame count, rate and size, and whether the count is stored in the file."""
+    format_name = container.format.name
+    if format_name == "image2" or format_name.endswith("_pipe"):
+        raise FramecacheError(f"not a video file (a still image, format {format_name!r}): {path}")
+    video_streams = [
+        stream for stream in container.streams.video if not stream.disposition & av.stream.Disposition.attached_pic
+    ]
+    if not video_streams:
+        raise FramecacheError(f"not a video file (no video stream): {path}")
+    stream = video_streams[0]
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else 0.0
+    num_frames = int(stream.frames)
+    count_is_exact = num_frames > 0
+    if not count_is_exact:
+        if stream.duration is not None and stream.time_base is not None:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            seconds = container.duration / av.time_base
+        else:
+            seconds = 0.0
+        num_frames = round(seconds * fps)
+    width, height = stream.codec_context.width, stream.codec_context.height
     if width <= 0 or height <= 0:
         raise FramecacheError(f"video has no valid frame size ({width}x{height}): {path}")
     if num_frames == 0:

@@ -1,75 +1,47 @@
-"""What the processes around the backbone run: decoders that feed it and the one cache writer.
-
-This module is the child side; :mod:`framecache.extract.processes` holds the
-pipeline's handles on these processes, and :mod:`framecache.extract.messages`
-what they send each other.
+"""The decoder processes that feed the backbone: the driver's pool (:class:`DecoderPool`) and what each runs.
 
 Decoding runs in separate processes so that a video that crashes the native
-decoder ends one worker, not the run: the pipeline restarts the worker and
-records the video as failed. Each worker talks to the pipeline over its own
-pipe, so a worker dying mid-message cannot corrupt anyone else's channel.
-
-The writer is a process of its own in its own session, the one owner of the
-cache's open shard (:class:`~framecache.common.cache.CacheWriter`): if the
-pipeline is killed (even with ``kill -9``), the writer sees its pipe close,
-closes its shard (so its videos are kept) and exits. It ignores Ctrl-C and
-SIGTERM (the pipeline closes it). A SIGKILL of the writer itself loses only
-the videos of its open shard: the closed shards and the cache always open, and
-the pipeline stops with an error saying to run the same command again.
+decoder ends one worker, not the run: the pool restarts the worker and the
+video is recorded as failed. Each worker talks to the driver over its own pipe
+(messages in :mod:`framecache.extract.messages`), so a worker dying
+mid-message cannot corrupt anyone else's channel. What a worker does with a
+file is its :class:`~framecache.extract.interfaces.Decoder`
+(:class:`~framecache.extract.views.ViewDecoder` unless a test passes another).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import multiprocessing
 import signal
-import traceback
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 
-from framecache.common.errors import FramecacheError
-from framecache.common.provenance import Provenance
-from framecache.extract.messages import (
-    Close,
-    Closed,
-    DecodeTask,
-    End,
-    Failed,
-    FailureRecord,
-    Frames,
-    Ready,
-    Retire,
-    VideoRecord,
-    WriterError,
-)
+from framecache.extract.messages import DecodeTask, End, Failed, Frames, Retire
+from framecache.extract.processes import exit_detail, start_ignoring_sigint
 from framecache.extract.views import DecodeSettings, ViewDecoder, failure_reason
+
+TASKS_PER_WORKER = 2  # queued per decoder, so it never waits for the next path
+DECODE_TIMEOUT_S = 600.0  # a worker silent this long on one video is stuck: restart it
 
 # decord 0.6 keeps ~75 KB per decoded frame (640x480 source) until its process
 # ends, even after its VideoReader is gone: a decord worker retires after this
-# many frames (about 0.4 GB) and the pipeline starts a fresh one.
+# many frames (about 0.4 GB) and the pool starts a fresh one.
 DECORD_RECYCLE_FRAMES = 5000
 
-# Test hook (fault injection): a decode worker given a video whose path contains
-# the value of this environment variable kills itself with SIGSEGV before decoding
-# it, as a crash in native decoder code would. Unset (the default) it does nothing.
-# Used by tests/test_reliability.py.
-FAULT_CRASH_ENV = "FRAMECACHE_FAULT_CRASH"
 
-WRITER_TICK_S = 5.0  # how often an idle writer checks whether its shard has been open long enough
-
-
-def decode_worker(connection, settings: DecodeSettings) -> None:
+def decode_worker(connection: Connection, settings: DecodeSettings, decoder_class: type = ViewDecoder) -> None:
     """Worker process: receive DecodeTasks, send back view frames chunk by chunk.
 
-    Messages sent (:mod:`framecache.extract.messages`): :class:`Frames` with
-    views uint8 ``(V, n, size, size, 3)``, then :class:`End`, or
-    :class:`Failed` with the reason; :class:`Retire` before exiting to be
-    replaced (decord leaks memory per decoded frame, even across readers).
-    Exits when the pipe closes or on ``None``.
+    Messages sent: :class:`Frames` with views uint8 ``(V, n, size, size, 3)``,
+    then :class:`End`, or :class:`Failed` with the reason; :class:`Retire`
+    before exiting to be replaced (decord leaks memory per decoded frame, even
+    across readers). Exits when the pipe closes or on ``None``.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pipeline's to handle
-    from framecache.extract.decode import probe_video
-
-    decoder = ViewDecoder(settings)
-    crash_on = os.environ.get(FAULT_CRASH_ENV)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    decoder = decoder_class(settings)
     decoded = 0
     while True:
         if settings.decoder == "decord" and decoded >= DECORD_RECYCLE_FRAMES:
@@ -78,81 +50,144 @@ def decode_worker(connection, settings: DecodeSettings) -> None:
         try:
             task: DecodeTask | None = connection.recv()
         except (EOFError, OSError):
-            return  # the pipeline is gone
+            return  # the driver is gone
         if task is None:
             return
-        if crash_on and crash_on in task.path:
-            os.kill(os.getpid(), signal.SIGSEGV)
         try:
-            info = probe_video(task.path, backend=settings.decoder)
+            video = decoder.open(task.path, task.key)
             offset = 0
-            for views in decoder.views(task.path, task.key):
+            for views in video:
                 connection.send(Frames(task.index, offset, views))
                 offset += views.shape[1]
                 decoded += views.shape[1] * max(1, settings.frame_step)
-            connection.send(End(task.index, offset, info.num_frames, info.fps))
+            connection.send(End(task.index, offset, video.info.num_frames, video.info.fps))
         except (EOFError, BrokenPipeError, ConnectionResetError):
             return
         except Exception as error:  # a bad video; keep the run going
             connection.send(Failed(task.index, failure_reason(error)))
 
 
-def write_record(writer, record: VideoRecord | FailureRecord) -> None:
-    """Add one finished video (its features) or one failure (its reason) to a CacheWriter."""
-    if isinstance(record, VideoRecord):
-        writer.add_video(record.path, record.label, record.features, group=record.group, split=record.split,
-                         source_frames=record.source_frames, source_fps=record.source_fps)
-    else:
-        writer.add_failure(record.path, record.label, record.reason, group=record.group, split=record.split)
+@dataclass
+class DecoderSlot:
+    """One decoder process, its pipe and the tasks sent to it that it has not finished."""
+
+    process: multiprocessing.process.BaseProcess
+    connection: Connection
+    tasks: deque[DecodeTask] = field(default_factory=deque)
+    last_seen: float = field(default_factory=time.monotonic)
 
 
-def writer_process(connection, path: str, provenance: Provenance, overwrite: bool, shard_videos: int | None = None) -> None:
-    """Writer process: own the CacheWriter and its open shard, and write what the pipeline sends.
+DecoderMessage = Frames | End | Failed
 
-    Replies :class:`Ready` (with the paths done) or :class:`WriterError` after
-    opening, and :class:`Closed` after a :class:`Close` message. A failed write
-    (disk full...) discards the open shard, is reported as :class:`WriterError`
-    at once, and the writer exits. While no message comes, it still closes its
-    shard once that has been open for ``SHARD_SECONDS``.
+
+class DecoderPool:
+    """``count`` decoder processes, each on its own pipe, restarted when one dies.
+
+    ``decoder_class``: what each worker builds from ``settings`` to open files
+    (a :class:`~framecache.extract.interfaces.Decoder`; tests pass one that crashes).
     """
-    os.setsid()  # not in the pipeline's process group: a group kill leaves it to close its shard
-    # Ctrl-C and SIGTERM (also a batch system's, sent to every process of a job) are the
-    # pipeline's to handle: it then closes this writer, which keeps the open shard's videos.
-    # The writer also closes its shard as soon as the pipeline is gone.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from framecache.common.cache import SHARD_VIDEOS, CacheWriter
 
-    try:
-        writer = CacheWriter(path, provenance, overwrite=overwrite, shard_videos=shard_videos or SHARD_VIDEOS)
-    except FramecacheError as error:
-        connection.send(WriterError(str(error)))
-        return
-    except Exception as error:
-        connection.send(WriterError(f"cannot open {path}: {type(error).__name__}: {error}"))
-        return
-    try:
-        connection.send(Ready(writer.done_paths()))
-        while True:
-            try:
-                if not connection.poll(WRITER_TICK_S):
-                    writer.tick()  # close a shard open for SHARD_SECONDS, even while nothing comes
-                    continue
-                message = connection.recv()
-            except (EOFError, OSError):
-                return  # pipeline died: close the shard cleanly below
-            if isinstance(message, (VideoRecord, FailureRecord)):
-                write_record(writer, message)
-            elif isinstance(message, Close):
-                writer.close()
-                connection.send(Closed())
-                return
-    except Exception as error:
-        report = str(error) if isinstance(error, FramecacheError) else traceback.format_exc(limit=3)
-        with contextlib.suppress(OSError):  # the pipeline may be gone already
-            connection.send(WriterError(report))
-    finally:
+    def __init__(self, settings: DecodeSettings, count: int, decoder_class: type = ViewDecoder):
+        self.context = multiprocessing.get_context("spawn")
+        self.settings = settings
+        self.decoder_class = decoder_class
+        self.slots: list[DecoderSlot] = [self._start() for _ in range(count)]
+
+    def _start(self) -> DecoderSlot:
+        ours, theirs = self.context.Pipe(duplex=True)
+        process = self.context.Process(target=decode_worker, args=(theirs, self.settings, self.decoder_class), daemon=True)
+        start_ignoring_sigint(process)
+        theirs.close()
+        return DecoderSlot(process, ours)
+
+    def assign(self, todo: deque[DecodeTask]) -> None:
+        """Give each worker tasks until it has TASKS_PER_WORKER queued."""
+        for slot in self.slots:
+            while todo and len(slot.tasks) < TASKS_PER_WORKER:
+                task = todo.popleft()
+                slot.tasks.append(task)
+                if len(slot.tasks) == 1:
+                    slot.last_seen = time.monotonic()  # the stall clock starts with its first task
+                try:
+                    slot.connection.send(task)
+                except OSError:  # it died: receive() restarts it and hands its unbegun tasks on
+                    break
+
+    def busy(self) -> bool:
+        return any(slot.tasks for slot in self.slots)
+
+    def receive(self, timeout: float) -> list[DecoderMessage]:
+        """Messages ready now (or within ``timeout``); crashed or stuck workers become failures."""
+        messages: list[DecoderMessage] = []
+        by_connection = {id(slot.connection): slot for slot in self.slots}
+        for connection in wait([slot.connection for slot in self.slots], timeout):
+            messages.extend(self._read(by_connection[id(connection)]))
+        for slot in self.slots:
+            if slot.tasks and not slot.process.is_alive():
+                # It may have finished a video and begun the next before dying: take
+                # everything it sent (up to the end of the pipe) before blaming a video.
+                connection = slot.connection
+                while slot.connection is connection and connection.poll():
+                    messages.extend(self._read(slot))
+                if slot.connection is connection and slot.tasks:
+                    messages.extend(self._restart(slot, "the decoder crashed on this video"))
+            elif slot.tasks and time.monotonic() - slot.last_seen > DECODE_TIMEOUT_S:
+                messages.extend(self._restart(slot, f"decoding stalled for {DECODE_TIMEOUT_S:.0f} s"))
+        return messages
+
+    def _read(self, slot: DecoderSlot) -> list[DecoderMessage]:
+        """One message from a worker; if its pipe ended, the failure of the video it was on."""
         try:
-            writer.close()
-        except Exception:
-            pass  # after a failed write: already reported
+            message = slot.connection.recv()
+        except (EOFError, OSError):
+            return self._restart(slot, "the decoder crashed on this video")
+        slot.last_seen = time.monotonic()
+        if isinstance(message, Retire):
+            self._replace(slot)
+            return []
+        if isinstance(message, (End, Failed)):
+            slot.tasks.popleft()
+        return [message]
+
+    def _restart(self, slot: DecoderSlot, reason: str) -> list[Failed]:
+        """Replace a dead worker; its current video fails, its queued ones go to the new worker."""
+        process = slot.process
+        if process.is_alive():
+            process.kill()
+        process.join(5)
+        crashed = slot.tasks.popleft() if slot.tasks else None
+        self._replace(slot)
+        return [Failed(crashed.index, reason + exit_detail(process.exitcode))] if crashed else []
+
+    def _replace(self, slot: DecoderSlot) -> None:
+        """Start a fresh worker in ``slot`` and hand it the tasks the old one had not begun."""
+        slot.process.join(5)
+        if slot.process.is_alive():
+            slot.process.kill()
+        requeue = deque(slot.tasks)
+        slot.connection.close()
+        fresh = self._start()
+        slot.process, slot.connection, slot.tasks, slot.last_seen = fresh.process, fresh.connection, fresh.tasks, fresh.last_seen
+        self.assign(requeue)
+
+    def restart_all(self) -> None:
+        """Drop every task and start fresh workers (after an interrupted run: they may still be on its videos)."""
+        self.close()
+        self.slots = [self._start() for _ in self.slots]
+
+    def close(self) -> None:
+        for slot in self.slots:
+            with contextlib.suppress(OSError):  # a worker that already exited
+                slot.connection.send(None)
+        for slot in self.slots:
+            slot.process.join(2)
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join(2)
+            slot.connection.close()
+
+    def __enter__(self) -> DecoderPool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

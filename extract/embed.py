@@ -32,7 +32,7 @@ def embed_videos(paths: list[str], provenance: Provenance, engine: str = "auto")
     results = []
     for path in paths:
         try:
-            features = [backbone.embed(views[0]) for views in decoder.views(path, key=path)]
+            features = [backbone.embed(views[0]) for views in decoder.open(path, key=path)]
             results.append(EmbedResult(path, np.concatenate(features).astype(np.float32)))
         except Exception as error:
             results.append(EmbedResult(path, None, failure_reason(error)))

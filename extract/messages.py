@@ -1,9 +1,9 @@
-"""What the pipeline and its processes send each other over their pipes, one small class per message.
+"""What the driver and its processes send each other over their pipes, one small class per message.
 
 ::
 
-    pipeline ── DecodeTask, None (stop) ──►  decode worker  ── Frames, End, Failed, Retire ──►  pipeline
-    pipeline ── VideoRecord, FailureRecord, Close ──►  writer  ── Ready, WriterError, Closed ──►  pipeline
+    driver ── DecodeTask, None (stop) ──►  decode worker  ── Frames, End, Failed, Retire ──►  driver
+    driver ── VideoRecord, FailureRecord, CloseShard, Close ──►  writer  ── Ready, WriterError, ShardClosed, Closed ──►  driver
 
 Every message is pickled by ``multiprocessing``; the classes live here, apart
 from the processes, so both sides import the same definitions.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# -- pipeline → decode worker
+# -- driver → decode worker
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class DecodeTask:
     key: str  # the CSV path: seeds the augmentation, so reruns reproduce it
 
 
-# -- decode worker → pipeline
+# -- decode worker → driver
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +60,7 @@ class Retire:
     """The worker exits to be replaced (decord leaks memory per decoded frame)."""
 
 
-# -- pipeline → writer
+# -- driver → writer
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,11 +88,16 @@ class FailureRecord:
 
 
 @dataclass(frozen=True)
+class CloseShard:
+    """Close the open shard now (a Ray block's end): its videos are kept from here."""
+
+
+@dataclass(frozen=True)
 class Close:
-    """Close the cache file and exit."""
+    """Close the open shard and exit."""
 
 
-# -- writer → pipeline
+# -- writer → driver
 
 
 @dataclass(frozen=True)
@@ -110,5 +115,10 @@ class WriterError:
 
 
 @dataclass(frozen=True)
+class ShardClosed:
+    """The open shard (if any) is closed."""
+
+
+@dataclass(frozen=True)
 class Closed:
-    """The cache file is closed."""
+    """The open shard is closed; the writer exits."""

@@ -7,13 +7,17 @@ one random transform per view applied to all its frames alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from framecache.common.errors import FramecacheError
 from framecache.common.provenance import Provenance
+
+if TYPE_CHECKING:  # decode imports the decoders' native libraries: loaded where frames are decoded
+    from framecache.extract.decode import VideoInfo
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,19 @@ class DecodeSettings:
         )
 
 
+@dataclass
+class VideoViews:
+    """One opened video's views, chunk by chunk; ``info`` (what the file holds) is known before the first chunk."""
+
+    info: VideoInfo
+    chunks: Iterator[np.ndarray]  # uint8 (views, n, size, size, 3), in order
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.chunks
+
+
 class ViewDecoder:
-    """Decodes videos into their views with one set of :class:`DecodeSettings`."""
+    """Decodes videos into their views with one set of :class:`DecodeSettings` (stage one's :class:`Decoder`)."""
 
     def __init__(self, settings: DecodeSettings):
         from framecache.extract.augment import ViewAugmenter
@@ -56,26 +71,24 @@ class ViewDecoder:
         # Only views 1.. are augmented: a clean-only decoder needs no (valid) preset.
         self.augmenter = ViewAugmenter(settings.augment, settings.seed) if settings.views > 1 else None
 
-    def views(self, path: str, key: str) -> Iterator[np.ndarray]:
-        """uint8 ``(views, n, size, size, 3)`` chunks of ``path``, in order; ``key`` (the CSV path) seeds the views.
+    def open(self, path: str, key: str) -> VideoViews:
+        """Open ``path`` (its header read once); ``key`` (the CSV path) seeds the views.
 
         Raises :class:`FramecacheError` for a file that cannot be read (see
-        :mod:`framecache.extract.decode`), possibly after some chunks: the
-        caller then discards what it received for the video.
+        :mod:`framecache.extract.decode`), here or while iterating, possibly
+        after some chunks: the caller then discards what it received for the video.
         """
         from framecache.extract.decode import iter_frames
 
         settings = self.settings
+        frames = iter_frames(path, size=settings.size, frame_step=settings.frame_step, fps=settings.fps,
+                             chunk_frames=settings.chunk_frames, backend=settings.decoder)
+        return VideoViews(frames.info, self._views(frames, key))
+
+    def _views(self, frames: Iterable[np.ndarray], key: str) -> Iterator[np.ndarray]:
         decoded = 0
-        for chunk in iter_frames(
-            path,
-            size=settings.size,
-            frame_step=settings.frame_step,
-            fps=settings.fps,
-            chunk_frames=settings.chunk_frames,
-            backend=settings.decoder,
-        ):
-            yield np.stack([chunk] + [self.augmenter(chunk, key, view, start=decoded) for view in range(1, settings.views)])
+        for chunk in frames:
+            yield np.stack([chunk] + [self.augmenter(chunk, key, view, start=decoded) for view in range(1, self.settings.views)])
             decoded += len(chunk)
         if decoded == 0:
             raise FramecacheError("no frames could be decoded")

@@ -1,196 +1,63 @@
-"""The pipeline's handles on its processes: the pool of decoders and the cache writer.
+"""The one cache writer of stage one: a process of its own, owning the open shard, on one machine and in every Ray actor.
 
-Both start their children with :func:`start_ignoring_sigint`, so a Ctrl-C is
-the pipeline's alone to handle. What the children run is in
-:mod:`framecache.extract.workers`; what they send, in :mod:`framecache.extract.messages`.
+::
+
+    driver ── VideoRecord, FailureRecord, CloseShard, Close ──►  writer process (a CacheWriter)
+
+What a kill costs, everywhere:
+
+- **the driver** (or the Ray actor it runs in) killed, even with ``kill -9``:
+  nothing. The writer is in its own session, sees its pipe close, closes its
+  open shard (its videos are kept) and exits.
+- **the writer** killed (the OOM killer): the videos of its open shard, at
+  most ``shard_videos`` videos or ``SHARD_SECONDS`` of work. Closed shards and
+  the cache stay whole; the driver stops with an error saying to run the same
+  command again, which extracts just those videos.
+
+Ctrl-C and SIGTERM (a batch system's, sent to every process of a job) are the
+driver's to handle: the writer ignores them, and the driver closes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
-import time
-from collections import deque
-from dataclasses import dataclass, field
-from multiprocessing import resource_tracker
-from multiprocessing.connection import Connection, wait
+import traceback
+from multiprocessing.connection import Connection
 
 from framecache.common.errors import FramecacheError
 from framecache.common.provenance import Provenance
 from framecache.extract.messages import (
     Close,
-    DecodeTask,
-    End,
-    Failed,
+    Closed,
+    CloseShard,
     FailureRecord,
-    Frames,
     Ready,
-    Retire,
+    ShardClosed,
     VideoRecord,
     WriterError,
 )
-from framecache.extract.views import DecodeSettings
-from framecache.extract.workers import decode_worker, writer_process
+from framecache.extract.processes import exit_detail, start_ignoring_sigint
 
-TASKS_PER_WORKER = 2  # queued per decoder, so it never waits for the next path
-DECODE_TIMEOUT_S = 600.0  # a worker silent this long on one video is stuck: restart it
+WRITER_TICK_S = 5.0  # how often an idle writer checks whether its shard has been open long enough
 
 
-def start_ignoring_sigint(process: multiprocessing.process.BaseProcess) -> None:
-    """Start a child process that Ctrl-C cannot hurt, without losing a Ctrl-C meant for us.
+class WriterProcess:
+    """The driver's handle on the writer process (a :class:`~framecache.extract.interfaces.ShardSink`).
 
-    A terminal sends SIGINT to the whole process group: a child still starting
-    up would die with a traceback, and a decoder would be taken for crashed.
-    So this thread blocks SIGINT while the child is created: the child inherits
-    the blocked signal across fork and exec and keeps it pending until its
-    first line ignores it. This process keeps its handler all along, so a
-    Ctrl-C meanwhile is taken by another of its threads, or by this one once
-    unblocked, and still interrupts the run. (Ignoring SIGINT here instead
-    would let another thread swallow it.)
-    """
-    # Started first, on its own: its start unblocks SIGINT in this thread.
-    resource_tracker.ensure_running()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        process.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
-def exit_detail(code: int | None) -> str:
-    """How a child ended, for a message: ``" (killed by SIGSEGV)"``, ``" (exit code 3)"`` or nothing."""
-    if code is None or code == 0:
-        return ""
-    if code < 0 and -code in signal.valid_signals():
-        return f" (killed by {signal.Signals(-code).name})"
-    return f" (exit code {code})"
-
-
-@dataclass
-class DecoderSlot:
-    """One decoder process, its pipe and the tasks sent to it that it has not finished."""
-
-    process: multiprocessing.process.BaseProcess
-    connection: Connection
-    tasks: deque[DecodeTask] = field(default_factory=deque)
-    last_seen: float = field(default_factory=time.monotonic)
-
-
-DecoderMessage = Frames | End | Failed
-
-
-class DecoderPool:
-    """A pool of decoder processes, each on its own pipe, restarted when one dies."""
-
-    def __init__(self, settings: DecodeSettings, count: int):
-        self.context = multiprocessing.get_context("spawn")
-        self.settings = settings
-        self.slots: list[DecoderSlot] = [self._start() for _ in range(count)]
-
-    def _start(self) -> DecoderSlot:
-        ours, theirs = self.context.Pipe(duplex=True)
-        process = self.context.Process(target=decode_worker, args=(theirs, self.settings), daemon=True)
-        start_ignoring_sigint(process)
-        theirs.close()
-        return DecoderSlot(process, ours)
-
-    def assign(self, todo: deque[DecodeTask]) -> None:
-        """Give each worker tasks until it has TASKS_PER_WORKER queued."""
-        for slot in self.slots:
-            while todo and len(slot.tasks) < TASKS_PER_WORKER:
-                task = todo.popleft()
-                slot.tasks.append(task)
-                if len(slot.tasks) == 1:
-                    slot.last_seen = time.monotonic()  # the stall clock starts with its first task
-                try:
-                    slot.connection.send(task)
-                except OSError:  # it died: receive() restarts it and hands its unbegun tasks on
-                    break
-
-    def busy(self) -> bool:
-        return any(slot.tasks for slot in self.slots)
-
-    def receive(self, timeout: float) -> list[DecoderMessage]:
-        """Messages ready now (or within ``timeout``); crashed or stuck workers become failures."""
-        messages: list[DecoderMessage] = []
-        by_connection = {id(slot.connection): slot for slot in self.slots}
-        for connection in wait([slot.connection for slot in self.slots], timeout):
-            messages.extend(self._read(by_connection[id(connection)]))
-        for slot in self.slots:
-            if slot.tasks and not slot.process.is_alive():
-                # It may have finished a video and begun the next before dying: take
-                # everything it sent (up to the end of the pipe) before blaming a video.
-                connection = slot.connection
-                while slot.connection is connection and connection.poll():
-                    messages.extend(self._read(slot))
-                if slot.connection is connection and slot.tasks:
-                    messages.extend(self._restart(slot, "the decoder crashed on this video"))
-            elif slot.tasks and time.monotonic() - slot.last_seen > DECODE_TIMEOUT_S:
-                messages.extend(self._restart(slot, f"decoding stalled for {DECODE_TIMEOUT_S:.0f} s"))
-        return messages
-
-    def _read(self, slot: DecoderSlot) -> list[DecoderMessage]:
-        """One message from a worker; if its pipe ended, the failure of the video it was on."""
-        try:
-            message = slot.connection.recv()
-        except (EOFError, OSError):
-            return self._restart(slot, "the decoder crashed on this video")
-        slot.last_seen = time.monotonic()
-        if isinstance(message, Retire):
-            self._replace(slot)
-            return []
-        if isinstance(message, (End, Failed)):
-            slot.tasks.popleft()
-        return [message]
-
-    def _restart(self, slot: DecoderSlot, reason: str) -> list[Failed]:
-        """Replace a dead worker; its current video fails, its queued ones go to the new worker."""
-        process = slot.process
-        if process.is_alive():
-            process.kill()
-        process.join(5)
-        crashed = slot.tasks.popleft() if slot.tasks else None
-        self._replace(slot)
-        return [Failed(crashed.index, reason + exit_detail(process.exitcode))] if crashed else []
-
-    def _replace(self, slot: DecoderSlot) -> None:
-        """Start a fresh worker in ``slot`` and hand it the tasks the old one had not begun."""
-        slot.process.join(5)
-        if slot.process.is_alive():
-            slot.process.kill()
-        requeue = deque(slot.tasks)
-        slot.connection.close()
-        fresh = self._start()
-        slot.process, slot.connection, slot.tasks, slot.last_seen = fresh.process, fresh.connection, fresh.tasks, fresh.last_seen
-        self.assign(requeue)
-
-    def close(self) -> None:
-        for slot in self.slots:
-            with contextlib.suppress(OSError):  # a worker that already exited
-                slot.connection.send(None)
-        for slot in self.slots:
-            slot.process.join(2)
-            if slot.process.is_alive():
-                slot.process.kill()
-                slot.process.join(2)
-            slot.connection.close()
-
-
-class WriterHandle:
-    """The pipeline's handle on the writer process.
-
-    The writer speaks only to answer ``close`` or to report a failed write,
-    after which it discards its open shard and exits: every call here first
-    checks for such a report, or for the writer's death, and raises it as a
-    FramecacheError. :meth:`check` does only that (the pipeline calls it
+    The writer speaks only to answer ``close`` / ``close_shard`` or to report a
+    failed write, after which it discards its open shard and exits: every call
+    here first checks for such a report, or for the writer's death, and raises
+    it as a FramecacheError. :meth:`check` does only that (the driver calls it
     between batches, so a writer killed by the OOM killer stops the run).
     """
 
-    def __init__(self, path: str, provenance: Provenance, overwrite: bool, shard_videos: int | None = None):
+    def __init__(self, path: str, provenance: Provenance, overwrite: bool = False, shard_videos: int | None = None):
         context = multiprocessing.get_context("spawn")
         self.connection, theirs = context.Pipe(duplex=True)
-        self.process = context.Process(target=writer_process, args=(theirs, path, provenance, overwrite, shard_videos))
+        self.process = context.Process(target=writer_main, args=(theirs, path, provenance, overwrite, shard_videos))
         self.failed = False
         try:
             start_ignoring_sigint(self.process)
@@ -238,17 +105,37 @@ class WriterHandle:
             raise self._error()
 
     def send(self, record: VideoRecord | FailureRecord) -> None:
+        self._send(record)
+        if isinstance(record, VideoRecord):
+            self.done_paths.add(record.path)
+
+    def _send(self, message) -> None:
         if self.failed:
             raise FramecacheError("writing the cache failed earlier")
         try:
             if self.connection.poll():
                 raise self._error()
-            self.connection.send(record)
+            self.connection.send(message)
         except OSError:  # BrokenPipeError, ConnectionResetError: the writer is gone
             raise self._error() from None
 
+    def _reply(self) -> None:
+        """Wait for the answer to a close; raise what the writer reports instead, if anything."""
+        try:
+            reply = self.connection.recv()
+        except (EOFError, OSError):
+            raise self._error() from None
+        if isinstance(reply, WriterError):
+            self.failed = True
+            raise FramecacheError(f"writing the cache failed: {reply.message}")
+
+    def close_shard(self) -> None:
+        """Close the open shard and wait until it is: its videos are kept from here."""
+        self._send(CloseShard())
+        self._reply()
+
     def close(self) -> None:
-        """Ask the writer to close the file; raise what it reports, if anything."""
+        """Ask the writer to close its shard and exit; raise what it reports, if anything."""
         try:
             if self.failed:
                 return  # already raised
@@ -256,13 +143,68 @@ class WriterHandle:
                 self.connection.send(Close())
             except OSError:
                 pass  # it exited: its report, if any, is still in the pipe
-            try:
-                reply = self.connection.recv()
-            except (EOFError, OSError):
-                raise self._error() from None
-            if isinstance(reply, WriterError):
-                self.failed = True
-                raise FramecacheError(f"writing the cache failed: {reply.message}")
+            self._reply()
         finally:
             self.process.join(30)
             self.connection.close()
+
+    def __enter__(self) -> WriterProcess:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def writer_main(connection: Connection, path: str, provenance: Provenance, overwrite: bool, shard_videos: int | None) -> None:
+    """Writer process: own the CacheWriter and its open shard, and write what the driver sends.
+
+    Replies :class:`Ready` (with the paths done) or :class:`WriterError` after
+    opening, :class:`ShardClosed` after :class:`CloseShard` and :class:`Closed`
+    after :class:`Close`. A failed write (disk full...) discards the open shard,
+    is reported as :class:`WriterError` at once, and the writer exits. While no
+    message comes, it still closes its shard once that has been open for ``SHARD_SECONDS``.
+    """
+    os.setsid()  # not in the driver's process group: a group kill leaves it to close its shard
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from framecache.common.cache import SHARD_VIDEOS, CacheWriter
+
+    try:
+        writer = CacheWriter(path, provenance, overwrite=overwrite, shard_videos=shard_videos or SHARD_VIDEOS)
+    except FramecacheError as error:
+        connection.send(WriterError(str(error)))
+        return
+    except Exception as error:
+        connection.send(WriterError(f"cannot open {path}: {type(error).__name__}: {error}"))
+        return
+    try:
+        connection.send(Ready(writer.done_paths()))
+        while True:
+            try:
+                if not connection.poll(WRITER_TICK_S):
+                    writer.tick()  # close a shard open for SHARD_SECONDS, even while nothing comes
+                    continue
+                message = connection.recv()
+            except (EOFError, OSError):
+                return  # the driver died: close the shard cleanly below
+            if isinstance(message, VideoRecord):
+                writer.add_video(message.path, message.label, message.features, group=message.group, split=message.split,
+                                 source_frames=message.source_frames, source_fps=message.source_fps)
+            elif isinstance(message, FailureRecord):
+                writer.add_failure(message.path, message.label, message.reason, group=message.group, split=message.split)
+            elif isinstance(message, CloseShard):
+                writer.close_shard()
+                connection.send(ShardClosed())
+            elif isinstance(message, Close):
+                writer.close()
+                connection.send(Closed())
+                return
+    except Exception as error:
+        report = str(error) if isinstance(error, FramecacheError) else traceback.format_exc(limit=3)
+        with contextlib.suppress(OSError):  # the driver may be gone already
+            connection.send(WriterError(report))
+    finally:
+        try:
+            writer.close()
+        except Exception:
+            pass  # after a failed write: already reported

@@ -17,7 +17,7 @@ from framecache.extract.backbones import (
     available_backbones,
     backbone_from_provenance,
     build_backbone,
-    describe_backbone,
+    plan_backbone,
     sha256_of,
 )
 
@@ -124,11 +124,11 @@ def test_the_checkpoint_reader_refuses_other_globals(tmp_path):
 
 def test_lite0_weights_are_converted_once_deterministically(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "a"))
-    described = describe_backbone("efficientnet_lite0", "imagenet")
+    described = plan_backbone("efficientnet_lite0", "imagenet").description
     cached = tmp_path / "a" / "models" / lite0.WEIGHTS_FILE
     assert described.weights == "imagenet" and described.weights_sha256 == sha256_of(cached)
     modified = cached.stat().st_mtime_ns
-    assert describe_backbone("efficientnet_lite0", "imagenet") == described
+    assert plan_backbone("efficientnet_lite0", "imagenet").description == described
     assert cached.stat().st_mtime_ns == modified  # reused, not converted again
     # Another machine converts to the same bytes, so its features carry the same provenance.
     assert sha256_of(lite0.convert_imagenet_weights(tmp_path / "b")) == described.weights_sha256
@@ -165,7 +165,9 @@ def test_imagenet_offline_says_where_to_put_the_file(tmp_path):
     Keras reads KERAS_HOME when it is imported, so this runs in a fresh process.
     """
     env = dict(os.environ, KERAS_HOME=str(tmp_path), HOME=str(tmp_path))
-    code = "from framecache.extract.backbones import build_backbone; build_backbone('efficientnetb0', 'imagenet')"
+    code = ("from framecache.cli import FlagSpelling; from framecache.common.options import spelled\n"
+            "from framecache.extract.backbones import build_backbone\n"
+            "with spelled(FlagSpelling()): build_backbone('efficientnetb0', 'imagenet')")  # worded as the command does
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     if result.returncode == 0:
         pytest.skip("this machine can download ImageNet weights")
@@ -190,6 +192,6 @@ def test_openvino_sends_no_telemetry(tmp_path):
     """``import openvino`` would write a client id under ~/intel and send a usage event; framecache declines."""
     env = {key: value for key, value in os.environ.items() if key not in ("CI", "TF_BUILD", "JENKINS_URL")}
     env["HOME"] = str(tmp_path)  # OpenVINO's telemetry keeps its consent and client id under $HOME/intel
-    code = "from framecache.extract.backbones import _import_openvino; _import_openvino(); import openvino.tools.ovc"
+    code = "from framecache.extract.engines import import_openvino; import_openvino(); import openvino.tools.ovc"
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env, check=True)
     assert not (tmp_path / "intel").exists()

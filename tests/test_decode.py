@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from framecache.common.errors import FramecacheError
-from framecache.extract.decode import BACKENDS, RESIZE_POLICY, VideoInfo, iter_frames, probe_video, sample_indices
+from framecache.extract.decode import BACKENDS, RESIZE_POLICY, VideoInfo, iter_frames, sample_indices
 
 
 def write_test_video(path: Path, frames: np.ndarray, fps: int = 30, codec: str = "mpeg4") -> Path:
@@ -113,14 +113,14 @@ def test_sample_indices_needs_native_fps_for_fps_sampling() -> None:
         sample_indices(30, 0.0, fps=10)
 
 
-# ----------------------------------------------------------------- probe and decode
+# ----------------------------------------------------------------- open and decode
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_probe_video(videos: dict[str, Path], backend: str) -> None:
-    info = probe_video(str(videos["landscape_mp4"]), backend=backend)
+def test_opened_video_knows_its_header_before_decoding(videos: dict[str, Path], backend: str) -> None:
+    info = iter_frames(str(videos["landscape_mp4"]), backend=backend).info
     assert info == VideoInfo(num_frames=40, fps=30.0, width=320, height=240)
-    assert probe_video(str(videos["tiny_mp4"]), backend=backend).width == 33
+    assert iter_frames(str(videos["tiny_mp4"]), backend=backend).info.width == 33
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -295,17 +295,17 @@ def test_bad_inputs_raise_framecache_error(bad_files: dict[str, Path], name: str
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_probe_video_reports_bad_inputs(bad_files: dict[str, Path], backend: str) -> None:
+def test_opening_reports_bad_inputs(bad_files: dict[str, Path], backend: str) -> None:
     with pytest.raises(FramecacheError, match="no video stream"):
-        probe_video(str(bad_files["audio_only"]), backend=backend)
+        iter_frames(str(bad_files["audio_only"]), backend=backend)
     with pytest.raises(FramecacheError, match="file not found"):
-        probe_video(str(bad_files["missing"]), backend=backend)
+        iter_frames(str(bad_files["missing"]), backend=backend)
 
 
-def test_decord_probe_finds_truncation_without_decoding(bad_files: dict[str, Path]) -> None:
-    # PyAV only reads the header when probing; it finds the truncation while decoding.
+def test_decord_finds_truncation_on_opening(bad_files: dict[str, Path]) -> None:
+    # PyAV only reads the header when opening; it finds the truncation while decoding.
     with pytest.raises(FramecacheError, match="header says 90 frames but only"):
-        probe_video(str(bad_files["truncated_avi"]), backend="decord")
+        iter_frames(str(bad_files["truncated_avi"]), backend="decord")
 
 
 def test_unreadable_file(tmp_path: Path, videos: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:

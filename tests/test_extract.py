@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from conftest import read_features, write_broken_videos
 
+from framecache.cli import MakeSpelling
 from framecache.common.cache import FeatureCache
 from framecache.common.config import ExtractConfig
 from framecache.common.errors import FramecacheError
+from framecache.common.options import spelled
 from framecache.extract import progress
 from framecache.extract.embed import embed_videos
-from framecache.extract.pipeline import ExtractSummary, run_extraction
+from framecache.extract.pipeline import run_extraction
 
 BACKBONE = "efficientnetb0"  # random weights: tests never download
 
@@ -123,24 +125,21 @@ def test_progress_lines_when_stderr_is_not_a_terminal(dataset, monkeypatch, caps
 
 
 def test_progress_lines_come_every_interval_and_every_tenth():
-    summary = ExtractSummary(videos_total=1000, skipped=400)
     now = [0.0]
     out = io.StringIO()  # not a terminal
-    reporter = progress.Progress(summary, quiet=False, started=0.0, stream=out, clock=lambda: now[0])
+    reporter = progress.Progress(total=1000, skipped=400, quiet=False, started=0.0, stream=out, clock=lambda: now[0])
     for video in range(1, 12):  # 11 videos at 1 s each: 41 % reached at the 10th
         now[0] += 1.0
-        summary.ok, summary.frames = video, 150 * video
-        reporter.video_done(summary)
+        reporter.update(400 + video, 0, 150 * video)
     now[0] = 19.5
-    reporter.tick(summary)  # 9.5 s since the last line, at 10 s: nothing
+    reporter.update(411, 0, 1650)  # 9.5 s since the last line, at 10 s: nothing
     now[0] = 20.5
-    reporter.tick(summary)  # 10.5 s: a line although no video finished
+    reporter.update(411, 0, 1650)  # 10.5 s: a line although no video finished
     assert out.getvalue().splitlines() == [
         "410/1000 videos (41 %), 0 failed, 150 frames/s, ~10 min left",
         "411/1000 videos (41 %), 0 failed, 80 frames/s, ~18 min left",
     ]
-    summary.ok = 600  # past another tenth, at once
-    reporter.video_done(summary)
+    reporter.update(1000, 0, 1650)  # past another tenth, at once
     assert out.getvalue().splitlines()[-1].startswith("1000/1000 videos (100 %), 0 failed")
 
 
@@ -165,6 +164,8 @@ def test_no_video_read_names_the_most_common_reason(dataset, tmp_path):
     csv.write_text("path,label\nvideos/corrupt.mp4,a\nvideos/empty.mp4,a\nvideos/empty2.mp4,b\nvideos/empty3.mp4,b\n")
     for name in ("empty2.mp4", "empty3.mp4"):
         (tmp_path / "videos" / name).write_bytes(b"")
-    with pytest.raises(FramecacheError, match=r"none of the 4 video\(s\).*\(3 of 4\): file is empty \(0 bytes\)\. .*make info") as error:
+    with spelled(MakeSpelling()), pytest.raises(  # as `make features` words it
+        FramecacheError, match=r"none of the 4 video\(s\).*\(3 of 4\): file is empty \(0 bytes\)\. .*`make info FEATURES=.*bad.h5`"
+    ) as error:
         run_extraction(config_for(csv, out=str(tmp_path / "bad.h5")))
     assert "CSV's own folder" not in str(error.value)

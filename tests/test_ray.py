@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import read_features, write_broken_videos
+from doubles import KILL_MARKER, ParentKillingDecoder
 
 from framecache.common.config import ExtractConfig
 from framecache.common.errors import FramecacheError
-from framecache.extract.blocks import FAULT_KILL_ENV, BlockExtractor, cut_blocks
-from framecache.extract.pipeline import prepare, run_extraction
+from framecache.extract.blocks import BlockExtractor, cut_blocks
+from framecache.extract.pipeline import plan_run, run_extraction
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = [f"videos/v{index}.mp4" for index in range(8)]
@@ -83,14 +84,14 @@ def test_blocks_cover_the_videos_in_order_and_give_each_actor_two():
 def test_block_extractor_writes_the_cache_the_pipeline_writes(videos, reference):
     """The actor's code, run here: one backbone for every block, a shard per block, features bit for bit."""
     config = config_for(videos, "blocks.h5")
-    dataset, provenance = prepare(config)
+    plan = plan_run(config.validate())
     from framecache.common.cache import CacheWriter
 
-    CacheWriter(config.out, provenance).close()  # the driver's part: the root
-    extractor = BlockExtractor(config, provenance, threads=1)
+    CacheWriter(config.out, plan.provenance).close()  # the Ray driver's part: the root
+    extractor = BlockExtractor(config, plan, threads=1)
     try:
-        results = [extractor(block) for block in cut_blocks(dataset, actors=2)]
-        again = extractor(cut_blocks(dataset, actors=1, block_videos=len(dataset))[0])  # a retried block: nothing twice
+        results = [extractor(block) for block in cut_blocks(plan.dataset, actors=2)]
+        again = extractor(cut_blocks(plan.dataset, actors=1, block_videos=len(plan.dataset))[0])  # a retried block: nothing twice
     finally:
         extractor.close()
     assert sum(result.ok for result in results) == len(GOOD) and sum(result.failed for result in results) == len(BROKEN)
@@ -100,14 +101,11 @@ def test_block_extractor_writes_the_cache_the_pipeline_writes(videos, reference)
 
 
 def test_a_ray_address_that_is_not_one_is_refused_naming_the_flag():
-    from framecache.common.options import set_interface
+    from framecache.cli import FlagSpelling
+    from framecache.common.options import spelled
 
-    set_interface("cli")
-    try:
-        with pytest.raises(FramecacheError, match=r"--ray 'nowhere' is not a Ray cluster.*RAY=local|--ray .*local"):
-            ExtractConfig(ray="nowhere").validate()
-    finally:
-        set_interface("python")
+    with spelled(FlagSpelling()), pytest.raises(FramecacheError, match=r"--ray nowhere is not a Ray cluster.*local"):
+        ExtractConfig(ray="nowhere").validate()
 
 
 # -- on a local Ray cluster
@@ -116,7 +114,9 @@ def test_a_ray_address_that_is_not_one_is_refused_naming_the_flag():
 def cluster():
     """One local cluster of 2 CPUs for every Ray test of this module."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    # The actors import this folder's test doubles (tests/doubles.py) as the driver does.
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent)}})
     yield
     ray.shutdown()
 
@@ -171,14 +171,14 @@ def test_a_killed_ray_worker_is_retried_and_nothing_is_written_twice(cluster, vi
 
 
 @pytest.mark.slow
-def test_a_block_that_keeps_failing_ends_the_run_keeping_every_other_shard(cluster, videos, reference, monkeypatch):
-    monkeypatch.setenv(FAULT_KILL_ENV, "v5.mp4")  # forwarded to the actors: the one with v5 dies every time
+def test_a_block_that_keeps_failing_ends_the_run_keeping_every_other_shard(cluster, videos, reference):
+    # Each attempt at the block that starts with v3 kills its actor (a test double decoder, before v3 is decoded).
+    assert KILL_MARKER == "v3.mp4"
     config = config_for(videos, "failing.h5", ray="local", workers=2, block_videos=3)
     with pytest.raises(FramecacheError, match=r"1 block\(s\) of videos failed .* block 1 \(3 videos from videos/v3.mp4\)"):
-        run_extraction(config)
+        run_extraction(config, decoder_class=ParentKillingDecoder)
     features, _ = read_features(config.out)
     assert sorted(features) == sorted(set(GOOD) - {"videos/v3.mp4", "videos/v4.mp4", "videos/v5.mp4"})
-    monkeypatch.delenv(FAULT_KILL_ENV)
     summary = run_extraction(config)  # the same command resumes
     assert (summary.ok, summary.skipped) == (3, len(GOOD) - 3)
     assert_same_cache(config.out, reference)

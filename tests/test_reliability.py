@@ -5,7 +5,7 @@ info``) in a subprocess, with the real backbone (MobileNetV2, random
 weights: offline, 1280-d, 224 px), on small videos made at run time:
 
 - bad videos in the CSV are recorded as failed with a reason, good ones extracted;
-- a decoder that crashes (fault injection: ``FRAMECACHE_FAULT_CRASH``) costs one video;
+- a decoder that crashes (a test double, :class:`doubles.CrashingDecoder`) costs one video;
 - ``kill -9`` of the pipeline, and of the cache writer itself, at random
   moments, several times in a row, then a full run: every video exactly once,
   features equal to an uninterrupted run's; a killed writer costs at most its
@@ -44,14 +44,13 @@ import h5py
 import numpy as np
 import pytest
 from conftest import make_provenance
+from doubles import CRASH_MARKER, CrashingDecoder
 
 from framecache.common.cache import OPEN_PREFIX, SCHEMA_VERSION, CacheWriter, FeatureCache, shards_folder
 from framecache.data.synthetic import write_video
-from framecache.extract.workers import FAULT_CRASH_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ["--backbone", "mobilenet_v2", "--weights", "none"]
-CRASH_MARKER = "SEGFAULT-ME"  # with FRAMECACHE_FAULT_CRASH set to it, decode workers crash on these paths
 GOOD = [f"good{index}.mp4" for index in range(8)]
 
 
@@ -96,7 +95,6 @@ def write_audio_only(path: Path) -> None:
 
 def cli_env(**extra: str) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    env.pop(FAULT_CRASH_ENV, None)
     env.update(extra)
     return env
 
@@ -333,9 +331,8 @@ def test_a_crashing_decoder_costs_only_its_video(videos, tmp_path, workers):
     # Each crash comes right after a good video on the same worker, which can send all
     # of it and crash on the next before the pipeline has read what it sent: the good
     # video must not be blamed for the crash.
-    result = run(
-        extract_command(csv, out, views=1, workers=workers, chunk=1), env=cli_env(**{FAULT_CRASH_ENV: CRASH_MARKER})
-    )
+    command = extract_command(csv, out, views=1, workers=workers, chunk=1)
+    result = run([sys.executable, str(Path(__file__).parent / "doubles.py"), *command[3:]], env=cli_env())  # framecache, crashing
 
     assert_ok(result)
     assert "4 ok, 2 failed" in result.stdout
@@ -347,21 +344,20 @@ def test_a_crashing_decoder_costs_only_its_video(videos, tmp_path, workers):
         assert reason == "the decoder crashed on this video (killed by SIGSEGV)"
 
 
-def test_a_crash_is_blamed_on_the_video_that_caused_it(videos, monkeypatch):
+def test_a_crash_is_blamed_on_the_video_that_caused_it(videos):
     """A worker can send all of one video and crash on the next before the pipeline reads a byte.
 
     Deterministic version of a race: the pipeline must first take what the dead
     worker sent (the whole first video) and only then record the crash.
     """
+    from framecache.extract.decoders import DecoderPool
     from framecache.extract.messages import DecodeTask, End, Failed, Frames
-    from framecache.extract.processes import DecoderPool
     from framecache.extract.views import DecodeSettings
 
-    monkeypatch.setenv(FAULT_CRASH_ENV, CRASH_MARKER)  # the spawned worker inherits it
     settings = DecodeSettings(
         size=224, frame_step=1, fps=None, chunk_frames=1, decoder="pyav", views=1, augment="none", seed=0
     )
-    decoders = DecoderPool(settings, 1)
+    decoders = DecoderPool(settings, 1, CrashingDecoder)
     try:
         tasks = [
             DecodeTask(0, str(videos / "one-frame.mp4"), "one-frame.mp4"),  # one 150 kB message: fits the pipe
@@ -382,17 +378,16 @@ def test_a_crash_is_blamed_on_the_video_that_caused_it(videos, monkeypatch):
     assert messages[-1].reason == "the decoder crashed on this video (killed by SIGSEGV)"
 
 
-def test_a_video_handed_to_a_dead_worker_goes_to_its_replacement(videos, monkeypatch):
+def test_a_video_handed_to_a_dead_worker_goes_to_its_replacement(videos):
     """The pipeline can queue a video on a worker that has just died: that must not stop the run."""
+    from framecache.extract.decoders import DecoderPool
     from framecache.extract.messages import DecodeTask, End, Failed, Frames
-    from framecache.extract.processes import DecoderPool
     from framecache.extract.views import DecodeSettings
 
-    monkeypatch.setenv(FAULT_CRASH_ENV, CRASH_MARKER)
     settings = DecodeSettings(
         size=224, frame_step=1, fps=None, chunk_frames=4, decoder="pyav", views=1, augment="none", seed=0
     )
-    decoders = DecoderPool(settings, 1)
+    decoders = DecoderPool(settings, 1, CrashingDecoder)
     try:
         decoders.assign(deque([DecodeTask(0, str(videos / f"{CRASH_MARKER}-0.mp4"), "crash")]))
         decoders.slots[0].process.join(30)  # dead, not yet noticed by the pipeline

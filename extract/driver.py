@@ -1,0 +1,206 @@
+"""The one driver of stage one: schedule the frames of many videos through the backbone in fixed-size batches.
+
+::
+
+    DecoderPool ──view chunks──►  Driver (this process)  ──finished videos──►  ShardSink (the writer process)
+    (decoder processes)           batches mixing videos,
+                                  through the Embedder
+
+The same class runs a whole CSV on one machine (:mod:`framecache.extract.pipeline`)
+and each block of videos inside a Ray actor (:mod:`framecache.extract.blocks`).
+Its parts are the interfaces of :mod:`framecache.extract.interfaces`; the
+caller builds them, and closes them after :meth:`Driver.run`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from framecache.common.cache import stored_features
+from framecache.common.cli import interrupted, raise_interrupt
+from framecache.extract.decoders import DecoderPool
+from framecache.extract.interfaces import Embedder, ProgressReport, ShardSink
+from framecache.extract.messages import DecodeTask, End, Failed, FailureRecord, Frames, VideoRecord
+
+log = logging.getLogger(__name__)
+
+WAIT_S = 0.5  # longest wait for decoded frames before checking the writer and the progress again
+
+
+@dataclass
+class ExtractSummary:
+    """What one run did; printed as the last line of ``make features``."""
+
+    videos_total: int
+    skipped: int = 0  # already in the cache
+    ok: int = 0
+    failed: int = 0
+    frames: int = 0  # frames embedded this run, all views
+    seconds: float = 0.0
+    interrupted: bool = False
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    blocks: list = field(default_factory=list)  # on Ray: each block's BlockResult, in the order they finished
+
+    @property
+    def done(self) -> int:
+        """Videos done: cached before, extracted or failed."""
+        return self.skipped + self.ok + self.failed
+
+    def line(self) -> str:
+        rate = self.frames / self.seconds if self.seconds > 0 else 0.0
+        state = "interrupted: " if self.interrupted else ""
+        return (
+            f"{state}{self.ok} ok, {self.failed} failed, {self.skipped} already cached "
+            f"({self.frames} frames embedded in {self.seconds:.1f} s, {rate:.1f} frames/s)"
+        )
+
+
+@dataclass
+class _Video:
+    """A video in flight: its view frames arrive in chunks, features come back per batch."""
+
+    num_frames: int | None = None  # known once the decoder sends End
+    source_frames: int = 0
+    source_fps: float = 0.0
+    pending: int = 0  # frames (all views) handed to the backbone queue, not yet embedded
+    features: dict = field(default_factory=dict)  # (view, offset) -> float32 (n, D)
+
+
+@dataclass
+class _Queued:
+    """Frames of one view of one video waiting for the backbone."""
+
+    index: int
+    view: int
+    offset: int
+    frames: np.ndarray  # uint8 (n, size, size, 3)
+
+
+class Driver:
+    """Hand videos to the decoders, batch their frames (of any videos) through the embedder, send each finished
+    (or failed) video to the writer.
+
+    ``build_embedder`` is called when the first frames arrive (a run with only
+    unreadable files never builds the backbone); ``views`` and ``batch_size``
+    are the run's.
+    """
+
+    def __init__(self, decoders: DecoderPool, build_embedder: Callable[[], Embedder], writer: ShardSink,
+                 progress: ProgressReport, views: int, batch_size: int):
+        self.decoders = decoders
+        self.build_embedder = build_embedder
+        self.embedder: Embedder | None = None
+        self.writer = writer
+        self.progress = progress
+        self.views, self.batch_size = views, batch_size
+
+    def run(self, rows: pd.DataFrame, summary: ExtractSummary) -> None:
+        """Extract ``rows`` (of :func:`~framecache.common.dataset.load_dataset`'s frame), counting into ``summary``.
+
+        Ctrl-C or SIGTERM stops it early with ``summary.interrupted`` set; the
+        videos sent to the writer so far are kept once the caller closes it.
+        """
+        self.rows, self.summary = rows, summary
+        self.in_flight: dict[int, _Video] = {}
+        self.ready: deque[_Queued] = deque()  # waiting for the backbone
+        self.ready_frames = 0
+        todo = deque(DecodeTask(index, row.abs_path, row.path) for index, row in enumerate(rows.itertuples()))
+        decoders = self.decoders
+        main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+        previous_sigterm = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread else None
+        try:
+            decoders.assign(todo)
+            while todo or decoders.busy() or self.ready:
+                if interrupted():  # raised before, but swallowed by a library
+                    raise KeyboardInterrupt
+                self.writer.check()  # a writer killed meanwhile (OOM killer) stops the run now
+                if self.ready_frames >= self.batch_size or (self.ready and not decoders.busy()):
+                    self._embed()  # a short batch only at the very end
+                    continue
+                for message in decoders.receive(timeout=WAIT_S):
+                    self._handle(message)
+                decoders.assign(todo)
+                self._report()
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous_sigterm)
+
+    def _report(self) -> None:
+        summary = self.summary
+        self.progress.update(summary.done, summary.failed, summary.frames)
+
+    def _handle(self, message: Frames | End | Failed) -> None:
+        video = self.in_flight.setdefault(message.index, _Video())
+        if isinstance(message, Frames):
+            for view, frames in enumerate(message.views):
+                self.ready.append(_Queued(message.index, view, message.offset, frames))
+            count = message.views.shape[0] * message.views.shape[1]
+            video.pending += count
+            self.ready_frames += count
+        elif isinstance(message, End):
+            video.num_frames, video.source_frames, video.source_fps = message.num_frames, message.source_frames, message.source_fps
+            if video.pending == 0:
+                self._finish(message.index, None)
+        elif isinstance(message, Failed):
+            queued = [item for item in self.ready if item.index == message.index]
+            self.ready_frames -= sum(len(item.frames) for item in queued)
+            for item in queued:
+                self.ready.remove(item)
+            self._finish(message.index, message.reason)
+
+    def _embed(self) -> None:
+        """Run the next ``batch_size`` queued frames (of any videos) through the embedder."""
+        if self.embedder is None:
+            self.embedder = self.build_embedder()
+        pieces, taken = [], 0
+        while self.ready and taken < self.batch_size:
+            item = self.ready.popleft()
+            room = self.batch_size - taken
+            if len(item.frames) > room:
+                self.ready.appendleft(_Queued(item.index, item.view, item.offset + room, item.frames[room:]))
+                item = _Queued(item.index, item.view, item.offset, item.frames[:room])
+            pieces.append(item)
+            taken += len(item.frames)
+        self.ready_frames -= taken
+        features = self.embedder.embed(np.concatenate([item.frames for item in pieces]))
+        start = 0
+        for item in pieces:
+            video = self.in_flight.get(item.index)
+            if video is not None:  # None: the video failed after these frames were queued
+                video.features[(item.view, item.offset)] = features[start : start + len(item.frames)]
+                video.pending -= len(item.frames)
+            start += len(item.frames)
+        self.summary.frames += taken
+        for index in [i for i, v in self.in_flight.items() if v.num_frames is not None and v.pending == 0]:
+            self._finish(index, None)
+        self._report()
+
+    def _finish(self, index: int, reason: str | None) -> None:
+        """Send a video to the writer: its features, or why it failed."""
+        row = self.rows.iloc[index]
+        video = self.in_flight.pop(index, None)
+        summary = self.summary
+        if reason is not None:
+            self.writer.send(FailureRecord(row.path, row.label, row.group, row.split, reason))
+            summary.failed += 1
+            summary.failures.append((row.path, reason))
+            log.debug("failed: %s: %s", row.path, reason)
+        else:
+            views = [
+                np.concatenate([video.features[key] for key in sorted(video.features) if key[0] == view])
+                for view in range(self.views)
+            ]
+            features = stored_features(np.stack(views))
+            self.writer.send(VideoRecord(row.path, row.label, row.group, row.split, features, video.source_frames, video.source_fps))
+            summary.ok += 1
+        self._report()

@@ -1,0 +1,70 @@
+"""The written interfaces of stage one: what the driver (:class:`~framecache.extract.driver.Driver`) needs of its parts.
+
+::
+
+    Decoder        a video file  ->  its views, uint8 chunks        ViewDecoder (in the decoder processes)
+    Embedder       uint8 frames  ->  float32 features                Backbone (built once per process)
+    ShardSink      finished videos -> closed shards of the cache     WriterProcess (the one writer arrangement)
+    ProgressReport counts         -> a bar, lines, or a Ray tally    Progress, blocks' BlockProgress
+
+Each is a :class:`typing.Protocol`: a test double needs only these methods.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from framecache.extract.messages import FailureRecord, VideoRecord
+    from framecache.extract.views import DecodeSettings, VideoViews
+
+
+class Decoder(Protocol):
+    """Turns one video file into its views; built once per decoder process from the run's settings."""
+
+    def __init__(self, settings: DecodeSettings): ...
+
+    def open(self, path: str, key: str) -> VideoViews:
+        """Open ``path`` (``key``, its CSV path, seeds the augmented views): its header now, its view chunks as iterated.
+        Raises :class:`~framecache.common.errors.FramecacheError` (or any exception: a failed video) for a bad file."""
+        ...
+
+
+class Embedder(Protocol):
+    """The frozen backbone: uint8 RGB frames ``(n, size, size, 3)`` in, float32 features ``(n, feature_dim)`` out."""
+
+    def embed(self, frames: np.ndarray) -> np.ndarray: ...
+
+
+class ShardSink(Protocol):
+    """Where finished videos go: the cache's shards. A video is kept once the shard holding it is closed."""
+
+    done_paths: set[str]  # CSV paths in the cache already (closed shards, and those sent since): skipped
+
+    def send(self, record: VideoRecord | FailureRecord) -> None:
+        """Add one finished video (or the reason it failed) to the open shard."""
+        ...
+
+    def check(self) -> None:
+        """Raise :class:`~framecache.common.errors.FramecacheError` if writing failed meanwhile (called between batches)."""
+        ...
+
+    def close_shard(self) -> None:
+        """Close the open shard now: its videos are kept from here."""
+        ...
+
+    def close(self) -> None:
+        """Close the open shard and release the writer."""
+        ...
+
+
+class ProgressReport(Protocol):
+    """Counts of one run (or one block) as it goes; called often, shows what it likes."""
+
+    def update(self, done: int, failed: int, frames: int) -> None:
+        """``done``: videos done (cached ones included), ``failed``: of those, failed; ``frames``: embedded so far."""
+        ...
+
+    def close(self) -> None: ...

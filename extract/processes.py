@@ -1,0 +1,37 @@
+"""Starting stage one's child processes (decoders, the cache writer) and saying how one ended."""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from multiprocessing import resource_tracker
+
+
+def start_ignoring_sigint(process: multiprocessing.process.BaseProcess) -> None:
+    """Start a child process that Ctrl-C cannot hurt, without losing a Ctrl-C meant for us.
+
+    A terminal sends SIGINT to the whole process group: a child still starting
+    up would die with a traceback, and a decoder would be taken for crashed.
+    So this thread blocks SIGINT while the child is created: the child inherits
+    the blocked signal across fork and exec and keeps it pending until its
+    first line ignores it. This process keeps its handler all along, so a
+    Ctrl-C meanwhile is taken by another of its threads, or by this one once
+    unblocked, and still interrupts the run. (Ignoring SIGINT here instead
+    would let another thread swallow it.)
+    """
+    # Started first, on its own: its start unblocks SIGINT in this thread.
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def exit_detail(code: int | None) -> str:
+    """How a child ended, for a message: ``" (killed by SIGSEGV)"``, ``" (exit code 3)"`` or nothing."""
+    if code is None or code == 0:
+        return ""
+    if code < 0 and -code in signal.valid_signals():
+        return f" (killed by {signal.Signals(-code).name})"
+    return f" (exit code {code})"
