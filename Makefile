@@ -24,7 +24,7 @@ DEMO_DIR := data/demo
 
 help:
 	@echo "make demo        demo data -> features -> GRU beside its baseline -> summary (offline, a few minutes)"
-	@echo "make test        the test suite (make test-slow: the slow tests too)"
+	@echo "make test        the fast tests, in parallel (make test-slow: only the tests marked slow, in order; installs Ray)"
 	@echo "make features    CSV=labels.csv OUT=features.h5 [BACKBONE= WEIGHTS= VIEWS= AUGMENT= SEED= ...]"
 	@echo "make info        FEATURES=features.h5 [JSON=1]"
 	@echo "make merge       OUT=study.h5 CACHES='a.h5 b.h5'  caches with the same settings into one (converts schema 1)"

@@ -4,9 +4,10 @@
     python -m framecache.data.make_demo --out data/appearance --preset appearance
 
 ``--preset`` picks the classes by what decides them (see
-:mod:`framecache.data.synthetic`): ``both`` (default: four motion classes and
-four held poses), ``motion`` or ``appearance``; ``--classes`` names them
-instead.
+:mod:`framecache.data.synthetic`): ``motion`` (four exercises: only the
+movement tells them apart), ``appearance`` (four equipment classes: the
+equipment in the scene tells them apart, while the figure does any of the four
+exercises) or ``both`` (the eight; default); ``--classes`` names them instead.
 
 Layout: ``OUT/videos/<label>/<label>_<index>.mp4``, ``OUT/labels.csv`` (paths
 relative to OUT) and ``OUT/demo.json`` (the settings). A rerun with the same
@@ -140,8 +141,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, SyntheticSettings, 
         "--preset",
         default="both",
         choices=sorted(PRESETS),
-        help="classes by what decides them: motion (four exercises), appearance (four held poses that all move alike) "
-        "or both (the eight; default)",
+        help=f"classes by what decides them: motion ({', '.join(PRESETS['motion'])}: only the movement differs), "
+        f"appearance ({', '.join(PRESETS['appearance'])}: only the equipment in the scene differs, the figure doing one of "
+        "the motion preset's exercises, drawn per video) or both (all eight; default)",
     )
     parser.add_argument(
         "--classes",
