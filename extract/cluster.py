@@ -25,6 +25,7 @@ a recorded failure, as on one machine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -138,6 +139,8 @@ def run_on_ray(config: ExtractConfig, decoder_class: type = ViewDecoder) -> Extr
                 run.close()
         except KeyboardInterrupt:
             summary.interrupted = True
+        except _import_ray().exceptions.RayError as error:  # the cluster itself failed (a node, one of Ray's own actors)
+            raise _cluster_failed(error, summary) from None
         finally:
             progress.close()
     finally:
@@ -249,9 +252,11 @@ class _Run:
         self.progress.update(done, summary.failed, summary.frames + sum(frames for _, frames in running))
 
     def close(self) -> None:
-        """Close every actor's writer and decoders (their blocks' shards are closed already)."""
-        closing = [actor.close.remote() for actor in self.actors]
-        self.ray.wait(closing, num_returns=len(closing), timeout=30)
+        """Close every actor's writer and decoders (their blocks' shards are closed already); after a failure of the
+        cluster, as far as it still answers."""
+        with contextlib.suppress(self.ray.exceptions.RayError):
+            closing = [actor.close.remote() for actor in self.actors]
+            self.ray.wait(closing, num_returns=len(closing), timeout=30)
 
     def give_up_error(self) -> FramecacheError:
         block, reason = self.gave_up[0]
@@ -261,6 +266,15 @@ class _Run:
             f"Every other block's shards are kept ({self.summary.ok} videos extracted this run): fix the cause "
             f"(`{command_hint('info', features=self.config.out)}` lists the cached videos) and run the same command again to resume"
         )
+
+
+def _cluster_failed(error: Exception, summary: ExtractSummary) -> FramecacheError:
+    """The error of a run whose cluster failed under it (not one block's failure: those are retried, then reported)."""
+    return FramecacheError(
+        f"the Ray cluster failed during the run ({_reason(error)}). Every shard closed so far is kept "
+        f"({summary.ok} videos of finished blocks this run): check that the cluster is up (`ray status`) and run the "
+        "same command again to resume"
+    )
 
 
 def forwarded_environment() -> dict[str, str]:

@@ -185,6 +185,35 @@ def test_a_block_that_keeps_failing_ends_the_run_keeping_every_other_shard(clust
 
 
 @pytest.mark.slow
+def test_a_failure_of_the_cluster_itself_is_one_error_keeping_the_shards(cluster, videos, reference):
+    """A stand-in for a node or one of Ray's own processes dying: the run's progress actor is killed mid-run."""
+    import ray
+
+    config = config_for(videos, "cluster-failed.h5", ray="local", workers=2, block_videos=1)
+    killed = []
+
+    def kill_the_tally() -> None:
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            names = [name for name in ray.util.list_named_actors() if name.startswith("framecache-tally-")]
+            if names and actor_pids():
+                time.sleep(0.5)  # into the run
+                ray.kill(ray.get_actor(names[0]))
+                killed.append(names[0])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_tally, daemon=True)
+    killer.start()
+    with pytest.raises(FramecacheError, match=r"the Ray cluster failed during the run \(.*\)\. Every shard closed so far is kept"):
+        run_extraction(config)
+    killer.join()
+    assert killed, "the run's progress actor was never seen"
+    summary = run_extraction(config)  # the same command resumes and completes the cache
+    assert summary.ok + summary.skipped == len(GOOD)
+    assert_same_cache(config.out, reference)
+
+
+@pytest.mark.slow
 def test_a_killed_driver_resumes_with_the_same_command(videos, reference, tmp_path):
     """``framecache extract --ray local`` killed with SIGKILL once a block is kept; the same command finishes the cache."""
     pytest.importorskip("ray")
