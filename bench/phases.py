@@ -1,4 +1,4 @@
-"""What the bench measures, one function per phase; :mod:`framecache.bench.run` schedules them in rounds."""
+"""What the bench measures, one function per phase; :mod:`framecache.bench.rounds` schedules them in rounds."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 import pytest
 
 from framecache.bench import machine, stats
-from framecache.bench.run import RATIOS, Plan, format_report, parse_precisions, profile
+from framecache.bench.rounds import RATIOS, Plan, parse_precisions, profile
+from framecache.bench.run import format_report
 from framecache.common.errors import FramecacheError
 
 
