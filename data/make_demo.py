@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from framecache.common.errors import FramecacheError
+from framecache.data.figure import render_frames
 from framecache.data.synthetic import (
     CLASSES,
     DEFAULT_FPS,
@@ -38,7 +39,6 @@ from framecache.data.synthetic import (
     SyntheticSettings,
     VideoSpec,
     dataset_specs,
-    render_frames,
     write_video,
 )
 

@@ -1,4 +1,4 @@
-"""Tests for the demo data generator (data.synthetic) and its CLI (data.make_demo)."""
+"""Tests for the demo data generator (data.synthetic, data.figure) and its CLI (data.make_demo)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from framecache.common.errors import FramecacheError
+from framecache.data.figure import joint_positions, pose_at, render_frames
 from framecache.data.make_demo import build_demo, main
 from framecache.data.synthetic import (
     CLASSES,
@@ -21,9 +22,6 @@ from framecache.data.synthetic import (
     PRESETS,
     SyntheticSettings,
     dataset_specs,
-    joint_positions,
-    pose_at,
-    render_frames,
     sample_video_spec,
     write_video,
 )
@@ -280,11 +278,11 @@ def test_equipment_classes_do_any_exercise() -> None:
 
 
 def test_the_equipment_is_all_that_differs_and_it_stays_put(monkeypatch: pytest.MonkeyPatch) -> None:
-    from framecache.data import synthetic
+    from framecache.data import figure
 
     spec = dataclasses.replace(sample_video_spec("box", 1, TINY), jitter_px=0.0, noise_sigma=0.0, flicker=0.0)
     with_box = render_frames(spec).astype(int)
-    monkeypatch.setattr(synthetic, "draw_equipment", lambda *arguments: None)
+    monkeypatch.setattr(figure, "draw_equipment", lambda *arguments: None)
     plain = render_frames(spec).astype(int)
     # the same background, figure and motion: only the box's pixels differ (the figure may pass in front of it)
     changed = np.abs(with_box - plain).sum(-1) > 0
