@@ -139,10 +139,8 @@ class WriterProcess:
         try:
             if self.failed:
                 return  # already raised
-            try:
+            with contextlib.suppress(OSError):  # it exited: its report, if any, is still in the pipe
                 self.connection.send(Close())
-            except OSError:
-                pass  # it exited: its report, if any, is still in the pipe
             self._reply()
         finally:
             self.process.join(30)
@@ -204,7 +202,5 @@ def writer_main(connection: Connection, path: str, provenance: Provenance, overw
         with contextlib.suppress(OSError):  # the driver may be gone already
             connection.send(WriterError(report))
     finally:
-        try:
+        with contextlib.suppress(Exception):  # after a failed write: already reported
             writer.close()
-        except Exception:
-            pass  # after a failed write: already reported

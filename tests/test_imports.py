@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # In a fresh interpreter: snapshot the process-wide state, import everything, compare.
 CHILD = textwrap.dedent(
     """
-    import importlib, json, logging, os, pkgutil, sys, threading, traceback
+    import contextlib, importlib, json, logging, os, pkgutil, sys, threading, traceback
 
     def filters():
         # the filters on the root and tensorflow loggers, and on their handlers
@@ -69,10 +69,8 @@ CHILD = textwrap.dedent(
     changed = {"import framecache": differences(before, state())}
 
     for name in DEPENDENCIES:  # what they change on their own is theirs
-        try:
+        with contextlib.suppress(ImportError):  # an optional one (ray)
             importlib.import_module(name)
-        except ImportError:
-            pass  # an optional one (ray)
     before = state()
     modules, failed = ["framecache"], {}
     for package in PACKAGES:
