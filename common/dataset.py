@@ -163,11 +163,29 @@ def _check_class_sizes(table: pd.DataFrame, csv_path: Path, min_videos_per_class
         )
 
 
-def encode_labels(labels: list[str] | np.ndarray, classes: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+class Classes(list):
+    """The class names in code order: a list, and also what a fitted scikit-learn ``LabelEncoder`` offers
+    (``classes_``, ``transform``, ``inverse_transform``), as the CNN-RNN tutorials use it."""
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.asarray(self, dtype=str)
+
+    def transform(self, labels) -> np.ndarray:
+        """Codes of ``labels``; a label outside these classes raises :class:`FramecacheError`."""
+        return encode_labels(labels, list(self))[0]
+
+    def inverse_transform(self, codes) -> np.ndarray:
+        """The class names of integer ``codes``."""
+        return self.classes_[np.asarray(codes, dtype=np.int64)]
+
+
+def encode_labels(labels: list[str] | np.ndarray, classes: list[str] | None = None) -> tuple[np.ndarray, Classes]:
     """Map string labels to integer codes; return ``(codes, classes)``.
 
-    ``classes`` fixes the order (e.g. the classes a trained model knows); a
-    label outside it raises :class:`FramecacheError`.
+    ``classes`` (a :class:`Classes`: a list of names that also has ``classes_``
+    like a fitted LabelEncoder) fixes the order when given (e.g. the classes a
+    trained model knows); a label outside it raises :class:`FramecacheError`.
     """
     from sklearn.preprocessing import LabelEncoder
 
@@ -180,7 +198,7 @@ def encode_labels(labels: list[str] | np.ndarray, classes: list[str] | None = No
         if unknown:
             raise FramecacheError(f"label(s) {unknown} are not among the known classes {list(encoder.classes_)}")
     codes = encoder.transform(np.asarray(labels, dtype=str)).astype(np.int64)
-    return codes, [str(name) for name in encoder.classes_]
+    return codes, Classes(str(name) for name in encoder.classes_)
 
 
 def oversample_indices(labels: np.ndarray, seed: int = 0) -> np.ndarray:

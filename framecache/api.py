@@ -36,12 +36,19 @@ def load_dataset(csv: str | Path, balance: bool = False, seed: int = 0):
     return table
 
 
-def encode_labels(labels, classes: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Integer codes for string labels, and the class names in code order.
+load_dataframe = load_dataset  # the name the CNN-RNN tutorials use
+
+
+def encode_labels(labels, classes: list[str] | None = None):
+    """Integer codes for string labels, and the class names in code order: a list that also has
+    ``classes_`` (and ``transform``, ``inverse_transform``) like a fitted scikit-learn LabelEncoder.
 
     >>> codes, classes = framecache.encode_labels(["squat", "lunge", "squat"])
     >>> codes.tolist(), classes
     ([1, 0, 1], ['lunge', 'squat'])
+    >>> y, encoder = framecache.encode_labels(["squat", "lunge", "squat"])
+    >>> len(encoder.classes_), encoder.inverse_transform([0]).tolist()
+    (2, ['lunge'])
     """
     from framecache.common.dataset import encode_labels as encode
 
@@ -117,6 +124,8 @@ class PaddedFeatures:
     labels: np.ndarray  # int64 codes into ``classes``
     classes: list[str]
     paths: list[str]
+    groups: list[str | None]  # the CSV's group column (the subject): split by it, never across it
+    splits: list[str | None]  # the CSV's split column (None where blank)
 
     def __iter__(self):
         return iter((self.features, self.mask, self.labels))
@@ -131,6 +140,8 @@ def load_features(cache: str | Path, max_len: int | None = None, view: int = 0) 
     >>> X, mask, y = framecache.load_features("features.h5", max_len=16)
     >>> X.shape[0] == mask.shape[0] == len(y), X.shape[1] <= 16, X.dtype
     (True, True, dtype('float32'))
+    >>> len(framecache.load_features("features.h5").groups) == len(y)  # for an honest split of your own
+    True
     """
     from framecache.train.data import SequenceBatches, load_cache
 
@@ -143,7 +154,7 @@ def load_features(cache: str | Path, max_len: int | None = None, view: int = 0) 
         (features, mask), labels = SequenceBatches(data.features, data.labels, every_video, max_len or None, 1, data.num_videos, view=view)[0]
     finally:
         data.close()
-    return PaddedFeatures(features, mask, labels, data.classes, data.paths)
+    return PaddedFeatures(features, mask, labels, data.classes, data.paths, data.groups, data.splits)
 
 
 def train_model(features: str | Path, run: str | Path | None = None, **options) -> dict:

@@ -6,6 +6,7 @@ import doctest
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import moving_frames
 
@@ -40,7 +41,8 @@ def workspace(tmp_path_factory):
 
 
 def test_the_api_is_what_the_readme_lists():
-    assert sorted(framecache.__all__) == sorted([*EXAMPLES, "PaddedFeatures"])
+    assert sorted(framecache.__all__) == sorted([*EXAMPLES, "PaddedFeatures", "load_dataframe"])
+    assert framecache.load_dataframe is framecache.load_dataset  # the tutorials' name, the same function
     for name in EXAMPLES:
         assert ">>>" in getattr(framecache.api, name).__doc__
         assert callable(getattr(framecache, name))
@@ -80,6 +82,23 @@ def test_every_docstring_example_runs(workspace, monkeypatch):
             runner.run(test)
         assert runner.failures == 0, f"the docstring example of framecache.{name} failed (see the output above)"
         assert runner.tries > 0, f"framecache.{name} has no docstring example"
+
+
+def test_the_cnn_rnn_tutorial_usage_runs_with_only_its_import_changed(workspace, monkeypatch):
+    monkeypatch.chdir(workspace / "videos")
+    from framecache import augment_video, build_model, encode_labels, load_dataframe, load_video
+
+    df = load_dataframe("labels.csv", balance=True)
+    labels = df["label"].tolist()
+    y, encoder = encode_labels(labels)
+    num_classes = len(encoder.classes_)
+    model = build_model(num_classes)
+    frames = load_video(df["abs_path"][0])
+    view = augment_video(frames)
+    assert num_classes == 2 and list(encoder.classes_) == ["lunge", "squat"] and model.output_shape[-1] == 2
+    assert y.tolist() == [["lunge", "squat"].index(label) for label in labels]
+    assert encoder.inverse_transform(y).tolist() == labels and encoder.transform(["squat"]).tolist() == [1]
+    assert view.shape == frames.shape and view.dtype == np.uint8
 
 
 def test_load_features_pads_and_masks(workspace, monkeypatch):
