@@ -86,7 +86,8 @@ def feed(out: str, videos: int, shard_videos: int) -> int:
                 writer.send(FailureRecord(video_path(index), "bad", None, None, "not a video file"))
             else:
                 features = expected_features(index)
-                writer.send(VideoRecord(video_path(index), "ab"[index % 2], f"s{index % 4}", None, features, features.shape[1], 25.0))
+                writer.send(VideoRecord(video_path(index), "ab"[index % 2], f"s{index % 4}", None, features, features.shape[1], 25.0,
+                                         features.shape[1]))
             print(f"sent {index}", flush=True)
         writer.close()
     except FramecacheError as error:

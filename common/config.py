@@ -22,6 +22,10 @@ AUGMENT_PRESETS = ("none", "light", "default", "blur-noise")
 # bf16 where the hardware runs it natively: OpenVINO on a CPU with BF16, TensorFlow on a GPU.
 PRECISIONS = ("f32", "bf16")
 AT_LEAST_ONE = Interval(1, None)
+# --frame-shortfall's default: the share of a header's frame count that may fail to decode at a video's end.
+# Real clips have decoded 1-6 frames short of headers of 120-622 frames (at most 5 %); a copy cut short by an
+# interrupted transfer loses far more (docs/reliability.md).
+FRAME_SHORTFALL = 0.1
 # --ray: local, auto, ray://host[:port] (Ray Client) or host:port (a head node's GCS address)
 RAY_ADDRESS = re.compile(r"local|auto|ray://[\w.\-\[\]:]+|[\w.\-]+:\d+")
 
@@ -45,6 +49,11 @@ class ExtractConfig:
     batch_size: int = option(32, "frames per backbone call, mixed across videos", interval=AT_LEAST_ONE)
     chunk_frames: int = option(32, "frames decoded at a time per video (memory stays flat)", interval=AT_LEAST_ONE)
     workers: int = option(1, "decoding processes (with --ray local: the CPUs of the Ray cluster started here)", interval=AT_LEAST_ONE)
+    frame_shortfall: float = option(FRAME_SHORTFALL, "the share of a video's frames, of its header's count, that may fail "
+                                    "to decode at its end (a header's count is an estimate); a video missing more is "
+                                    "recorded as failed", interval=Interval(0, 1))
+    folder_fps: float | None = option(None, "frame rate of the frame folders whose CSV row has no fps (needed to sample "
+                                      "them with --fps)", interval=Interval(0, None, "neither"))
     decoder: str = option("pyav", "video decoder (decord's memory grows with every decoded frame of a video, pyav's stays flat: docs/reliability.md)", choices=DECODERS)
     # 64: framecache.common.cache.writer.SHARD_VIDEOS (not imported here: h5py is heavy), where the bound is explained.
     shard_videos: int = option(64, "videos per cache shard: a shard is kept for good once closed, after this many videos, "

@@ -1,7 +1,8 @@
 """The CSV dataset contract: load, validate, balance and encode labels.
 
 A dataset is a CSV with the columns ``path,label`` and optionally ``group``
-(the subject) and ``split`` (``train``, ``val`` or ``test``). Relative paths
+(the subject), ``split`` (``train``, ``val`` or ``test``) and ``fps`` (the
+frame rate of a row whose path is a folder of frames). Relative paths
 resolve against the CSV's own folder, so a dataset folder can be moved whole.
 """
 
@@ -27,8 +28,9 @@ def load_dataset(csv_path: str | Path, min_videos_per_class: int = 2) -> pd.Data
     """Read and validate a dataset CSV.
 
     Returns a DataFrame with the columns ``path`` (as written in the CSV),
-    ``abs_path`` (resolved against the CSV's folder), ``label``, ``group`` and
-    ``split`` (both ``None`` where the CSV has no such column or a blank cell).
+    ``abs_path`` (resolved against the CSV's folder), ``label``, ``group``,
+    ``split`` and ``fps`` (a float; all three ``None`` where the CSV has no such
+    column or a blank cell).
     Rows repeating a path with the same label are dropped with a warning; every
     other problem raises :class:`FramecacheError` naming the bad value.
     """
@@ -51,7 +53,7 @@ def load_dataset(csv_path: str | Path, min_videos_per_class: int = 2) -> pd.Data
     if missing:
         raise FramecacheError(
             f"dataset CSV {csv_path} lacks the column(s) {', '.join(missing)}; "
-            f"found {', '.join(table.columns) or 'none'}; required: path,label (optional: group,split)"
+            f"found {', '.join(table.columns) or 'none'}; required: path,label (optional: group,split,fps)"
         )
     if table.empty:
         raise FramecacheError(f"dataset CSV has a header but no rows: {csv_path}")
@@ -74,13 +76,14 @@ def load_dataset(csv_path: str | Path, min_videos_per_class: int = 2) -> pd.Data
                 f"use one of {', '.join(SPLITS)} or leave the cell blank"
             )
 
+    table["fps"] = _frame_rates(table, csv_path)
     table = _drop_duplicate_paths(table, csv_path)
     _check_label_spellings(table, csv_path)
     _check_class_sizes(table, csv_path, min_videos_per_class)
 
     folder = csv_path.resolve().parent
     table["abs_path"] = [str(folder / path) if not Path(path).is_absolute() else path for path in table["path"]]
-    return table[["path", "abs_path", "label", "group", "split"]].reset_index(drop=True)
+    return table[["path", "abs_path", "label", "group", "split", "fps"]].reset_index(drop=True)
 
 
 def _first_undecodable(csv_path: Path) -> str:
@@ -102,6 +105,20 @@ def _check_blank(table: pd.DataFrame, column: str, csv_path: Path) -> None:
         raise FramecacheError(
             f"dataset CSV {csv_path} has a blank {column} on line(s) {rows}{more} (empty, or NaN/None/null); fill or remove them"
         )
+
+
+def _frame_rates(table: pd.DataFrame, csv_path: Path) -> pd.Series:
+    """The ``fps`` column as floats (None where blank or absent); a value that is not a positive number raises."""
+    cells = table["fps"].str.strip().tolist() if "fps" in table.columns else [""] * len(table)
+    rates = pd.to_numeric(pd.Series(cells, index=table.index).replace("", np.nan), errors="coerce")
+    bad = table.index[(pd.Series(cells, index=table.index) != "") & ~((rates > 0) & np.isfinite(rates))]
+    if len(bad):
+        rows = ", ".join(f"{index + 2} ({table.at[index, 'fps']!r})" for index in bad[:5])  # +2: the header, 1-based
+        raise FramecacheError(
+            f"dataset CSV {csv_path} has an fps that is not a positive number on line(s) {rows}; give the frame rate of "
+            "the row's frame folder (e.g. 25) or leave the cell blank"
+        )
+    return pd.Series([None if np.isnan(rate) else float(rate) for rate in rates], index=table.index, dtype=object)
 
 
 def _drop_duplicate_paths(table: pd.DataFrame, csv_path: Path) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Decode a video into fixed-size RGB frames, streamed in chunks.
+"""Decode a video (a file, or a folder of frames) into fixed-size RGB frames, as a person sees it, in chunks.
 
 Resize policy (the same for every video and both backends): scale the
 *shorter* side to ``size`` keeping the aspect ratio, then centre-crop
@@ -6,48 +6,51 @@ Resize policy (the same for every video and both backends): scale the
 (e.g. 33x47) are upscaled the same way. The scaling happens inside the decoder
 (decord's ``width``/``height`` arguments; PyAV's swscale with bilinear
 interpolation), which measured 2-3x faster than decoding at full size and
-resizing with ``cv2.resize(INTER_AREA)``; the crop is a numpy slice. Display
-rotation metadata (phone videos) and non-square pixels are ignored by both
-backends.
+resizing with ``cv2.resize(INTER_AREA)``; the crop is a numpy slice.
+
+Frames are taken as displayed: a display rotation stored in the container
+(phones store a portrait video as landscape frames plus a rotation) turns
+them upright, and non-square pixels (a sample aspect ratio) are stretched to
+the picture's shape, both before the resize. A video with neither decodes as
+it always did.
 
 Frame sampling: :func:`sample_indices` picks the frame indices to keep (every
 frame, every k-th frame, or the frames nearest to a target fps) and both
 backends decode exactly those.
 
-Backends: ``"decord"`` (default) reads chunks with ``VideoReader.get_batch``
-on slices of the sampled indices, one reader per call (a reader must never be
-shared between threads) and one decoder thread, leaving the other core to the
-CNN. ``"pyav"`` decodes sequentially and keeps the sampled frames; its output
-matches decord's to within a few grey levels on average.
+Frame counts: a container's frame count is an estimate (an AVI index, an MP4
+``nb_frames``, a last frame without a timestamp), so a video is judged by what
+decodes. Decoding that ends early (the stream ends, or a packet does not
+decode) keeps the frames before that point when at most ``frame_shortfall`` of
+the header's count is missing (:func:`check_shortfall`); the caller learns how
+many from :attr:`VideoFrames.source_frames`. A file that stops far short of its
+header (a copy cut in half) raises, with the numbers. Where a container stores
+no count (MKV, WebM) it is estimated from the duration and what decodes is the
+video.
+
+Backends (:mod:`framecache.extract.video_files`): ``"pyav"`` decodes
+sequentially and keeps the sampled frames; ``"decord"`` reads chunks with
+``VideoReader.get_batch``, and hands a damaged end to PyAV (decord cannot tell
+where it begins). Frame folders (:mod:`framecache.extract.frame_folders`) are
+read image by image whatever the backend.
 
 Error policy: every problem a user can cause raises
-:class:`~common.errors.FramecacheError` with a short reason and the path:
-missing file, directory, unreadable, empty, not a media file, no video stream,
-a still image, 0 frames, a frame that cannot be decoded, and a file that holds
-fewer frames than its header claims (truncated or damaged). A damaged video
-is never silently shortened: the caller records it as failed. Errors found
-while decoding can come after some chunks were yielded, so the caller must
-discard what it received for that video. The header frame count is read with
-PyAV for both backends (a truncated AVI opens in decord with fewer frames and
-no error); it is trusted only when the container stores one (MP4, AVI), and
-estimated from the duration otherwise (MKV, WebM), in which case a shortfall
-is not an error.
+:class:`~framecache.common.errors.FramecacheError` with a short reason and the
+path. Errors found while decoding can come after some chunks were yielded, so
+the caller must discard what it received for that video.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 
-import av
-import decord
 import numpy as np
-from decord import VideoReader, cpu
 
-from framecache.common.config import AT_LEAST_ONE, DECODERS
+from framecache.common.config import AT_LEAST_ONE, DECODERS, FRAME_SHORTFALL
 from framecache.common.errors import FramecacheError
 from framecache.common.options import Interval, check, option_name
 
@@ -56,29 +59,40 @@ BACKENDS = DECODERS  # the decoders, one list: common.config.DECODERS
 # The resize policy in words, recorded in the cache provenance.
 RESIZE_POLICY = "shorter side to size keeping aspect ratio (bilinear, in the decoder), then centre crop size x size"
 
-# One decoder thread: measured ~25% slower than num_threads=0 on an idle
-# 2-core machine, but the CNN runs on the other core during extraction.
-DECORD_THREADS = 1
-
-# Errors decord raises for unreadable or damaged input. DECORDError is not a
-# RuntimeError subclass; the VideoReader constructor asserts frame count > 0.
-_DECORD_ERRORS = (
-    RuntimeError,
-    AssertionError,
-    IndexError,
-    decord.DECORDError,
-    decord._ffi.base.DECORDLimitReachedError,
-)
-
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a backend will deliver for a video: frame count, rate and source size."""
+    """What a video holds, from its header, before decoding."""
 
-    num_frames: int
-    fps: float
-    width: int
+    num_frames: int  # frames the decoder expects: the header's count (decord: its own), or estimated from the duration
+    fps: float  # 0.0: unknown (a frame folder without a rate)
+    width: int  # as displayed: pixel aspect and rotation applied
     height: int
+    header_frames: int | None = None  # the count the container stores; None where it stores none (estimated)
+    rotation: int = 0  # degrees the stored picture turns counter-clockwise to be shown upright: 0, 90, 180 or 270
+    pixel_aspect: Fraction = Fraction(1)  # a stored pixel's width over its height
+
+    @property
+    def decoded_shape(self) -> tuple[int, int]:
+        """(height, width) of the picture as stored, before rotation."""
+        return (self.width, self.height) if self.rotation in (90, 270) else (self.height, self.width)
+
+
+class VideoFrames:
+    """One opened video's sampled frames, chunk by chunk; ``info`` (what the file says it holds) is known first.
+
+    Iterating it yields uint8 RGB chunks ``(n, size, size, 3)``, ``n <= chunk_frames``.
+    ``source_frames`` is ``info.num_frames`` until decoding ends earlier: then
+    the number of the file's frames that decoded.
+    """
+
+    def __init__(self, info: VideoInfo):
+        self.info = info
+        self.source_frames = info.num_frames
+        self.chunks: Iterator[np.ndarray] = iter(())
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.chunks
 
 
 def sample_indices(
@@ -115,241 +129,78 @@ def sample_indices(
     return np.unique(np.minimum(nearest, num_frames - 1))
 
 
-class VideoFrames:
-    """One opened video's sampled frames, chunk by chunk; ``info`` (what the file holds) is known before the first chunk.
-
-    Iterating it yields uint8 RGB chunks ``(n, size, size, 3)``, ``n <= chunk_frames``.
-    """
-
-    def __init__(self, info: VideoInfo, chunks: Iterator[np.ndarray]):
-        self.info = info
-        self._chunks = chunks
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return self._chunks
-
-
 def iter_frames(
     path: str,
     size: int = 224,
     frame_step: int = 1,
     fps: float | None = None,
     chunk_frames: int = 32,
-    backend: str = "decord",
+    backend: str = "pyav",
+    frame_shortfall: float = FRAME_SHORTFALL,
+    folder_fps: float | None = None,
 ) -> VideoFrames:
-    """The sampled frames of a video, as uint8 RGB chunks of shape (n, size, size, 3), and its :class:`VideoInfo`.
+    """The sampled frames of a video file or frame folder, as uint8 RGB chunks ``(n, size, size, 3)``, and its info.
 
     ``n <= chunk_frames``; concatenating the chunks gives every sampled frame
-    in order, so memory stays flat however long the video. Arguments and the
-    file are checked when this is called (the file is opened once, its header
-    read once); decode errors are raised while iterating (see the module
-    docstring for the error policy).
+    in order, so memory stays flat however long the video. ``frame_shortfall``:
+    the share of the header's frame count that may fail to decode at the end.
+    ``folder_fps``: the frame rate of a folder of frames (it has none of its
+    own). Arguments and the file are checked when this is called (the file is
+    opened once, its header read once); decode errors are raised while
+    iterating (see the module docstring).
     """
+    from framecache.extract import frame_folders, video_files
+
     check("size", size, int, AT_LEAST_ONE)
     check("chunk_frames", chunk_frames, int, AT_LEAST_ONE)
     check("decoder", backend, choices=DECODERS)
+    check("frame_shortfall", frame_shortfall, float, Interval(0, 1))
     sample_indices(0, 1.0, frame_step, fps)  # validate the sampling arguments before opening
-
-    container, header, count_is_exact = _open_pyav(path)
-    resized_height, resized_width = _resized_shape(header.height, header.width, size)
-    if backend == "pyav":
-        wanted = sample_indices(header.num_frames, header.fps, frame_step, fps)
-        chunks = _iter_pyav(container, path, wanted, header.num_frames, count_is_exact, size, resized_height,
-                            resized_width, chunk_frames)
-        return VideoFrames(header, chunks)
-    container.close()  # decord decodes; PyAV read the header, which decord's own count is checked against
-    reader = _open_decord(path, width=resized_width, height=resized_height)
-    info = _decord_info(reader, header, path)
-    wanted = sample_indices(info.num_frames, info.fps, frame_step, fps)
-    return VideoFrames(info, _iter_decord(reader, path, wanted, info.num_frames, size, chunk_frames))
-
-
-def _iter_decord(
-    reader: VideoReader,
-    path: str,
-    wanted: np.ndarray,
-    num_frames: int,
-    size: int,
-    chunk_frames: int,
-) -> Iterator[np.ndarray]:
-    """Yield cropped chunks read with ``get_batch`` on slices of ``wanted``."""
-    for start in range(0, len(wanted), chunk_frames):
-        chunk_indices = wanted[start : start + chunk_frames]
-        try:
-            batch = reader.get_batch(chunk_indices.tolist())
-        except _DECORD_ERRORS as error:
-            first, last = int(chunk_indices[0]), int(chunk_indices[-1])
-            frames = f"frame {first}" if first == last else f"frames {first}-{last}"
-            raise FramecacheError(f"cannot decode {frames} of {num_frames} ({_short_reason(error)}): {path}") from None
-        frames = batch.asnumpy() if isinstance(batch, decord.nd.NDArray) else np.asarray(batch)
-        yield _center_crop(frames, size)
-
-
-def _iter_pyav(
-    container: av.container.InputContainer,
-    path: str,
-    wanted: np.ndarray,
-    num_frames: int,
-    count_is_exact: bool,
-    size: int,
-    resized_height: int,
-    resized_width: int,
-    chunk_frames: int,
-) -> Iterator[np.ndarray]:
-    """Decode the open ``container`` sequentially, keep the frames in ``wanted``, yield cropped chunks; close it."""
-    next_wanted = 0  # position in `wanted` of the next frame to keep
-    frame_index = -1
-    buffer: list[np.ndarray] = []
-    with container:
-        if len(wanted) == 0:
-            return
-        try:
-            stream = container.streams.video[0]
-            for frame_index, frame in enumerate(container.decode(stream)):
-                if frame_index != wanted[next_wanted]:
-                    continue
-                buffer.append(
-                    frame.to_ndarray(
-                        format="rgb24",
-                        width=resized_width,
-                        height=resized_height,
-                        interpolation="BILINEAR",
-                    )
-                )
-                next_wanted += 1
-                if len(buffer) == chunk_frames or next_wanted == len(wanted):
-                    yield _center_crop(np.stack(buffer), size)
-                    buffer = []
-                if next_wanted == len(wanted):
-                    return
-        except av.FFmpegError as error:
-            raise FramecacheError(
-                f"cannot decode frame {frame_index + 1} of {num_frames} ({_short_reason(error)}): {path}"
-            ) from None
-    if count_is_exact:
-        raise FramecacheError(
-            f"video is truncated or damaged: the header says {num_frames} frames "
-            f"but only {frame_index + 1} could be decoded: {path}"
-        )
-    if buffer:  # the duration-based frame count was an overestimate
-        yield _center_crop(np.stack(buffer), size)
-
-
-def _check_file(path: str) -> None:
-    """Raise FramecacheError unless ``path`` is an existing, readable, non-empty file."""
     if not isinstance(path, (str, os.PathLike)):
         raise FramecacheError(f"video path must be a string, got {path!r}")
-    if not os.path.exists(path):
-        raise FramecacheError(f"file not found: {path}")
-    if os.path.isdir(path):
-        raise FramecacheError(f"path is a directory, not a video file: {path}")
-    if not os.access(path, os.R_OK):
-        raise FramecacheError(f"no permission to read the file: {path}")
-    if os.path.getsize(path) == 0:
-        raise FramecacheError(f"file is empty (0 bytes): {path}")
-
-
-def _open_pyav(path: str) -> tuple[av.container.InputContainer, VideoInfo, bool]:
-    """Open a video with PyAV and read its header: the open container, the header's VideoInfo, and whether
-    its frame count is stored in the file (True) or estimated from the duration (False)."""
-    _check_file(path)
     path = os.fspath(path)
-    try:
-        container = av.open(path)
-    except av.FFmpegError as error:
-        with open(path, "rb") as file:
-            if file.read(12)[4:8] == b"ftyp":  # an MP4/MOV whose index (moov atom) is missing
-                raise FramecacheError(
-                    "not a readable video file: an MP4 without its index (moov atom), probably truncated by an "
-                    f"interrupted copy or recording ({_short_reason(error)}): {path}"
-                ) from None
-        raise FramecacheError(f"not a readable video file ({_short_reason(error)}): {path}") from None
-    try:
-        header, count_is_exact = _header(container, path)
-    except BaseException:
-        container.close()
-        raise
-    return container, header, count_is_exact
+    if os.path.isdir(path):
+        return frame_folders.open_folder(path, size, frame_step, fps, chunk_frames, folder_fps)
+    return video_files.open_video(path, size, frame_step, fps, chunk_frames, backend, frame_shortfall)
 
 
-def _header(container: av.container.InputContainer, path: str) -> tuple[VideoInfo, bool]:
-    """The first video stream's frame count, rate and size, and whether the count is stored in the file."""
-    format_name = container.format.name
-    if format_name == "image2" or format_name.endswith("_pipe"):
-        raise FramecacheError(f"not a video file (a still image, format {format_name!r}): {path}")
-    video_streams = [
-        stream for stream in container.streams.video if not stream.disposition & av.stream.Disposition.attached_pic
-    ]
-    if not video_streams:
-        raise FramecacheError(f"not a video file (no video stream): {path}")
-    stream = video_streams[0]
-    rate = stream.average_rate or stream.guessed_rate
-    fps = float(rate) if rate else 0.0
-    num_frames = int(stream.frames)
-    count_is_exact = num_frames > 0
-    if not count_is_exact:
-        if stream.duration is not None and stream.time_base is not None:
-            seconds = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            seconds = container.duration / av.time_base
-        else:
-            seconds = 0.0
-        num_frames = round(seconds * fps)
-    width, height = stream.codec_context.width, stream.codec_context.height
-    if width <= 0 or height <= 0:
-        raise FramecacheError(f"video has no valid frame size ({width}x{height}): {path}")
-    if num_frames == 0:
-        raise FramecacheError(f"video has 0 frames: {path}")
-    return VideoInfo(num_frames=num_frames, fps=fps, width=width, height=height), count_is_exact
+def check_shortfall(decoded: int, info: VideoInfo, frame_shortfall: float, path: str, error: str | None = None) -> None:
+    """Accept a video whose decoding ended after ``decoded`` of ``info.num_frames`` frames, or raise why not.
+
+    ``error``: why decoding ended (None: the stream ended). An estimated count
+    (no ``header_frames``) is never held against a video whose stream ended.
+    """
+    expected = info.header_frames or info.num_frames
+    if error is None and info.header_frames is None and decoded > 0:
+        return
+    missing = expected - decoded
+    if decoded > 0 and missing <= frame_shortfall * expected + 1e-9:
+        return
+    stopped = f"frame {decoded + 1} does not decode: {error}; " if error else ""
+    raise FramecacheError(
+        f"video is truncated or damaged: the header says {expected} frames but only {decoded} could be decoded "
+        f"({stopped}{missing / expected:.0%} missing; {option_name('frame_shortfall', frame_shortfall)} accepts up to "
+        f"{frame_shortfall:.0%} missing at the end): {path}"
+    )
 
 
-def _open_decord(path: str, width: int = -1, height: int = -1) -> VideoReader:
-    """Open a decord reader (optionally resizing at decode time)."""
-    try:
-        return VideoReader(os.fspath(path), ctx=cpu(0), width=width, height=height, num_threads=DECORD_THREADS)
-    except _DECORD_ERRORS as error:
-        raise FramecacheError(f"cannot open video ({_short_reason(error)}): {path}") from None
-
-
-def _decord_info(reader: VideoReader, header: VideoInfo, path: str) -> VideoInfo:
-    """VideoInfo for what decord will deliver, checked against the container header."""
-    num_frames = len(reader)
-    if num_frames == 0:
-        raise FramecacheError(f"video has 0 frames: {path}")
-    if num_frames < header.num_frames:
-        raise FramecacheError(
-            f"video is truncated or damaged: the header says {header.num_frames} frames "
-            f"but only {num_frames} can be read: {path}"
-        )
-    fps = float(reader.get_avg_fps()) or header.fps
-    return VideoInfo(num_frames=num_frames, fps=fps, width=header.width, height=header.height)
-
-
-def _resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
     """(height, width) with the shorter side scaled to ``size``, keeping the aspect ratio."""
     if height <= width:
         return size, max(size, round(width * size / height))
     return max(size, round(height * size / width)), size
 
 
-def _center_crop(frames: np.ndarray, size: int) -> np.ndarray:
-    """Crop the central ``size x size`` region of (n, H, W, 3) frames (H, W >= size)."""
+def decoder_output_shape(info: VideoInfo, size: int) -> tuple[int, int]:
+    """(height, width) to scale the stored picture to, so that once turned upright its shorter side is ``size``."""
+    height, width = resized_shape(info.height, info.width, size)
+    return (width, height) if info.rotation in (90, 270) else (height, width)
+
+
+def upright_crop(frames: np.ndarray, rotation: int, size: int) -> np.ndarray:
+    """Turn (n, H, W, 3) frames counter-clockwise by ``rotation`` degrees, then crop the central ``size x size``."""
+    if rotation:
+        frames = np.rot90(frames, k=rotation // 90, axes=(1, 2))
     height, width = frames.shape[1:3]
     top, left = (height - size) // 2, (width - size) // 2
     return np.ascontiguousarray(frames[:, top : top + size, left : left + size])
-
-
-_DECORD_LOG_PREFIX = re.compile(r"\[\d{2}:\d{2}:\d{2}\] \S+:\d+: ")
-_DECORD_CHECK_FAILED = re.compile(r"Check failed: .*? \(-?\d+ vs\. -?\d+\) ")
-_AVERROR_INVALIDDATA = "1094995529"  # FFmpeg's AVERROR_INVALIDDATA, as decord prints it
-
-
-def _short_reason(error: BaseException) -> str:
-    """A one-line reason from a decoder exception, without decord's source locations."""
-    if isinstance(error, av.FFmpegError) and error.strerror:
-        return error.strerror
-    message = _DECORD_LOG_PREFIX.sub("", str(error))
-    message = _DECORD_CHECK_FAILED.sub("", message).strip()
-    message = message.replace(f"failed with {_AVERROR_INVALIDDATA}", "failed: invalid data")
-    message = message.splitlines()[0] if message else type(error).__name__
-    return message if len(message) <= 200 else message[:197] + "..."

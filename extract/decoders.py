@@ -54,13 +54,13 @@ def decode_worker(connection: Connection, settings: DecodeSettings, decoder_clas
         if task is None:
             return
         try:
-            video = decoder.open(task.path, task.key)
+            video = decoder.open(task.path, task.key, task.fps)
             offset = 0
             for views in video:
                 connection.send(Frames(task.index, offset, views))
                 offset += views.shape[1]
                 decoded += views.shape[1] * max(1, settings.frame_step)
-            connection.send(End(task.index, offset, video.info.num_frames, video.info.fps))
+            connection.send(End(task.index, offset, video.frames.source_frames, video.info.fps, video.info.header_frames))
         except (EOFError, BrokenPipeError, ConnectionResetError):
             return
         except Exception as error:  # a bad video; keep the run going

@@ -70,6 +70,7 @@ class _Video:
     num_frames: int | None = None  # known once the decoder sends End
     source_frames: int = 0
     source_fps: float = 0.0
+    header_frames: int | None = None
     pending: int = 0  # frames (all views) handed to the backbone queue, not yet embedded
     features: dict = field(default_factory=dict)  # (view, offset) -> float32 (n, D)
 
@@ -112,7 +113,7 @@ class Driver:
         self.in_flight: dict[int, _Video] = {}
         self.ready: deque[_Queued] = deque()  # waiting for the backbone
         self.ready_frames = 0
-        todo = deque(DecodeTask(index, row.abs_path, row.path) for index, row in enumerate(rows.itertuples()))
+        todo = deque(DecodeTask(index, row.abs_path, row.path, row.fps) for index, row in enumerate(rows.itertuples()))
         decoders = self.decoders
         main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
         previous_sigterm = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread else None
@@ -149,6 +150,7 @@ class Driver:
             self.ready_frames += count
         elif isinstance(message, End):
             video.num_frames, video.source_frames, video.source_fps = message.num_frames, message.source_frames, message.source_fps
+            video.header_frames = message.header_frames
             if video.pending == 0:
                 self._finish(message.index, None)
         elif isinstance(message, Failed):
@@ -201,6 +203,7 @@ class Driver:
                 for view in range(self.views)
             ]
             features = stored_features(np.stack(views))
-            self.writer.send(VideoRecord(row.path, row.label, row.group, row.split, features, video.source_frames, video.source_fps))
+            self.writer.send(VideoRecord(row.path, row.label, row.group, row.split, features, video.source_frames,
+                                         video.source_fps, video.header_frames))
             summary.ok += 1
         self._report()

@@ -19,8 +19,9 @@ class EmbedResult:
     error: str | None = None
 
 
-def embed_videos(paths: list[str], provenance: Provenance, engine: str = "auto") -> list[EmbedResult]:
-    """Decode and embed videos exactly as the cache with ``provenance`` was made (clean view only).
+def embed_videos(paths: list[str], provenance: Provenance, engine: str = "auto", folder_fps: float | None = None) -> list[EmbedResult]:
+    """Decode and embed videos (files or frame folders of ``folder_fps``) exactly as the cache with ``provenance``
+    was made (clean view only).
 
     Raises :class:`FramecacheError` if the backbone or weights recorded in
     ``provenance`` cannot be rebuilt here; a video that fails gets its reason.
@@ -28,7 +29,7 @@ def embed_videos(paths: list[str], provenance: Provenance, engine: str = "auto")
     from framecache.extract.backbones import backbone_from_provenance
 
     backbone = backbone_from_provenance(provenance, engine=engine)
-    decoder = ViewDecoder(DecodeSettings.from_provenance(provenance, views=1))
+    decoder = ViewDecoder(DecodeSettings.from_provenance(provenance, views=1, folder_fps=folder_fps))
     results = []
     for path in paths:
         try:

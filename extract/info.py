@@ -19,6 +19,17 @@ def _storage_line(summary: dict) -> str:
     return line
 
 
+def _shortfall_lines(short_videos: list[dict]) -> list[str]:
+    """How many videos decoded fewer frames than their header states, and the largest shortfall."""
+    if not short_videos:
+        return []
+    largest = max(short_videos, key=lambda video: (video["frames_short"] / video["header_frames"], video["frames_short"]))
+    count = len(short_videos)
+    return [f"decoding    {count} video{'s' if count > 1 else ''} decoded a few frames short of {'their' if count > 1 else 'its'} "
+            f"header; largest shortfall {largest['frames_short']} frames of {largest['header_frames']} "
+            f"({largest['frames_short'] / largest['header_frames']:.0%}): {largest['path']}"]  # fmt: skip
+
+
 def format_summary(summary: dict) -> str:
     """The human-readable form of :meth:`FeatureCache.summary`."""
     provenance = Provenance.from_dict(summary["provenance"])
@@ -32,6 +43,7 @@ def format_summary(summary: dict) -> str:
         f"input {provenance.input_size} px ({provenance.resize})",
         f"videos      {summary['videos_ok']} ok, {summary['videos_failed']} failed, {summary['frames']} frames",
         "labels      " + ", ".join(f"{label}: {count}" for label, count in summary["labels"].items()),
+        *_shortfall_lines(summary.get("short_videos", [])),
         _storage_line(summary),
         f"provenance  {summary['provenance_hash'][:16]}, framecache {provenance.framecache_version}",
     ]

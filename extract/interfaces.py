@@ -2,7 +2,7 @@
 
 ::
 
-    Decoder        a video file  ->  its views, uint8 chunks        ViewDecoder (in the decoder processes)
+    Decoder        a video file or frame folder -> its views, uint8 chunks   ViewDecoder (in the decoder processes)
     Embedder       uint8 frames  ->  float32 features                Backbone (built once per process)
     ShardSink      finished videos -> closed shards of the cache     WriterProcess (the one writer arrangement)
     ProgressReport counts         -> a bar, lines, or a Ray tally    Progress, blocks' BlockProgress
@@ -26,8 +26,9 @@ class Decoder(Protocol):
 
     def __init__(self, settings: DecodeSettings): ...
 
-    def open(self, path: str, key: str) -> VideoViews:
-        """Open ``path`` (``key``, its CSV path, seeds the augmented views): its header now, its view chunks as iterated.
+    def open(self, path: str, key: str, fps: float | None = None) -> VideoViews:
+        """Open ``path`` (``key``, its CSV path, seeds the augmented views; ``fps``: a frame folder's rate from the CSV):
+        its header now, its view chunks as iterated.
         Raises :class:`~framecache.common.errors.FramecacheError` (or any exception: a failed video) for a bad file."""
         ...
 

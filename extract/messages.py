@@ -21,8 +21,9 @@ import numpy as np
 @dataclass(frozen=True)
 class DecodeTask:
     index: int  # the video's row in the dataset
-    path: str  # the file to open
+    path: str  # the file (or frame folder) to open
     key: str  # the CSV path: seeds the augmentation, so reruns reproduce it
+    fps: float | None = None  # the CSV's fps for this row (a frame folder's rate)
 
 
 # -- decode worker → driver
@@ -43,8 +44,9 @@ class End:
 
     index: int
     num_frames: int  # sampled frames sent (per view)
-    source_frames: int  # frames in the file
+    source_frames: int  # frames in the file, as far as decoded (fewer than the header's where it ended early)
     source_fps: float
+    header_frames: int | None  # the count the file's header states (None: it states none)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class VideoRecord:
     features: np.ndarray  # float16 (views, num_frames, feature_dim)
     source_frames: int
     source_fps: float
+    header_frames: int | None
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,9 @@ def plan_run(config: ExtractConfig) -> RunPlan:
     dataset = load_dataset(config.csv)
     augmenter = ViewAugmenter(config.augment, config.seed)
     provenance = Provenance.build(config, backbone.description, augmenter.describe(), RESIZE_POLICY)
-    return RunPlan(dataset, provenance, backbone, DecodeSettings.from_provenance(provenance, chunk_frames=config.chunk_frames))
+    decode = DecodeSettings.from_provenance(provenance, chunk_frames=config.chunk_frames, frame_shortfall=config.frame_shortfall,
+                                            folder_fps=config.folder_fps)
+    return RunPlan(dataset, provenance, backbone, decode)
 
 
 def build_embedder(plan: RunPlan, batch_size: int, threads: int | None = None):

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from framecache.common.config import FRAME_SHORTFALL
 from framecache.common.errors import FramecacheError
 from framecache.common.provenance import Provenance
 
 if TYPE_CHECKING:  # decode imports the decoders' native libraries: loaded where frames are decoded
-    from framecache.extract.decode import VideoInfo
+    from framecache.extract.decode import VideoFrames, VideoInfo
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,16 @@ class DecodeSettings:
     views: int
     augment: str
     seed: int
+    frame_shortfall: float = FRAME_SHORTFALL  # the share of a header's frame count that may fail to decode at its end
+    folder_fps: float | None = None  # the frame rate of frame folders whose CSV row gives none
 
     @classmethod
-    def from_provenance(cls, provenance: Provenance, chunk_frames: int = 32, views: int | None = None) -> DecodeSettings:
-        """Decode as the features of ``provenance`` were made (``views``: fewer, e.g. 1 for the clean view only)."""
+    def from_provenance(cls, provenance: Provenance, chunk_frames: int = 32, views: int | None = None,
+                        frame_shortfall: float | None = None, folder_fps: float | None = None) -> DecodeSettings:  # fmt: skip
+        """Decode as the features of ``provenance`` were made (``views``: fewer, e.g. 1 for the clean view only).
+
+        ``frame_shortfall`` and ``folder_fps`` decide which inputs are accepted, not their features: not recorded.
+        """
         if provenance.input_size is None:
             raise FramecacheError(f"the provenance of these features records no input size ({provenance.backbone}); extract them again")
         return cls(
@@ -47,15 +54,22 @@ class DecodeSettings:
             views=provenance.views if views is None else views,
             augment=provenance.augment,
             seed=provenance.seed,
+            frame_shortfall=FRAME_SHORTFALL if frame_shortfall is None else frame_shortfall,
+            folder_fps=folder_fps,
         )
 
 
 @dataclass
 class VideoViews:
-    """One opened video's views, chunk by chunk; ``info`` (what the file holds) is known before the first chunk."""
+    """One opened video's views, chunk by chunk; ``info`` (what the file says it holds) is known before the first
+    chunk, ``frames.source_frames`` (how many of its frames decoded) once the last chunk is taken."""
 
-    info: VideoInfo
+    frames: VideoFrames
     chunks: Iterator[np.ndarray]  # uint8 (views, n, size, size, 3), in order
+
+    @property
+    def info(self) -> VideoInfo:
+        return self.frames.info
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.chunks
@@ -71,8 +85,8 @@ class ViewDecoder:
         # Only views 1.. are augmented: a clean-only decoder needs no (valid) preset.
         self.augmenter = ViewAugmenter(settings.augment, settings.seed) if settings.views > 1 else None
 
-    def open(self, path: str, key: str) -> VideoViews:
-        """Open ``path`` (its header read once); ``key`` (the CSV path) seeds the views.
+    def open(self, path: str, key: str, fps: float | None = None) -> VideoViews:
+        """Open ``path`` (its header read once); ``key`` (the CSV path) seeds the views; ``fps``: a frame folder's rate.
 
         Raises :class:`FramecacheError` for a file that cannot be read (see
         :mod:`framecache.extract.decode`), here or while iterating, possibly
@@ -82,8 +96,9 @@ class ViewDecoder:
 
         settings = self.settings
         frames = iter_frames(path, size=settings.size, frame_step=settings.frame_step, fps=settings.fps,
-                             chunk_frames=settings.chunk_frames, backend=settings.decoder)
-        return VideoViews(frames.info, self._views(frames, key))
+                             chunk_frames=settings.chunk_frames, backend=settings.decoder,
+                             frame_shortfall=settings.frame_shortfall, folder_fps=fps or settings.folder_fps)
+        return VideoViews(frames, self._views(frames, key))
 
     def _views(self, frames: Iterable[np.ndarray], key: str) -> Iterator[np.ndarray]:
         decoded = 0

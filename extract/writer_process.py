@@ -187,7 +187,8 @@ def writer_main(connection: Connection, path: str, provenance: Provenance, overw
                 return  # the driver died: close the shard cleanly below
             if isinstance(message, VideoRecord):
                 writer.add_video(message.path, message.label, message.features, group=message.group, split=message.split,
-                                 source_frames=message.source_frames, source_fps=message.source_fps)
+                                 source_frames=message.source_frames, source_fps=message.source_fps,
+                                 header_frames=message.header_frames)
             elif isinstance(message, FailureRecord):
                 writer.add_failure(message.path, message.label, message.reason, group=message.group, split=message.split)
             elif isinstance(message, CloseShard):

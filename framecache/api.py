@@ -15,7 +15,7 @@ import numpy as np
 
 
 def load_dataset(csv: str | Path, balance: bool = False, seed: int = 0):
-    """Read and check a dataset CSV (``path,label[,group][,split]``): a pandas DataFrame.
+    """Read and check a dataset CSV (``path,label[,group][,split][,fps]``): a pandas DataFrame.
 
     Relative paths resolve against the CSV's folder (column ``abs_path``). With
     ``balance=True`` the rows of smaller classes are repeated (seeded) until
@@ -23,7 +23,7 @@ def load_dataset(csv: str | Path, balance: bool = False, seed: int = 0):
 
     >>> table = framecache.load_dataset("videos/labels.csv")
     >>> sorted(table.columns)
-    ['abs_path', 'group', 'label', 'path', 'split']
+    ['abs_path', 'fps', 'group', 'label', 'path', 'split']
     >>> framecache.load_dataset("videos/labels.csv", balance=True)["label"].value_counts().nunique()
     1
     """

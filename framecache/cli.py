@@ -136,7 +136,9 @@ def _predict_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=3, help="classes listed per video (default %(default)s)")
     parser.add_argument("--engine", default="auto", choices=ENGINES, help="backbone inference engine (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="warnings only on stderr")
-    parser.add_argument("videos", nargs="+", help="video files")
+    parser.add_argument("--folder-fps", type=float, help="frame rate of the frame folders among VIDEOS (needed only where "
+                        "the run's features were sampled with --fps)")
+    parser.add_argument("videos", nargs="+", help="video files, or folders of frames (JPEG/PNG in frame order)")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -144,7 +146,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise FramecacheError(f"{options.option_name('top')} must be >= 1, got {args.top}")
-    lines = predict_videos(args.run, args.videos, engine=args.engine, top=args.top)
+    if args.folder_fps is not None and not args.folder_fps > 0:
+        raise FramecacheError(f"{options.option_name('folder_fps')} must be a positive frame rate, got {args.folder_fps}")
+    lines = predict_videos(args.run, args.videos, engine=args.engine, top=args.top, folder_fps=args.folder_fps)
     for line in lines:
         print(json.dumps(line), flush=True)
     return 1 if all("error" in line for line in lines) else 0

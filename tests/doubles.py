@@ -23,21 +23,21 @@ COUNT_DIR_ENV = "DOUBLES_COUNT_DIR"  # where CountingDecoder writes what it coun
 class CrashingDecoder(ViewDecoder):
     """Kills its own process with SIGSEGV on a path containing :data:`CRASH_MARKER`, as native decoder code would."""
 
-    def open(self, path: str, key: str) -> VideoViews:
+    def open(self, path: str, key: str, fps: float | None = None) -> VideoViews:
         if CRASH_MARKER in path:
             os.kill(os.getpid(), signal.SIGSEGV)
-        return super().open(path, key)
+        return super().open(path, key, fps)
 
 
 class ParentKillingDecoder(ViewDecoder):
     """Kills the process that started it (the Ray actor extracting the block) with SIGKILL, as the OOM killer or a
     lost node would, on a path containing :data:`KILL_MARKER`; then exits itself."""
 
-    def open(self, path: str, key: str) -> VideoViews:
+    def open(self, path: str, key: str, fps: float | None = None) -> VideoViews:
         if KILL_MARKER in path:
             os.kill(os.getppid(), signal.SIGKILL)
             os._exit(1)
-        return super().open(path, key)
+        return super().open(path, key, fps)
 
 
 class CountingDecoder(ViewDecoder):
@@ -48,7 +48,7 @@ class CountingDecoder(ViewDecoder):
         super().__init__(settings)
         import av
 
-        from framecache.extract import decode
+        from framecache.extract import video_files
 
         log = Path(os.environ[COUNT_DIR_ENV]) / f"{os.getpid()}.log"
 
@@ -61,8 +61,8 @@ class CountingDecoder(ViewDecoder):
             return spy
 
         av.open = counted("av.open", av.open, lambda path, *rest: path)
-        decode._header = counted("header", decode._header, lambda container, path: path)
-        decode.VideoReader = counted("decord.open", decode.VideoReader, lambda path, *rest: path)
+        video_files._header = counted("header", video_files._header, lambda container, stream, first, path: path)
+        video_files.VideoReader = counted("decord.open", video_files.VideoReader, lambda path, *rest, **options: path)
 
 
 def counted_opens(folder: Path) -> Counter:

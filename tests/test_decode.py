@@ -119,7 +119,7 @@ def test_sample_indices_needs_native_fps_for_fps_sampling() -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_opened_video_knows_its_header_before_decoding(videos: dict[str, Path], backend: str) -> None:
     info = iter_frames(str(videos["landscape_mp4"]), backend=backend).info
-    assert info == VideoInfo(num_frames=40, fps=30.0, width=320, height=240)
+    assert info == VideoInfo(num_frames=40, fps=30.0, width=320, height=240, header_frames=40)
     assert iter_frames(str(videos["tiny_mp4"]), backend=backend).info.width == 33
 
 
@@ -275,7 +275,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, videos: dict[str, Path])
     "name, reason",
     [
         ("missing", "file not found"),
-        ("directory", "is a directory"),
+        ("directory", "folder holds no frames"),
         ("zero_bytes", r"empty \(0 bytes\)"),
         ("random_bytes", "not a readable video file"),
         ("image", "not a video file .*still image"),

@@ -50,7 +50,7 @@ def cached_embedding(cache, monkeypatch):
         clean = {video.path: features.features(video.key, view=0).astype(np.float32) for video in features.videos}
         provenance = features.provenance
 
-    def embed_videos(paths, run_provenance, engine="auto"):
+    def embed_videos(paths, run_provenance, engine="auto", folder_fps=None):
         calls.append(run_provenance)
         return [EmbedResult(path, clean[path]) if path in clean else EmbedResult(path, None, "cannot decode: no such file") for path in paths]
 
@@ -110,7 +110,7 @@ def test_predict_fails_only_when_every_video_fails(run, cached_embedding, capsys
 
 
 def test_predict_refuses_features_of_another_size(run, monkeypatch, capsys):
-    monkeypatch.setattr("framecache.extract.embed.embed_videos", lambda paths, provenance, engine="auto": [EmbedResult(paths[0], np.zeros((5, 7), np.float32))])
+    monkeypatch.setattr("framecache.extract.embed.embed_videos", lambda paths, provenance, engine="auto", folder_fps=None: [EmbedResult(paths[0], np.zeros((5, 7), np.float32))])
     code, _, err = cli(["--run", str(run), "a.mp4"], capsys)
     assert code == 2 and "model reads 16-d features" in err
 

@@ -290,7 +290,7 @@ BAD_VIDEOS = {
     "truncated.avi": ["video is truncated or damaged"],
     "audio-only.mp4": ["not a video file (no video stream)"],
     "image.mp4": ["not a video file (a still image"],
-    "folder.mp4": ["path is a directory"],
+    "folder.mp4": ["folder holds no frames"],
     "damaged-frames.mp4": ["cannot decode frame", "truncated or damaged"],
     "missing.mp4": ["file not found"],
 }

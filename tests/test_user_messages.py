@@ -81,7 +81,7 @@ def test_train_evaluate_predict_and_compare_say_it_once_with_one_prefix(random_r
     assert evaluate_run(str(folder), str(cache))["warning"] == warning
 
     caplog.clear()
-    monkeypatch.setattr("framecache.extract.embed.embed_videos", lambda paths, provenance, engine="auto": [])
+    monkeypatch.setattr("framecache.extract.embed.embed_videos", lambda paths, provenance, engine="auto", folder_fps=None: [])
     with caplog.at_level(logging.INFO):
         assert predict_videos(str(folder), []) == []
     assert warnings_logged(caplog) == [f"WARNING {warning}"]

@@ -43,8 +43,9 @@ def classify_features(model, metadata: dict, sequences: list[np.ndarray], batch_
     return predict_probabilities(model, batches)
 
 
-def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 3) -> list[dict]:
-    """One result per path, in order: the top classes with probabilities, or the error."""
+def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 3, folder_fps: float | None = None) -> list[dict]:
+    """One result per path (a video file, or a folder of frames at ``folder_fps``), in order: the top classes with
+    probabilities, or the error."""
     from framecache.extract import embed
 
     model_paths = RunFolder.models(run)
@@ -57,7 +58,7 @@ def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 
     warning = random_weights_warning(metadata["weights"])
     if warning:
         log.warning(warning)
-    embedded = embed.embed_videos(list(paths), metadata["provenance"], engine=engine)
+    embedded = embed.embed_videos(list(paths), metadata["provenance"], engine=engine, folder_fps=folder_fps)
     for result in embedded:
         if result.features is not None and (result.features.ndim != 2 or result.features.shape[1] != metadata["feature_dim"]):
             raise FramecacheError(

@@ -45,7 +45,8 @@ STALE_OPEN_S = 24 * 3600.0
 
 # The attributes of a video's group and of a failure's group, in the order they are written
 # (and the order of the values after the key in a row of ``/index``).
-VIDEO_FIELDS = ("path", "label", "group", "split", "num_frames", "source_frames", "source_fps")
+# header_frames (the count the file's header states; 0: none) came after caches existed: rows without it read as 0.
+VIDEO_FIELDS = ("path", "label", "group", "split", "num_frames", "source_frames", "source_fps", "header_frames")
 FAILURE_FIELDS = ("path", "label", "reason", "group", "split")
 FEATURE_DTYPE = np.float16  # features as stored: half the bytes of float32, well within a backbone's precision
 

@@ -128,12 +128,12 @@ def _convert_v1(writer: CacheWriter, contents: Contents) -> int:
     done = writer.done_paths()
     converted = 0
     with FeatureReader(max_open=1) as reader:
-        for key, video in sorted(contents.videos.items(), key=lambda item: item[1].path):
+        for video in sorted(contents.videos.values(), key=lambda video: video.path):
             if video.path in done:
                 continue
-            row = record.videos[key]
             writer.add_video(video.path, video.label, reader.read(video), group=video.group, split=video.split,
-                             source_frames=row["source_frames"], source_fps=row["source_fps"])  # fmt: skip
+                             source_frames=video.source_frames, source_fps=video.source_fps,
+                             header_frames=video.header_frames)  # fmt: skip
             converted += 1
     for key in contents.failures:
         row = record.failures[key]

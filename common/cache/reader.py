@@ -45,6 +45,14 @@ class VideoMeta:
     split: str | None
     num_frames: int
     file: str = ""  # the HDF5 file holding its features (the shard; the cache itself for schema 1): read with FeatureReader
+    source_frames: int = 0  # the file's frames that decoded (sampling kept num_frames of them)
+    source_fps: float = 0.0  # its frame rate (0: unknown)
+    header_frames: int = 0  # the count its header states (0: none, or a cache made before it was recorded)
+
+    @property
+    def frames_short(self) -> int:
+        """Frames the header promised that did not decode (0 where it promised none, or all decoded)."""
+        return max(0, self.header_frames - self.source_frames) if self.header_frames else 0
 
 
 @dataclass
@@ -126,7 +134,8 @@ def combine(records: list[ShardRecord]) -> Contents:
                 duplicates += 1
             else:
                 videos[key] = VideoMeta(key, row["path"], row["label"], _optional(row["group"]), _optional(row["split"]),
-                                        int(row["num_frames"]), str(record.path))  # fmt: skip
+                                        int(row["num_frames"]), str(record.path), int(row["source_frames"]),
+                                        float(row["source_fps"]), int(row.get("header_frames", 0)))  # fmt: skip
         for key, row in record.failures.items():  # the latest failure of a video is kept
             failures[key] = FailedVideo(row["path"], row["label"], row["reason"])
     return Contents(records, videos, {key: failure for key, failure in failures.items() if key not in videos}, duplicates)
@@ -230,6 +239,11 @@ class FeatureCache:
             counts[video.label] = counts.get(video.label, 0) + 1
         return dict(sorted(counts.items()))
 
+    def short_videos(self) -> list[dict]:
+        """The videos that decoded fewer frames than their header states (accepted within ``frame_shortfall``)."""
+        return [{"path": video.path, "header_frames": video.header_frames, "frames_short": video.frames_short}
+                for video in self.videos if video.frames_short]  # fmt: skip
+
     def summary(self) -> dict:
         """Provenance plus counts: what ``make info`` prints."""
         return {
@@ -239,6 +253,7 @@ class FeatureCache:
             "videos_failed": len(self.failures),
             "labels": self.labels(),
             "frames": sum(video.num_frames for video in self.videos),
+            "short_videos": self.short_videos(),
             "views": self.num_views,
             "feature_dim": self.feature_dim,
             "nbytes": self.nbytes,

@@ -332,8 +332,13 @@ class CacheWriter:
         split: str | None = None,
         source_frames: int | None = None,
         source_fps: float | None = None,
+        header_frames: int | None = None,
     ) -> None:
-        """Store one video's features, shape ``(views, num_frames, feature_dim)``; kept once its shard closes."""
+        """Store one video's features, shape ``(views, num_frames, feature_dim)``; kept once its shard closes.
+
+        ``source_frames``: the file's frames that decoded (default: ``num_frames``); ``header_frames``: the count
+        its header states, where it states one.
+        """
         features = np.asarray(features)
         expected = (self.provenance.views, self.provenance.feature_dim)
         if features.ndim != 3 or (features.shape[0], features.shape[2]) != expected or features.shape[1] < 1:
@@ -342,7 +347,7 @@ class CacheWriter:
         key = video_id(path)
         row = dict(zip(VIDEO_FIELDS, (path, _text(label), _text(group), _text(split), int(features.shape[1]),
                                       int(source_frames if source_frames is not None else features.shape[1]),
-                                      float(source_fps or 0.0))))  # fmt: skip
+                                      float(source_fps or 0.0), int(header_frames or 0))))  # fmt: skip
         self._open_shard()
         with self._writing():
             _write_video(self._shard, key, row, features)
