@@ -126,6 +126,7 @@ class PaddedFeatures:
     paths: list[str]
     groups: list[str | None]  # the CSV's group column (the subject): split by it, never across it
     splits: list[str | None]  # the CSV's split column (None where blank)
+    times: np.ndarray  # float32 (videos, max_len): each step's time in its video, seconds; NaN after the end or rate unknown
 
     def __iter__(self):
         return iter((self.features, self.mask, self.labels))
@@ -140,10 +141,14 @@ def load_features(cache: str | Path, max_len: int | None = None, view: int = 0) 
     >>> X, mask, y = framecache.load_features("features.h5", max_len=16)
     >>> X.shape[0] == mask.shape[0] == len(y), X.shape[1] <= 16, X.dtype
     (True, True, dtype('float32'))
-    >>> len(framecache.load_features("features.h5").groups) == len(y)  # for an honest split of your own
+    >>> padded = framecache.load_features("features.h5")
+    >>> len(padded.groups) == len(y)  # for an honest split of your own
+    True
+    >>> bool((padded.times[0][padded.mask[0]][1:] > padded.times[0][padded.mask[0]][:-1]).all())  # seconds, rising
     True
     """
     from framecache.train.data import SequenceBatches, load_cache
+    from framecache.train.sampling import time_steps
 
     data = load_cache(str(cache))
     try:
@@ -154,7 +159,23 @@ def load_features(cache: str | Path, max_len: int | None = None, view: int = 0) 
         (features, mask), labels = SequenceBatches(data.features, data.labels, every_video, max_len or None, 1, data.num_videos, view=view)[0]
     finally:
         data.close()
-    return PaddedFeatures(features, mask, labels, data.classes, data.paths, data.groups, data.splits)
+    times = np.full(mask.shape, np.nan, dtype=np.float32)
+    for row, video in enumerate(data.videos):
+        steps = time_steps(video.num_frames, max_len or None)
+        times[row, : len(steps)] = _frame_times(video, data.provenance)[steps]
+    return PaddedFeatures(features, mask, labels, data.classes, data.paths, data.groups, data.splits, times)
+
+
+def _frame_times(video, provenance) -> np.ndarray:
+    """Seconds into its file of each cached frame of ``video`` (a cache's VideoMeta), as stage one sampled them;
+    NaN where the file's frame rate is unknown (a frame folder without one)."""
+    from framecache.extract.decode import sample_indices
+
+    if not video.source_fps:
+        return np.full(video.num_frames, np.nan, dtype=np.float32)
+    decoded_from = video.header_frames or video.source_frames  # stage one sampled the header's count, kept what decoded
+    indices = sample_indices(decoded_from, video.source_fps, int(provenance.frame_step), provenance.fps)[: video.num_frames]
+    return (indices / video.source_fps).astype(np.float32)
 
 
 def train_model(features: str | Path, run: str | Path | None = None, **options) -> dict:

@@ -275,3 +275,19 @@ def test_a_rotated_phone_video_embeds_like_its_upright_copy(phone_videos, tmp_pa
     assert cosine("rotated_90") >= 0.95 and cosine("rotated_270") >= 0.95
     assert cosine("sideways") < 0.9
 
+
+
+def test_load_features_gives_each_step_its_time_in_the_video(footage_csv):
+    from framecache import load_features
+
+    out = footage_csv.parent / "features.h5"
+    run_extraction(ExtractConfig(csv=str(footage_csv), out=str(out), backbone="efficientnetb0", weights="none", views=1,
+                                 batch_size=8, quiet=True, frame_step=2))  # fmt: skip
+    padded = load_features(out)
+    rows = {Path(path).name: row for row, path in enumerate(padded.paths)}
+    np.testing.assert_allclose(padded.times[rows["frames-a"]][:5], np.arange(0, 9, 2) / 25)  # the CSV's fps: 25
+    assert np.isnan(padded.times[rows["frames-b"]]).all()  # no fps in its row, none given: unknown
+    np.testing.assert_allclose(padded.times[rows["index-3-over.avi"]][:29], np.arange(0, 57, 2) / 25)
+    assert np.isnan(padded.times[rows["index-3-over.avi"]][29:]).all() and not padded.mask[rows["index-3-over.avi"]][29:].any()
+    short = load_features(out, max_len=4)  # steps sampled over the whole video, as stage two evaluates
+    assert short.times.shape == (len(rows), 4) and np.all(np.diff(short.times[rows["index-3-over.avi"]]) > 0.3)

@@ -20,6 +20,7 @@ bit, whichever path asks for it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
@@ -194,12 +195,24 @@ class CachedVideos:
     features: FeatureSource  # per video: float16 (views, T, D); view 0 is the clean video
     labels: np.ndarray  # int64 codes into ``classes``
     classes: list[str]
-    paths: list[str]
-    groups: list[str | None]
-    splits: list[str | None]  # the CSV's split column (None where blank)
+    videos: list[VideoMeta]  # what the cache records of each (path, group, split, source frames and rate)
     provenance: Provenance
     provenance_hash: str
     cache_path: str
+
+    @functools.cached_property
+    def paths(self) -> list[str]:
+        return [video.path for video in self.videos]
+
+    @functools.cached_property
+    def groups(self) -> list[str | None]:
+        """The CSV's group column (the subject; None where blank)."""
+        return [video.group for video in self.videos]
+
+    @functools.cached_property
+    def splits(self) -> list[str | None]:
+        """The CSV's split column (None where blank)."""
+        return [video.split for video in self.videos]
 
     @property
     def num_videos(self) -> int:
@@ -259,9 +272,7 @@ def load_cache(path: str, classes: list[str] | None = None, in_memory: str = "au
         features=features,
         labels=labels,
         classes=classes,
-        paths=[video.path for video in videos],
-        groups=[video.group for video in videos],
-        splits=[video.split for video in videos],
+        videos=videos,
         provenance=provenance,
         provenance_hash=provenance_hash,
         cache_path=str(path),
