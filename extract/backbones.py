@@ -232,21 +232,6 @@ class Backbone:
         return features
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def check_precision(precision: str, engine: str = "auto") -> None:
     """Refuse ``precision`` where ``engine`` (``auto``: the one it picks) cannot run it natively on this machine."""
     check("precision", precision, choices=PRECISIONS)
@@ -277,7 +262,6 @@ def _pick_engine(engine: str) -> str:
             raise FramecacheError("engine openvino asked for, but the openvino package is not installed") from None
         return "tensorflow"
     return "openvino"
-
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,113 @@
+"""The pose estimator (BlazePose through OpenVINO): model files, detection, tracking, upside-down people, no person,
+and the per-frame features. Needs the team's copy of MediaPipe's models (../shared/weights/pose); skips without it."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import cv2
+import matplotlib
+import numpy as np
+import pytest
+
+from framecache.common.errors import FramecacheError
+from framecache.extract.pose.detector import Crop
+from framecache.extract.pose.features import ANGLES, FEATURE_DIM, FEATURE_NAMES, pose_features
+from framecache.extract.pose.models import read_model_files
+from framecache.extract.pose.tracker import FramePose, PoseEstimator
+
+POSE_MODELS = Path(__file__).resolve().parents[2] / "shared/weights/pose"
+needs_models = pytest.mark.skipif(not (POSE_MODELS / "pose_detection.tflite").is_file(),
+                                  reason=f"MediaPipe's BlazePose models are not in {POSE_MODELS}")  # fmt: skip
+NOSE = 0
+
+
+def grace_hopper() -> np.ndarray:
+    """A photo of a person that ships with matplotlib (512x600 RGB)."""
+    path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data/sample_data/grace_hopper.jpg")
+    return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="module")
+def estimator() -> PoseEstimator:
+    if not (POSE_MODELS / "pose_detection.tflite").is_file():
+        pytest.skip(f"MediaPipe's BlazePose models are not in {POSE_MODELS}")
+    return PoseEstimator(read_model_files(POSE_MODELS, "full"), threads=1)
+
+
+def test_a_crop_maps_its_corners_and_turns_with_the_body():
+    crop = Crop.from_points(np.array([100.0, 200.0]), np.array([100.0, 120.0]))  # upright: "up" is -y
+    assert crop.side == pytest.approx(200.0)  # 2 x 80 x 1.25
+    to_frame = crop.to_frame(256)
+    assert to_frame @ np.array([0, 0, 1.0]) == pytest.approx([0.0, 100.0])  # top-left corner
+    assert to_frame @ np.array([256, 256, 1.0]) == pytest.approx([200.0, 300.0])
+    upside_down = Crop.from_points(np.array([100.0, 200.0]), np.array([100.0, 280.0])).to_frame(256)
+    assert upside_down @ np.array([0, 0, 1.0]) == pytest.approx([200.0, 300.0])  # turned half a turn
+    assert Crop.from_points(np.array([5.0, 5.0]), np.array([5.0, 5.0])) is None  # no scale: no crop
+
+
+def test_features_of_a_known_pose():
+    points = np.zeros((33, 3), np.float32)
+    points[[11, 12], :2] = [[90, 100], [110, 100]]  # shoulders, 100 px above the hips
+    points[[23, 24], :2] = [[90, 200], [110, 200]]
+    points[[25, 26], :2] = [[90, 300], [110, 300]]  # knees straight below
+    points[[27, 28], :2] = [[90, 400], [110, 400]]
+    pose = FramePose(points, np.ones(33, np.float32), np.ones(33, np.float32), 0.9)
+    rows = pose_features([pose, FramePose.absent()], frame_side=500)
+    assert rows.shape == (2, FEATURE_DIM) == (2, len(FEATURE_NAMES))
+    named = dict(zip(FEATURE_NAMES, rows[0]))
+    assert named["angle_left_knee"] == pytest.approx(1.0) and named["angle_left_hip"] == pytest.approx(1.0)  # straight
+    assert (named["trunk_x"], named["trunk_y"]) == pytest.approx((0.0, -1.0))  # hips to shoulders: up
+    assert named["torso_length"] == pytest.approx(0.2) and named["hips_x"] == pytest.approx(0.2)
+    assert named["body_y11"] == pytest.approx(-1.0) and named["frame_y27"] == pytest.approx(0.8)
+    assert len(ANGLES) == 8 and not rows[1].any()  # no person: zeros
+
+
+def test_model_files_from_a_folder_or_a_tasks_bundle(tmp_path):
+    if not (POSE_MODELS / "pose_detection.tflite").is_file():
+        pytest.skip(f"MediaPipe's BlazePose models are not in {POSE_MODELS}")
+    from_folder = read_model_files(POSE_MODELS, "full")
+    bundle = tmp_path / "pose_landmarker_full.task"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.write(POSE_MODELS / "pose_detection.tflite", "pose_detector.tflite")
+        archive.write(POSE_MODELS / "pose_landmark_full.tflite", "pose_landmarks_detector.tflite")
+    assert read_model_files(bundle).sha256 == from_folder.sha256
+    assert read_model_files(POSE_MODELS, "lite").sha256 != from_folder.sha256
+    with pytest.raises(FramecacheError, match="lacks pose_landmark_heavy.tflite or pose_landmarks_detector.tflite"):
+        read_model_files(POSE_MODELS, "heavy")
+    (tmp_path / "other.task").write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    with pytest.raises(FramecacheError, match="not a MediaPipe pose bundle"):
+        read_model_files(tmp_path / "other.task")
+
+
+@needs_models
+def test_a_person_is_found_and_tracked(estimator):
+    photo = grace_hopper()
+    poses, crop = estimator.track([photo] * 3)
+    assert crop is not None and all(pose.score > 0.9 for pose in poses)
+    nose = poses[-1].landmarks[NOSE, :2]
+    assert 240 < nose[0] < 300 and 220 < nose[1] < 270  # the nose of the 512x600 photo
+    shoulders = poses[-1].landmarks[[11, 12], 1]
+    assert (shoulders > nose[1]).all()  # below the nose: read upright
+
+
+@needs_models
+def test_an_upside_down_person_gives_the_same_landmarks_turned(estimator):
+    photo = grace_hopper()
+    height, width = photo.shape[:2]
+    upright, _ = estimator.track([photo] * 2)
+    turned, _ = estimator.track([np.ascontiguousarray(photo[::-1, ::-1])] * 2)
+    assert turned[-1].score > 0.9
+    back = np.array([width, height]) - turned[-1].landmarks[:, :2]  # turned back half a turn
+    visible = upright[-1].visibility > 0.5
+    assert np.median(np.hypot(*(back - upright[-1].landmarks[:, :2])[visible].T)) < 25  # pixels, in a 512x600 photo
+
+
+@needs_models
+def test_no_person_gives_absent_frames(estimator):
+    noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    poses, crop = estimator.track([noise, np.zeros((240, 320, 3), np.uint8)])
+    assert crop is None and [pose.score for pose in poses] == [0.0, 0.0]
+    assert np.isnan(poses[0].landmarks).all()
