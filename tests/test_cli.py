@@ -158,9 +158,9 @@ def test_the_wheel_holds_one_top_level_package(tmp_path):
         scripts = archive.read(entry_points).decode()
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == {"framecache"}
-    for package in ("common", "extract", "train", "data", "bench"):
+    for package in ("common", "extract", "extract/pose", "train", "data", "bench"):
         assert f"framecache/{package}/__init__.py" in names
-    assert "framecache = framecache.cli:main" in scripts
+    assert "framecache = framecache.__main__:run" in scripts  # a Ctrl-C while it imports ends it quietly
 
 
 def test_option_helpers_examples():

@@ -891,3 +891,22 @@ def test_a_swallowed_ctrl_c_still_exits_130():
     result = run([sys.executable, "-c", SWALLOWED_CTRL_C], timeout=60)
     assert result.returncode == 130, (result.returncode, result.stderr)
     assert result.stderr.strip() == "interrupted"
+
+
+def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback():
+    """The command imports for a while before it runs: a Ctrl-C then must not print a traceback from an import."""
+    script = (
+        "import signal, sys\n"
+        "import framecache.__main__ as entry\n"
+        "import builtins\n"
+        "real_import = builtins.__import__\n"
+        "def interrupted_import(name, *args, **kwargs):\n"
+        "    if name == 'framecache.cli':\n"
+        "        signal.raise_signal(signal.SIGINT)  # Ctrl-C arrives while the command's modules load\n"
+        "    return real_import(name, *args, **kwargs)\n"
+        "builtins.__import__ = interrupted_import\n"
+        "sys.argv = ['framecache', 'info', 'missing.h5']\n"
+        "entry.run()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr
