@@ -36,8 +36,10 @@ class ExtractConfig:
 
     csv: str = option("data/demo/labels.csv", "dataset CSV with path,label[,group][,split]")
     out: str = option("features.h5", "HDF5 feature cache to write or resume")
-    backbone: str = option("efficientnetb0", "frozen backbone: efficientnetb0, mobilenet_v2 or efficientnet_lite0 (offline ImageNet weights)")
-    weights: str = option("imagenet", "imagenet (Keras' cache; downloaded where online) | none (random: no class signal) | PATH to a weights file")
+    backbone: str = option("efficientnetb0", "frozen backbone: efficientnetb0, mobilenet_v2 or efficientnet_lite0 (offline ImageNet "
+                           "weights), or a human pose model: pose (BlazePose full), pose_lite, pose_heavy")
+    weights: str = option("imagenet", "imagenet (Keras' cache; downloaded where online; for pose: MediaPipe's models) | none "
+                          "(random: no class signal) | PATH to a weights file (pose: a folder of .tflite files or a .task bundle)")
     engine: str = option("auto", "inference engine (auto: OpenVINO when installed, TensorFlow on a GPU)", choices=ENGINES)
     precision: str = option("f32", "the CNN's arithmetic: f32, or bf16 where the hardware has it natively (OpenVINO on a CPU "
                             "with BF16, TensorFlow on a GPU); recorded in the provenance", choices=PRECISIONS)

@@ -13,7 +13,8 @@ reproduced here from frames a test chooses (uint8 RGB ``(T, H, W, 3)``):
   rotation (the display matrix) that players apply;
 - :func:`anamorphic_video`: non-square pixels, stored squeezed with a sample
   aspect ratio that players stretch back;
-- :func:`frame_folder`: a folder of JPEG or PNG frames, numbered without padding.
+- :func:`frame_folder`: a folder of JPEG or PNG frames, numbered without padding;
+- :func:`moving_person`: frames of a real person moving (for the pose models).
 
 Every function writes one file (or folder) and returns its path.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import av
 import cv2
+import matplotlib
 import numpy as np
 
 from framecache.data.synthetic import write_video
@@ -129,3 +131,19 @@ def frame_folder(frames: np.ndarray, folder: str | Path, extension: str = ".jpg"
         cv2.imwrite(str(folder / f"frame_{number}{extension}"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     return folder
 
+
+
+def moving_person(num_frames: int, height: int = 360, width: int = 480, turned: bool = False) -> np.ndarray:
+    """uint8 RGB frames ``(num_frames, height, width, 3)`` of a real person (the portrait photo that ships with
+    matplotlib) sliding across a grey background and growing and shrinking, as a camera would see someone move;
+    ``turned``: the same frames upside down. A person the pose models find, offline."""
+    photo_path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    photo = cv2.cvtColor(cv2.imread(str(photo_path)), cv2.COLOR_BGR2RGB)
+    frames = np.full((num_frames, height, width, 3), 90, np.uint8)
+    for index, frame in enumerate(frames):
+        scale = height / photo.shape[0] * (0.85 + 0.1 * np.sin(index / 4))
+        person = cv2.resize(photo, (round(photo.shape[1] * scale), round(photo.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        left = min(width - 1, round(index * width / (4 * max(1, num_frames))))
+        visible = person[: height - 10, : width - left]
+        frame[10 : 10 + visible.shape[0], left : left + visible.shape[1]] = visible
+    return np.ascontiguousarray(frames[:, ::-1, ::-1]) if turned else frames

@@ -125,15 +125,23 @@ def _registry() -> dict[str, BackboneSpec]:
 
 
 def available_backbones() -> list[str]:
-    """Names accepted by ``build_backbone``."""
-    return sorted(_registry())
+    """Names accepted by ``build_backbone``: the CNNs, and the pose backbones (:mod:`framecache.extract.pose.backbone`)."""
+    from framecache.extract.pose.backbone import POSE_BACKBONES
+
+    return sorted([*_registry(), *POSE_BACKBONES])
 
 
 def _spec(name: str) -> BackboneSpec:
     registry = _registry()
     if name not in registry:
-        raise FramecacheError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(registry))}")
+        raise FramecacheError(f"unknown backbone {name!r}; choose one of {', '.join(available_backbones())}")
     return registry[name]
+
+
+def _is_pose(name: str) -> bool:
+    from framecache.extract.pose.backbone import POSE_BACKBONES
+
+    return name in POSE_BACKBONES
 
 
 def keras_models_dir() -> Path:
@@ -214,8 +222,11 @@ class Backbone:
         self.description = description  # what decides its features; the engine is not part of it
         self._run = run  # uint8 (batch_size, size, size, 3) -> float32 (batch_size, feature_dim)
 
-    def embed(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 ``(N, size, size, 3)`` RGB → float32 ``(N, feature_dim)``, in batches of exactly ``batch_size``."""
+    def embed(self, frames: np.ndarray, streams: list | None = None) -> np.ndarray:
+        """uint8 ``(N, size, size, 3)`` RGB → float32 ``(N, feature_dim)``, in batches of exactly ``batch_size``.
+
+        ``streams`` (which video each run of frames is from) does not matter to a CNN: every frame is its own.
+        """
         frames = np.asarray(frames)
         shape = (self.input_size, self.input_size, 3)
         if frames.ndim != 4 or frames.shape[1:] != shape or frames.dtype != np.uint8:
@@ -230,6 +241,10 @@ class Backbone:
                 batch = np.concatenate([batch, np.zeros((self.batch_size - count, *shape), batch.dtype)])
             features[start : start + count] = self._run(np.ascontiguousarray(batch))[:count]
         return features
+
+    def video_failure(self, features: np.ndarray) -> None:
+        """A CNN describes any frame: no video fails for what its features say."""
+        return None
 
 
 def check_precision(precision: str, engine: str = "auto") -> None:
@@ -274,14 +289,17 @@ class BackbonePlan:
 
     name: str
     description: BackboneDescription  # what decides the features (with the weights' hash): the provenance's part
-    weights_file: Path | None  # None: random weights
+    weights_file: Path | None  # None: random weights (a pose backbone: its models' folder or bundle)
     engine: str  # openvino or tensorflow (auto resolved)
     precision: str
+    fit: str = "crop"  # how frames are fitted to its input: crop (CNNs) or letterbox (pose)
 
 
 def plan_backbone(name: str = "efficientnetb0", weights: str = "imagenet", engine: str = "auto",
                   precision: str = "f32") -> BackbonePlan:
     """Find and hash the weights, pick the engine and check the precision on this machine: everything but building."""
+    if _is_pose(name):
+        return _plan_pose(name, weights, engine, precision)
     spec = _spec(name)
     engine = _pick_engine(engine)
     check_precision(precision, engine)
@@ -313,6 +331,10 @@ def build_planned(plan: BackbonePlan, batch_size: int = 32, threads: int | None 
     check("batch_size", batch_size, int, AT_LEAST_ONE)
     if threads is not None:
         check("threads", threads, int, AT_LEAST_ONE)
+    if _is_pose(plan.name):
+        from framecache.extract.pose.backbone import PoseBackbone
+
+        return PoseBackbone(plan.description, plan.weights_file, batch_size, threads)
     spec = _spec(plan.name)
     weights_file = plan.weights_file
     if weights_file is not None and not weights_file.is_file():
@@ -333,6 +355,20 @@ def build_planned(plan: BackbonePlan, batch_size: int = 32, threads: int | None 
         policy = "mixed_bfloat16" if plan.precision == "bf16" else "float32"
         run = engines.tensorflow_runner(engines.keras_model(spec, weights_file, policy), spec, batch_size)
     return Backbone(spec, plan.description, plan.engine, batch_size, run, plan.precision)
+
+
+def _plan_pose(name: str, weights: str, engine: str, precision: str) -> BackbonePlan:
+    """A pose backbone's plan: its models found and hashed; it runs on OpenVINO, in f32."""
+    from framecache.extract.pose.backbone import resolve_pose_weights
+
+    check("engine", engine, choices=ENGINES)
+    check("precision", precision, choices=PRECISIONS)
+    if engine == "tensorflow":
+        raise FramecacheError(f"{option_name('backbone', name)} runs on OpenVINO: use {option_name('engine', 'auto')}")
+    if precision != "f32":
+        raise FramecacheError(f"{option_name('backbone', name)} runs in f32: use {option_name('precision', 'f32')}")
+    description, models = resolve_pose_weights(name, weights)
+    return BackbonePlan(name, description, models, "openvino", "f32", fit="letterbox")
 
 
 def backbone_from_provenance(provenance: Provenance, engine: str = "auto", batch_size: int = 32) -> Backbone:

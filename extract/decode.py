@@ -56,8 +56,17 @@ from framecache.common.options import Interval, check, option_name
 
 BACKENDS = DECODERS  # the decoders, one list: common.config.DECODERS
 
-# The resize policy in words, recorded in the cache provenance.
+# The resize policies in words, recorded in the cache provenance. ``crop`` (the CNNs'): the ImageNet transform.
+# ``letterbox`` (pose): the whole picture, so that a person at its edge is still in it.
 RESIZE_POLICY = "shorter side to size keeping aspect ratio (bilinear, in the decoder), then centre crop size x size"
+LETTERBOX_POLICY = "longer side to size keeping aspect ratio (bilinear, in the decoder), then black bars to size x size"
+RESIZE_POLICIES = {"crop": RESIZE_POLICY, "letterbox": LETTERBOX_POLICY}
+FITS = tuple(RESIZE_POLICIES)
+
+
+def fit_of(resize_policy: str | None) -> str:
+    """The fit (``crop`` or ``letterbox``) a provenance's resize policy names; ``crop`` for caches that name none."""
+    return next((fit for fit, policy in RESIZE_POLICIES.items() if policy == resize_policy), "crop")
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,7 @@ def iter_frames(
     backend: str = "pyav",
     frame_shortfall: float = FRAME_SHORTFALL,
     folder_fps: float | None = None,
+    fit: str = "crop",
 ) -> VideoFrames:
     """The sampled frames of a video file or frame folder, as uint8 RGB chunks ``(n, size, size, 3)``, and its info.
 
@@ -145,9 +155,10 @@ def iter_frames(
     in order, so memory stays flat however long the video. ``frame_shortfall``:
     the share of the header's frame count that may fail to decode at the end.
     ``folder_fps``: the frame rate of a folder of frames (it has none of its
-    own). Arguments and the file are checked when this is called (the file is
-    opened once, its header read once); decode errors are raised while
-    iterating (see the module docstring).
+    own). ``fit``: ``crop`` (the centre square) or ``letterbox`` (the whole
+    picture in a square, with black bars). Arguments and the file are checked
+    when this is called (the file is opened once, its header read once);
+    decode errors are raised while iterating (see the module docstring).
     """
     from framecache.extract import frame_folders, video_files
 
@@ -155,13 +166,14 @@ def iter_frames(
     check("chunk_frames", chunk_frames, int, AT_LEAST_ONE)
     check("decoder", backend, choices=DECODERS)
     check("frame_shortfall", frame_shortfall, float, Interval(0, 1))
+    check("fit", fit, choices=FITS)
     sample_indices(0, 1.0, frame_step, fps)  # validate the sampling arguments before opening
     if not isinstance(path, (str, os.PathLike)):
         raise FramecacheError(f"video path must be a string, got {path!r}")
     path = os.fspath(path)
     if os.path.isdir(path):
-        return frame_folders.open_folder(path, size, frame_step, fps, chunk_frames, folder_fps)
-    return video_files.open_video(path, size, frame_step, fps, chunk_frames, backend, frame_shortfall)
+        return frame_folders.open_folder(path, size, frame_step, fps, chunk_frames, folder_fps, fit)
+    return video_files.open_video(path, size, frame_step, fps, chunk_frames, backend, frame_shortfall, fit)
 
 
 def check_shortfall(decoded: int, info: VideoInfo, frame_shortfall: float, path: str, error: str | None = None) -> None:
@@ -184,23 +196,34 @@ def check_shortfall(decoded: int, info: VideoInfo, frame_shortfall: float, path:
     )
 
 
-def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """(height, width) with the shorter side scaled to ``size``, keeping the aspect ratio."""
-    if height <= width:
-        return size, max(size, round(width * size / height))
-    return max(size, round(height * size / width)), size
+def resized_shape(height: int, width: int, size: int, fit: str = "crop") -> tuple[int, int]:
+    """(height, width) scaled, keeping the aspect ratio, so that the shorter side (``crop``) or the longer side
+    (``letterbox``) is ``size``."""
+    if fit == "crop":
+        if height <= width:
+            return size, max(size, round(width * size / height))
+        return max(size, round(height * size / width)), size
+    if height >= width:
+        return size, max(1, round(width * size / height))
+    return max(1, round(height * size / width)), size
 
 
-def decoder_output_shape(info: VideoInfo, size: int) -> tuple[int, int]:
-    """(height, width) to scale the stored picture to, so that once turned upright its shorter side is ``size``."""
-    height, width = resized_shape(info.height, info.width, size)
+def decoder_output_shape(info: VideoInfo, size: int, fit: str = "crop") -> tuple[int, int]:
+    """(height, width) to scale the stored picture to, so that once turned upright it is :func:`resized_shape`."""
+    height, width = resized_shape(info.height, info.width, size, fit)
     return (width, height) if info.rotation in (90, 270) else (height, width)
 
 
-def upright_crop(frames: np.ndarray, rotation: int, size: int) -> np.ndarray:
-    """Turn (n, H, W, 3) frames counter-clockwise by ``rotation`` degrees, then crop the central ``size x size``."""
+def upright_square(frames: np.ndarray, rotation: int, size: int, fit: str = "crop") -> np.ndarray:
+    """Turn (n, H, W, 3) frames counter-clockwise by ``rotation`` degrees, then crop their central ``size x size``
+    (``crop``) or centre them on black ``size x size`` frames (``letterbox``)."""
     if rotation:
         frames = np.rot90(frames, k=rotation // 90, axes=(1, 2))
     height, width = frames.shape[1:3]
+    if fit == "letterbox":
+        square = np.zeros((len(frames), size, size, 3), np.uint8)
+        top, left = (size - height) // 2, (size - width) // 2
+        square[:, top : top + height, left : left + width] = frames
+        return square
     top, left = (height - size) // 2, (width - size) // 2
     return np.ascontiguousarray(frames[:, top : top + size, left : left + size])

@@ -174,7 +174,8 @@ class Driver:
             pieces.append(item)
             taken += len(item.frames)
         self.ready_frames -= taken
-        features = self.embedder.embed(np.concatenate([item.frames for item in pieces]))
+        streams = [((item.index, item.view), item.offset, len(item.frames)) for item in pieces]  # a view's frames in order
+        features = self.embedder.embed(np.concatenate([item.frames for item in pieces]), streams)
         start = 0
         for item in pieces:
             video = self.in_flight.get(item.index)
@@ -192,16 +193,18 @@ class Driver:
         row = self.rows.iloc[index]
         video = self.in_flight.pop(index, None)
         summary = self.summary
+        if reason is None:
+            views = [
+                np.concatenate([video.features[key] for key in sorted(video.features) if key[0] == view])
+                for view in range(self.views)
+            ]
+            reason = self.embedder.video_failure(views[0])  # e.g. no person in any frame, for a pose backbone
         if reason is not None:
             self.writer.send(FailureRecord(row.path, row.label, row.group, row.split, reason))
             summary.failed += 1
             summary.failures.append((row.path, reason))
             log.debug("failed: %s: %s", row.path, reason)
         else:
-            views = [
-                np.concatenate([video.features[key] for key in sorted(video.features) if key[0] == view])
-                for view in range(self.views)
-            ]
             features = stored_features(np.stack(views))
             self.writer.send(VideoRecord(row.path, row.label, row.group, row.split, features, video.source_frames,
                                          video.source_fps, video.header_frames))

@@ -33,8 +33,13 @@ def embed_videos(paths: list[str], provenance: Provenance, engine: str = "auto",
     results = []
     for path in paths:
         try:
-            features = [backbone.embed(views[0]) for views in decoder.open(path, key=path)]
-            results.append(EmbedResult(path, np.concatenate(features).astype(np.float32)))
+            features, offset = [], 0
+            for views in decoder.open(path, key=path):
+                features.append(backbone.embed(views[0], [(path, offset, len(views[0]))]))
+                offset += len(views[0])
+            features = np.concatenate(features).astype(np.float32)
+            failure = backbone.video_failure(features)
+            results.append(EmbedResult(path, None, failure) if failure else EmbedResult(path, features))
         except Exception as error:
             results.append(EmbedResult(path, None, failure_reason(error)))
     return results

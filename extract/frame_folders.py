@@ -19,7 +19,7 @@ import numpy as np
 
 from framecache.common.errors import FramecacheError
 from framecache.common.options import option_name
-from framecache.extract.decode import VideoFrames, VideoInfo, resized_shape, sample_indices, upright_crop
+from framecache.extract.decode import VideoFrames, VideoInfo, resized_shape, sample_indices, upright_square
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -35,7 +35,7 @@ def _natural_key(name: str) -> list:
 
 
 def open_folder(path: str, size: int, frame_step: int, fps: float | None, chunk_frames: int,
-                folder_fps: float | None) -> VideoFrames:  # fmt: skip
+                folder_fps: float | None, fit: str = "crop") -> VideoFrames:  # fmt: skip
     """A frame folder's sampled frames; arguments are checked by :func:`~framecache.extract.decode.iter_frames`."""
     try:
         files = frame_files(path)
@@ -51,12 +51,12 @@ def open_folder(path: str, size: int, frame_step: int, fps: float | None, chunk_
     height, width = _read(files[0], path).shape[:2]
     frames = VideoFrames(VideoInfo(len(files), float(folder_fps or 0.0), width, height, header_frames=len(files)))
     wanted = sample_indices(len(files), frames.info.fps, frame_step, fps)
-    frames.chunks = _iter_folder([files[index] for index in wanted], frames.info, size, chunk_frames, path)
+    frames.chunks = _iter_folder([files[index] for index in wanted], frames.info, size, chunk_frames, path, fit)
     return frames
 
 
-def _iter_folder(files: list[str], info: VideoInfo, size: int, chunk_frames: int, path: str) -> Iterator[np.ndarray]:
-    height, width = resized_shape(info.height, info.width, size)
+def _iter_folder(files: list[str], info: VideoInfo, size: int, chunk_frames: int, path: str, fit: str) -> Iterator[np.ndarray]:
+    height, width = resized_shape(info.height, info.width, size, fit)
     interpolation = cv2.INTER_AREA if height < info.height else cv2.INTER_LINEAR
     for start in range(0, len(files), chunk_frames):
         chunk = []
@@ -68,7 +68,7 @@ def _iter_folder(files: list[str], info: VideoInfo, size: int, chunk_frames: int
                     f"the first frame {info.width}x{info.height}; resize them alike: {path}"
                 )
             chunk.append(cv2.resize(image, (width, height), interpolation=interpolation))
-        yield upright_crop(np.stack(chunk), 0, size)
+        yield upright_square(np.stack(chunk), 0, size, fit)
 
 
 def _read(file: str, folder: str) -> np.ndarray:

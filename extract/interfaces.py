@@ -36,7 +36,14 @@ class Decoder(Protocol):
 class Embedder(Protocol):
     """The frozen backbone: uint8 RGB frames ``(n, size, size, 3)`` in, float32 features ``(n, feature_dim)`` out."""
 
-    def embed(self, frames: np.ndarray) -> np.ndarray: ...
+    def embed(self, frames: np.ndarray, streams: list[tuple[object, int, int]] | None = None) -> np.ndarray:
+        """``streams``: ``(stream, offset, count)`` for each run of ``frames``, in order: which video's view the run is
+        from and where in it it starts (a pose backbone tracks a person along a stream; a CNN ignores it)."""
+        ...
+
+    def video_failure(self, features: np.ndarray) -> str | None:
+        """Why a video whose clean view embedded to ``features`` ``(T, feature_dim)`` is a failure (None: it is not)."""
+        ...
 
 
 class ShardSink(Protocol):

@@ -78,12 +78,12 @@ def plan_run(config: ExtractConfig) -> RunPlan:
     """A run's videos, backbone and provenance, found and checked once, before any file is written."""
     from framecache.extract.augment import ViewAugmenter
     from framecache.extract.backbones import plan_backbone
-    from framecache.extract.decode import RESIZE_POLICY
+    from framecache.extract.decode import RESIZE_POLICIES
 
     backbone = plan_backbone(config.backbone, config.weights, config.engine, config.precision)
     dataset = load_dataset(config.csv)
     augmenter = ViewAugmenter(config.augment, config.seed)
-    provenance = Provenance.build(config, backbone.description, augmenter.describe(), RESIZE_POLICY)
+    provenance = Provenance.build(config, backbone.description, augmenter.describe(), RESIZE_POLICIES[backbone.fit])
     decode = DecodeSettings.from_provenance(provenance, chunk_frames=config.chunk_frames, frame_shortfall=config.frame_shortfall,
                                             folder_fps=config.folder_fps)
     return RunPlan(dataset, provenance, backbone, decode)

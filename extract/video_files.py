@@ -33,7 +33,7 @@ from framecache.extract.decode import (
     decoder_output_shape,
     resized_shape,
     sample_indices,
-    upright_crop,
+    upright_square,
 )
 
 # One decoder thread: measured ~25% slower than num_threads=0 on an idle
@@ -106,17 +106,17 @@ class _PyAVVideo:
 
 
 def open_video(path: str, size: int, frame_step: int, fps: float | None, chunk_frames: int, backend: str,
-               frame_shortfall: float) -> VideoFrames:  # fmt: skip
+               frame_shortfall: float, fit: str = "crop") -> VideoFrames:  # fmt: skip
     """A video file's sampled frames with ``backend``; arguments are checked by :func:`~framecache.extract.decode.iter_frames`."""
     video = _PyAVVideo(path)
     header = video.info
     if backend == "pyav":
         frames = VideoFrames(header)
         wanted = sample_indices(header.num_frames, header.fps, frame_step, fps)
-        frames.chunks = _iter_pyav(video, frames, wanted, size, chunk_frames, frame_shortfall, path)
+        frames.chunks = _iter_pyav(video, frames, wanted, size, chunk_frames, frame_shortfall, path, fit)
         return frames
     video.close()  # decord decodes; PyAV read the header, which decord's own count is checked against
-    reader = _open_decord(path, resized_shape(header.height, header.width, size))  # decord turns frames upright itself
+    reader = _open_decord(path, resized_shape(header.height, header.width, size, fit))  # decord turns frames upright itself
     count = len(reader)
     if count == 0:
         raise FramecacheError(f"video has 0 frames: {path}")
@@ -124,15 +124,15 @@ def open_video(path: str, size: int, frame_step: int, fps: float | None, chunk_f
         check_shortfall(count, header, frame_shortfall, path)
     frames = VideoFrames(replace(header, num_frames=count, fps=float(reader.get_avg_fps()) or header.fps))
     wanted = sample_indices(count, frames.info.fps, frame_step, fps)
-    frames.chunks = _iter_decord(reader, frames, wanted, size, chunk_frames, frame_shortfall, path)
+    frames.chunks = _iter_decord(reader, frames, wanted, size, chunk_frames, frame_shortfall, path, fit)
     return frames
 
 
 def _iter_pyav(video: _PyAVVideo, frames: VideoFrames, wanted: np.ndarray, size: int, chunk_frames: int,
-               frame_shortfall: float, path: str) -> Iterator[np.ndarray]:  # fmt: skip
+               frame_shortfall: float, path: str, fit: str) -> Iterator[np.ndarray]:  # fmt: skip
     """Decode sequentially, keep the frames in ``wanted``, yield upright cropped chunks; close the file."""
     info = video.info
-    height, width = decoder_output_shape(info, size)
+    height, width = decoder_output_shape(info, size, fit)
     next_wanted = 0  # position in `wanted` of the next frame to keep
     decoded = 0
     buffer: list[np.ndarray] = []
@@ -146,18 +146,18 @@ def _iter_pyav(video: _PyAVVideo, frames: VideoFrames, wanted: np.ndarray, size:
             buffer.append(frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR"))
             next_wanted += 1
             if len(buffer) == chunk_frames or next_wanted == len(wanted):
-                yield upright_crop(np.stack(buffer), info.rotation, size)
+                yield upright_square(np.stack(buffer), info.rotation, size, fit)
                 buffer = []
             if next_wanted == len(wanted):
                 return
     frames.source_frames = decoded  # the stream ended (or broke) before the last wanted frame
     check_shortfall(decoded, info, frame_shortfall, path, video.error)
     if buffer:
-        yield upright_crop(np.stack(buffer), info.rotation, size)
+        yield upright_square(np.stack(buffer), info.rotation, size, fit)
 
 
 def _iter_decord(reader: VideoReader, frames: VideoFrames, wanted: np.ndarray, size: int, chunk_frames: int,
-                 frame_shortfall: float, path: str) -> Iterator[np.ndarray]:  # fmt: skip
+                 frame_shortfall: float, path: str, fit: str) -> Iterator[np.ndarray]:  # fmt: skip
     """Yield upright cropped chunks read with ``get_batch`` on slices of ``wanted``.
 
     A chunk decord cannot decode is the start of a damaged part whose exact
@@ -169,10 +169,10 @@ def _iter_decord(reader: VideoReader, frames: VideoFrames, wanted: np.ndarray, s
         except _DECORD_ERRORS:
             del reader
             video = _PyAVVideo(path)
-            yield from _iter_pyav(video, frames, wanted[start:], size, chunk_frames, frame_shortfall, path)
+            yield from _iter_pyav(video, frames, wanted[start:], size, chunk_frames, frame_shortfall, path, fit)
             return
         chunk = batch.asnumpy() if isinstance(batch, decord.nd.NDArray) else np.asarray(batch)
-        yield upright_crop(chunk, 0, size)  # decord applied the display rotation
+        yield upright_square(chunk, 0, size, fit)  # decord applied the display rotation
 
 
 def _check_file(path: str) -> None:

@@ -35,6 +35,7 @@ class DecodeSettings:
     seed: int
     frame_shortfall: float = FRAME_SHORTFALL  # the share of a header's frame count that may fail to decode at its end
     folder_fps: float | None = None  # the frame rate of frame folders whose CSV row gives none
+    fit: str = "crop"  # crop (the centre square) or letterbox (the whole picture): the backbone's resize policy
 
     @classmethod
     def from_provenance(cls, provenance: Provenance, chunk_frames: int = 32, views: int | None = None,
@@ -43,6 +44,8 @@ class DecodeSettings:
 
         ``frame_shortfall`` and ``folder_fps`` decide which inputs are accepted, not their features: not recorded.
         """
+        from framecache.extract.decode import fit_of
+
         if provenance.input_size is None:
             raise FramecacheError(f"the provenance of these features records no input size ({provenance.backbone}); extract them again")
         return cls(
@@ -56,6 +59,7 @@ class DecodeSettings:
             seed=provenance.seed,
             frame_shortfall=FRAME_SHORTFALL if frame_shortfall is None else frame_shortfall,
             folder_fps=folder_fps,
+            fit=fit_of(provenance.resize),
         )
 
 
@@ -97,7 +101,7 @@ class ViewDecoder:
         settings = self.settings
         frames = iter_frames(path, size=settings.size, frame_step=settings.frame_step, fps=settings.fps,
                              chunk_frames=settings.chunk_frames, backend=settings.decoder,
-                             frame_shortfall=settings.frame_shortfall, folder_fps=fps or settings.folder_fps)
+                             frame_shortfall=settings.frame_shortfall, folder_fps=fps or settings.folder_fps, fit=settings.fit)
         return VideoViews(frames, self._views(frames, key))
 
     def _views(self, frames: Iterable[np.ndarray], key: str) -> Iterator[np.ndarray]:

@@ -111,3 +111,122 @@ def test_no_person_gives_absent_frames(estimator):
     poses, crop = estimator.track([noise, np.zeros((240, 320, 3), np.uint8)])
     assert crop is None and [pose.score for pose in poses] == [0.0, 0.0]
     assert np.isnan(poses[0].landmarks).all()
+
+
+# ------------------------------------------------------------------ the pose backbone in stage one
+
+
+@pytest.fixture
+def people_csv(tmp_path) -> Path:
+    from framecache.data.footage import moving_person
+    from framecache.data.synthetic import write_video
+
+    write_video(tmp_path / "person.mp4", moving_person(16), 10)
+    write_video(tmp_path / "person-turned.mp4", moving_person(16, turned=True), 10)
+    for name in ("empty-room.mp4", "empty-corridor.mp4"):
+        write_video(tmp_path / name, np.full((10, 360, 480, 3), 90, np.uint8), 10)
+    (tmp_path / "labels.csv").write_text("path,label\nperson.mp4,a\nperson-turned.mp4,a\nempty-room.mp4,b\nempty-corridor.mp4,b\n")
+    return tmp_path / "labels.csv"
+
+
+def pose_config(csv: Path, **overrides):
+    from framecache.common.config import ExtractConfig
+
+    values = dict(csv=str(csv), out=str(csv.parent / "pose.h5"), backbone="pose", weights=str(POSE_MODELS), views=2,
+                  augment="light", batch_size=8, chunk_frames=4, quiet=True)  # fmt: skip
+    return ExtractConfig(**{**values, **overrides})
+
+
+@needs_models
+def test_pose_extraction_tracks_people_fails_empty_videos_and_resumes(people_csv):
+    from conftest import read_features
+
+    from framecache.extract.pipeline import run_extraction
+    from framecache.extract.pose.backbone import POSE_FRAME_SIZE
+
+    summary = run_extraction(pose_config(people_csv))
+    assert (summary.ok, summary.failed) == (2, 2)
+    features, info = read_features(people_csv.parent / "pose.h5")
+    assert {failure["path"]: failure["reason"][:26] for failure in info["failures"]} == {
+        "empty-room.mp4": "no person found in any of ", "empty-corridor.mp4": "no person found in any of "}  # fmt: skip
+    assert info["provenance"]["input_size"] == POSE_FRAME_SIZE and "black bars" in info["provenance"]["resize"]
+    score, nose = FEATURE_NAMES.index("score"), [FEATURE_NAMES.index("frame_x0"), FEATURE_NAMES.index("frame_y0")]
+    upright, turned = features["person.mp4"].astype(np.float32), features["person-turned.mp4"].astype(np.float32)
+    assert (upright[:, :, score] > 0.5).all() and (turned[:, :, score] > 0.5).all()  # every frame, both views
+    assert np.abs((1 - turned[0][:, nose]) - upright[0][:, nose]).mean() < 0.03  # the same nose, turned back
+    again = run_extraction(pose_config(people_csv))  # resumes: only the failures are tried again
+    assert (again.ok, again.failed, again.skipped) == (0, 2, 2)
+
+
+@needs_models
+def test_predict_embeds_a_video_as_the_pose_cache_holds_it(people_csv):
+    from framecache.common.cache import FeatureCache
+    from framecache.extract.embed import embed_videos
+    from framecache.extract.pipeline import run_extraction
+
+    run_extraction(pose_config(people_csv, views=1, augment="none"))
+    with FeatureCache(people_csv.parent / "pose.h5") as cache:
+        video = next(video for video in cache.videos if video.path == "person.mp4")
+        cached, provenance = cache.features(video.key, view=0).astype(np.float32), cache.provenance
+    person, empty = embed_videos([str(people_csv.parent / "person.mp4"), str(people_csv.parent / "empty-room.mp4")], provenance)
+    np.testing.assert_allclose(person.features, cached, atol=2e-2)
+    assert person.error is None and empty.features is None and empty.error.startswith("no person found")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(weights="none"), "has no random weights"),
+        (dict(engine="tensorflow"), "runs on OpenVINO"),
+        (dict(precision="bf16"), "runs in f32"),
+        (dict(weights="/nowhere/pose"), "pose models not found at /nowhere/pose"),
+    ],
+)
+def test_pose_settings_it_cannot_run_are_refused(people_csv, overrides, message):
+    from framecache.extract.pipeline import run_extraction
+
+    with pytest.raises(FramecacheError, match=message):
+        run_extraction(pose_config(people_csv, **overrides))
+
+
+def test_the_default_pose_models_come_from_the_cache_folder_or_say_where_to_put_them(tmp_path, monkeypatch):
+    from framecache.extract.pose import backbone
+
+    monkeypatch.setenv("FRAMECACHE_CACHE", str(tmp_path))
+    monkeypatch.setattr(backbone.urllib.request, "urlopen", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(FramecacheError, match=rf"pose_landmarker_full.task is not in {tmp_path}/pose and downloading it .* failed \(offline\)"):
+        backbone.resolve_pose_weights("pose", "mediapipe")
+    if not (POSE_MODELS / "pose_detection.tflite").is_file():
+        pytest.skip(f"MediaPipe's BlazePose models are not in {POSE_MODELS}")
+    (tmp_path / "pose").mkdir(exist_ok=True)
+    for name in ("pose_detection.tflite", "pose_landmark_full.tflite"):
+        (tmp_path / "pose" / name).write_bytes((POSE_MODELS / name).read_bytes())
+    description, models = backbone.resolve_pose_weights("pose", "imagenet")  # the option's default means MediaPipe's
+    assert description.weights == "mediapipe" and models == tmp_path / "pose"
+    assert description.weights_sha256 == read_model_files(POSE_MODELS).sha256
+
+
+@needs_models
+def test_ray_blocks_make_the_pose_cache_the_pipeline_makes(people_csv):
+    """The Ray actor's code, run here (a pose tracker per stream, blocks reusing row numbers): bit for bit."""
+    from conftest import read_features
+
+    from framecache.common.cache import CacheWriter
+    from framecache.extract.blocks import BlockExtractor, cut_blocks
+    from framecache.extract.pipeline import plan_run, run_extraction
+
+    run_extraction(pose_config(people_csv))
+    config = pose_config(people_csv, out=str(people_csv.parent / "blocks.h5"))
+    plan = plan_run(config.validate())
+    CacheWriter(config.out, plan.provenance).close()
+    extractor = BlockExtractor(config, plan, threads=1)
+    try:
+        results = [extractor(block) for block in cut_blocks(plan.dataset, actors=2, block_videos=1)]
+    finally:
+        extractor.close()
+    assert sum(result.ok for result in results) == 2 and sum(result.failed for result in results) == 2
+    blocks, _ = read_features(config.out)
+    reference, _ = read_features(people_csv.parent / "pose.h5")
+    assert sorted(blocks) == sorted(reference) == ["person-turned.mp4", "person.mp4"]
+    for path in reference:
+        np.testing.assert_array_equal(blocks[path], reference[path])
