@@ -85,11 +85,18 @@ demo-data: $(STAMP)
 	$(PY) -m framecache.data.make_demo --out $(DEMO_DIR)
 
 # The demo's features are fixed (so a rerun resumes); its training takes Make variables (make demo EPOCHS=5).
+# Then the same videos through the pose backbone, where MediaPipe's models can be had (from PyPI's mediapipe
+# wheel, once, into ~/.cache/framecache/pose): a pose model sees how the figure moves, not the equipment.
 demo: demo-data
 	$(FRAMECACHE_CMD) extract --csv $(DEMO_DIR)/labels.csv --out $(DEMO_DIR)/features.h5 \
 		--backbone efficientnet_lite0 --weights imagenet $(if $(QUIET),--quiet)
 	$(FRAMECACHE_CMD) info $(DEMO_DIR)/features.h5
 	$(FRAMECACHE) train --features $(DEMO_DIR)/features.h5 --run runs/demo --overwrite $(ARGS)
+	@if $(PY) -m framecache.extract.pose.fetch > /dev/null; then \
+		echo "pose: the same videos through BlazePose (runs/demo-pose): it sees how the figure moves, not the equipment"; \
+		$(FRAMECACHE_CMD) extract --csv $(DEMO_DIR)/labels.csv --out $(DEMO_DIR)/pose.h5 --backbone pose --views 1 --quiet && \
+		$(FRAMECACHE) train --features $(DEMO_DIR)/pose.h5 --run runs/demo-pose --overwrite --quiet $(ARGS); \
+	else echo "pose: skipped (MediaPipe's pose models could not be fetched; see the error above)"; fi
 
 # The fast suite in TEST_WORKERS processes (pytest-xdist), a test file each at a time; the slow one in order
 # (its kill loops time themselves against an uninterrupted run).

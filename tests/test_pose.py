@@ -230,3 +230,18 @@ def test_ray_blocks_make_the_pose_cache_the_pipeline_makes(people_csv):
     assert sorted(blocks) == sorted(reference) == ["person-turned.mp4", "person.mp4"]
     for path in reference:
         np.testing.assert_array_equal(blocks[path], reference[path])
+
+
+def test_fetching_the_models_says_why_it_cannot_and_keeps_what_is_there(tmp_path, monkeypatch):
+    import subprocess as subprocesses
+
+    from framecache.extract.pose import fetch
+
+    failed = subprocesses.CompletedProcess([], 1, "", "ERROR: No matching distribution found for mediapipe==0.10.21")
+    monkeypatch.setattr(fetch.subprocess, "run", lambda *args, **kwargs: failed)
+    with pytest.raises(FramecacheError, match=r"cannot download mediapipe==0.10.21 .*No matching distribution.*put "
+                                              rf"pose_detection.tflite and pose_landmark_full.tflite into {tmp_path}/"):
+        fetch.fetch_pose_models(tmp_path)
+    for name, _ in fetch.MEMBERS.values():
+        (tmp_path / name).write_bytes(b"model")
+    assert fetch.fetch_pose_models(tmp_path) == tmp_path  # already there: pip is not run
