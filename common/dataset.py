@@ -63,6 +63,7 @@ def load_dataset(csv_path: str | Path, min_videos_per_class: int = 2) -> pd.Data
             table[column] = table[column].str.strip()
     _check_blank(table, "path", csv_path)
     _check_blank(table, "label", csv_path)
+    _check_control_characters(table, csv_path)
 
     for column in OPTIONAL_COLUMNS:  # blank cells and absent columns become None
         values = table[column].tolist() if column in table.columns else [""] * len(table)
@@ -105,6 +106,19 @@ def _check_blank(table: pd.DataFrame, column: str, csv_path: Path) -> None:
         raise FramecacheError(
             f"dataset CSV {csv_path} has a blank {column} on line(s) {rows}{more} (empty, or NaN/None/null); fill or remove them"
         )
+
+
+def _check_control_characters(table: pd.DataFrame, csv_path: Path) -> None:
+    """Refuse cells holding control characters (a NUL byte, a stray carriage return): no file or label has them."""
+    for column in table.columns:
+        bad = table.index[table[column].str.contains(r"[\x00-\x08\x0b-\x1f\x7f]", regex=True, na=False)]
+        if len(bad):
+            index = bad[0]
+            raise FramecacheError(
+                f"dataset CSV {csv_path} has a control character in its {column} column on line {index + 2} "
+                f"({table.at[index, column]!r}{f' and {len(bad) - 1} more line(s)' if len(bad) > 1 else ''}); "
+                "the file may be damaged or exported as binary: fix those cells"
+            )
 
 
 def _frame_rates(table: pd.DataFrame, csv_path: Path) -> pd.Series:

@@ -81,7 +81,7 @@ def plan_run(config: ExtractConfig) -> RunPlan:
     from framecache.extract.decode import RESIZE_POLICIES
 
     backbone = plan_backbone(config.backbone, config.weights, config.engine, config.precision)
-    dataset = load_dataset(config.csv)
+    dataset = load_dataset(config.csv, min_videos_per_class=1)  # one new recording is fine here; training checks its own
     augmenter = ViewAugmenter(config.augment, config.seed)
     provenance = Provenance.build(config, backbone.description, augmenter.describe(), RESIZE_POLICIES[backbone.fit])
     decode = DecodeSettings.from_provenance(provenance, chunk_frames=config.chunk_frames, frame_shortfall=config.frame_shortfall,

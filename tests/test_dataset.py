@@ -104,3 +104,22 @@ def test_oversampling_balances_classes_deterministically():
     assert set(np.flatnonzero(labels == 0)) <= set(indices.tolist())  # nothing dropped
     assert np.array_equal(indices, oversample_indices(labels, seed=3))
     assert not np.array_equal(indices, oversample_indices(labels, seed=4))
+
+
+@pytest.mark.parametrize("cell, shown", [("a\x00b.mp4", r"'a\\x00b.mp4'"), ("squat\x07", r"'squat\\x07'")])
+def test_a_control_character_in_a_cell_is_refused_naming_the_line(tmp_path, cell, shown):
+    csv = tmp_path / "labels.csv"
+    csv.write_text(f"path,label\nv0.mp4,squat\nv1.mp4,squat\n{cell},squat\n", encoding="utf-8")
+    with pytest.raises(FramecacheError, match=rf"control character in its (path|label) column on line 4 \({shown}"):
+        load_dataset(csv)
+
+
+def test_stage_one_takes_a_class_of_one_video(tmp_path):
+    from framecache.common.config import ExtractConfig
+    from framecache.extract.pipeline import plan_run
+
+    (tmp_path / "labels.csv").write_text("path,label\nnew-recording.mp4,fall\n")
+    plan = plan_run(ExtractConfig(csv=str(tmp_path / "labels.csv"), out=str(tmp_path / "f.h5"), weights="none").validate())
+    assert list(plan.dataset["label"]) == ["fall"]
+    with pytest.raises(FramecacheError, match="fewer than 2 videos"):  # training's own reading keeps its check
+        load_dataset(tmp_path / "labels.csv")

@@ -97,7 +97,7 @@ def test_embed_videos_matches_the_clean_cached_view(dataset):
 
 def test_cli_prints_one_line_errors_without_traceback(tmp_path):
     csv = tmp_path / "labels.csv"
-    csv.write_text("path,label\na.mp4,x\n")
+    csv.write_text("path,label,split\na.mp4,x,bogus\n")  # a CSV error, found before anything is written
     result = subprocess.run(
         [sys.executable, "-m", "framecache", "extract", "--csv", str(csv), "--out", str(tmp_path / "f.h5"), "--weights", "none", "--quiet"],
         capture_output=True, text=True,
