@@ -35,6 +35,8 @@ def load_dataset(csv_path: str | Path, min_videos_per_class: int = 2) -> pd.Data
     other problem raises :class:`FramecacheError` naming the bad value.
     """
     csv_path = Path(csv_path)
+    if csv_path.exists() and not csv_path.is_file():  # a folder, or a FIFO that would block the read
+        raise FramecacheError(f"dataset CSV {csv_path} is not a regular file; pass {option_name('csv', 'path/to/labels.csv')}")
     if not csv_path.is_file():
         raise FramecacheError(f"dataset CSV not found: {csv_path}; pass {option_name('csv', 'path/to/labels.csv')}")
     try:

@@ -588,3 +588,14 @@ def test_kill_the_writer_fifty_times(tmp_path):
     assert report["unreadable"] == 0 and report["wrong_features"] == 0 and report["lost_more_than_open_shard"] == 0
     assert report["reruns_identical"] == report["episodes"]
 
+
+
+def test_a_fifo_or_folder_given_as_a_cache_is_refused_at_once(tmp_path):
+    """A named pipe would block the read forever."""
+    fifo = tmp_path / "features.h5"
+    os.mkfifo(fifo)
+    code = f"from framecache.common.cache import FeatureCache; FeatureCache({str(fifo)!r})"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "is not a regular file, so not a feature cache" in result.stderr
+    with pytest.raises(FramecacheError, match="is a folder, not a feature cache file"):
+        FeatureCache(tmp_path)

@@ -1,6 +1,7 @@
 """The CSV contract: loading, validation with clear errors, label encoding, oversampling."""
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -122,4 +123,10 @@ def test_stage_one_takes_a_class_of_one_video(tmp_path):
     plan = plan_run(ExtractConfig(csv=str(tmp_path / "labels.csv"), out=str(tmp_path / "f.h5"), weights="none").validate())
     assert list(plan.dataset["label"]) == ["fall"]
     with pytest.raises(FramecacheError, match="fewer than 2 videos"):  # training's own reading keeps its check
+        load_dataset(tmp_path / "labels.csv")
+
+
+def test_a_csv_that_is_not_a_regular_file_is_refused(tmp_path):
+    os.mkfifo(tmp_path / "labels.csv")
+    with pytest.raises(FramecacheError, match="labels.csv is not a regular file"):
         load_dataset(tmp_path / "labels.csv")

@@ -156,7 +156,23 @@ def test_runs_of_an_earlier_framecache_still_compare(run, tmp_path):
     assert "base_*" not in compare.format_table(table) and compare.best_line(table).startswith("best by validation")
     (old / "metrics.json").write_text(json.dumps({"accuracy": 1.0}))
     with pytest.raises(FramecacheError, match="is not a run's metrics"):
+        read_run_metrics(old / "metrics.json")
+    with pytest.raises(FramecacheError, match=r"no readable runs under .* \(1 unreadable: .*old/run\)"):
         compare.runs_table(old.parent)
+
+
+def test_compare_lists_the_good_runs_and_names_a_broken_one(run, tmp_path, caplog):
+    folder, metrics = run
+    runs = tmp_path / "runs"
+    for name in ("good", "broken"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text((folder / "config.json").read_text())
+    (runs / "good" / "metrics.json").write_text((folder / "metrics.json").read_text())
+    (runs / "broken" / "metrics.json").write_text('{"accuracy": 0.5, "trunc')  # a write cut short
+    with caplog.at_level("WARNING"):
+        table = compare.runs_table(runs)
+    assert list(table["run"]) == ["good"]
+    assert any("left out" in record.message and str(runs / "broken") in record.message for record in caplog.records)
 
 
 def test_compare_shows_the_settings_that_differ(run, tmp_path):

@@ -10,6 +10,7 @@ regression on each video's mean feature), the epochs trained and seconds.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,8 @@ from framecache.common.options import command_hint
 from framecache.train.metrics import HEADLINE, CVMetrics
 from framecache.train.run_folder import RunFolder
 
+log = logging.getLogger(__name__)
+
 IGNORED_SETTINGS = ("run", "in_memory", "overwrite", "quiet")
 SHORT_NAMES = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "macro_f1": "macro_f1"}
 FIGURES = ("run", "epochs_trained", "seconds", "weights")  # columns of runs_table that are not settings
@@ -27,11 +30,19 @@ FIGURE_PREFIXES = (*HEADLINE, "val_", "base_", "ci_")
 
 
 def runs_table(root: str | Path) -> pd.DataFrame:
-    """One row per run: name, every setting, headline figures, and the cache's weights."""
-    rows = []
+    """One row per run: name, every setting, headline figures, and the cache's weights.
+
+    A run whose ``config.json`` or ``metrics.json`` cannot be read is left out with a warning naming it.
+    """
+    rows, broken = [], []
     root = Path(root)
     for run in RunFolder.find(root):
-        config, metrics = run.read_config(), run.read_metrics()
+        try:
+            config, metrics = run.read_config(), run.read_metrics()
+        except (FramecacheError, OSError, ValueError) as error:
+            broken.append(run.path)
+            log.warning("left out %s: its config.json or metrics.json cannot be read (%s)", run.path, str(error).splitlines()[0])
+            continue
         row = {"run": str(run.path.relative_to(root)) if run.path != root else run.path.name}
         row.update({key: value for key, value in config.items() if key not in IGNORED_SETTINGS})
         spread = metrics.spread if isinstance(metrics, CVMetrics) else None
@@ -46,7 +57,8 @@ def runs_table(root: str | Path) -> pd.DataFrame:
         row.update(epochs_trained=metrics.epochs, seconds=metrics.seconds, weights=metrics.weights)
         rows.append(row)
     if not rows:
-        raise FramecacheError(f"no runs under {root}; train one with `{command_hint('train', run=f'{root}/NAME')}`")
+        unreadable = f" ({len(broken)} unreadable: {', '.join(map(str, broken[:3]))})" if broken else ""
+        raise FramecacheError(f"no readable runs under {root}{unreadable}; train one with `{command_hint('train', run=f'{root}/NAME')}`")
     return pd.DataFrame(rows)
 
 

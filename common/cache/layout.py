@@ -144,6 +144,8 @@ def damaged(path: Path, error: BaseException) -> FramecacheError:
 def open_h5(path: Path, mode: str) -> h5py.File:
     """Open an HDF5 file without HDF5's file locks (every file has one writer), errors as FramecacheError."""
     action = "read" if mode == "r" else "write"
+    if path.exists() and not path.is_file():  # a folder, a FIFO (which would block the read forever), a device
+        raise FramecacheError(f"{path} is not a regular file, so not a feature cache; pass the .h5 file extraction wrote")
     try:
         return h5py.File(path, mode, locking=False)
     except PermissionError:
