@@ -599,3 +599,23 @@ def test_a_fifo_or_folder_given_as_a_cache_is_refused_at_once(tmp_path):
     assert "is not a regular file, so not a feature cache" in result.stderr
     with pytest.raises(FramecacheError, match="is a folder, not a feature cache file"):
         FeatureCache(tmp_path)
+
+
+def test_merge_refuses_caches_that_disagree_about_a_video_and_leaves_the_target_alone(tmp_path):
+    first, second, target = tmp_path / "a.h5", tmp_path / "b.h5", tmp_path / "study.h5"
+    with CacheWriter(first, PROVENANCE) as writer:
+        writer.add_video("v0.mp4", "bend", features(2), group="s1")
+        writer.add_video("v1.mp4", "jack", features(3), group="s1")
+    with CacheWriter(second, PROVENANCE) as writer:
+        writer.add_video("v0.mp4", "jack", features(2), group="s1")  # relabelled since
+        writer.add_video("v1.mp4", "jack", features(5), group="s2")  # another length, another subject
+        writer.add_video("v2.mp4", "jack", features(2))
+    with pytest.raises(FramecacheError, match=r"disagree about 2 video\(s\), e.g. v0.mp4: label 'bend' in .*a.h5, 'jack' in "
+                                              r".*b.h5; v1.mp4: group 's1' in .*, 's2' in .*, num_frames 3 in .*, 5 in .*nothing was merged"):
+        merge_caches(target, [first, second])
+    assert not target.exists()
+    merge_caches(target, [first])
+    shards = closed(target)
+    with pytest.raises(FramecacheError, match="disagree about 2 video"):  # the target's own videos count too
+        merge_caches(target, [second])
+    assert closed(target) == shards

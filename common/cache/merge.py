@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framecache.common.cache.layout import OPEN_PREFIX, SCHEMA_VERSION, closed_shards, error_reason, fsync, owner_tag
-from framecache.common.cache.reader import Contents, FeatureCache, FeatureReader, differences, open_cache
+from framecache.common.cache.reader import Contents, FeatureCache, FeatureReader, VideoMeta, differences, open_cache
 from framecache.common.cache.writer import CacheWriter
 from framecache.common.errors import FramecacheError
 from framecache.common.options import command_hint, option_name
+
+# What two caches must agree on about a video they both hold (num_frames: features of another length).
+CONFLICTING = ("label", "group", "split", "num_frames")
 
 
 @dataclass
@@ -69,8 +72,9 @@ def merge_caches(out: str | Path, caches: list[str | Path]) -> MergeSummary:
         sources.append((cache, version, provenance, provenance_hash, contents))
     if not sources:
         raise FramecacheError("give at least one cache to merge")
+    target_contents = None
     if out.exists():
-        version, target, target_hash, _ = open_cache(out)
+        version, target, target_hash, target_contents = open_cache(out)
         if version == 1:
             raise FramecacheError(
                 f"{out} is a cache of schema version 1: merge into a new file instead, listing {out} among the caches "
@@ -84,6 +88,13 @@ def merge_caches(out: str | Path, caches: list[str | Path]) -> MergeSummary:
                 f"{cache} was extracted with other settings than {out} ({differences(provenance, target, str(cache), str(out))}); "
                 "caches merge only when their features are alike: extract it again with the same settings"
             )
+    named = [(str(cache), contents) for cache, _, _, _, contents in sources]
+    conflicts = _conflicts(named + ([(str(out), target_contents)] if target_contents is not None else []))
+    if conflicts:
+        raise FramecacheError(
+            f"the caches disagree about {len(conflicts)} video(s), e.g. {'; '.join(conflicts[:3])}; nothing was merged: "
+            "extract those videos again from the CSV that is right (or drop them from it), then merge"
+        )
     summary = MergeSummary(str(out))
     writer = CacheWriter(out, target)  # creates the target if needed; checks it once more
     try:
@@ -104,6 +115,23 @@ def merge_caches(out: str | Path, caches: list[str | Path]) -> MergeSummary:
     with FeatureCache(out) as merged:
         summary.videos, summary.duplicates = len(merged.videos), merged.duplicates
     return summary
+
+
+def _conflicts(caches: list[tuple[str, Contents]]) -> list[str]:
+    """Each video that two caches record differently (:data:`CONFLICTING`), in words."""
+    first: dict[str, tuple[str, VideoMeta]] = {}
+    found = []
+    for name, contents in caches:
+        for key, video in contents.videos.items():
+            if key not in first:
+                first[key] = (name, video)
+                continue
+            other_name, other = first[key]
+            differing = [f"{field} {getattr(other, field)!r} in {other_name}, {getattr(video, field)!r} in {name}"
+                         for field in CONFLICTING if getattr(other, field) != getattr(video, field)]  # fmt: skip
+            if differing:
+                found.append(f"{video.path}: " + ", ".join(differing))
+    return found
 
 
 def _copy_shard(shard: Path, folder: Path) -> None:
