@@ -38,7 +38,7 @@ from framecache.common.errors import FramecacheError
 from framecache.common.options import command_hint, option_name
 from framecache.extract.blocks import Block, BlockExtractor, BlockResult, cut_blocks
 from framecache.extract.driver import ExtractSummary
-from framecache.extract.pipeline import RunPlan, check_something_extracted, not_cached, plan_run
+from framecache.extract.pipeline import RunPlan, check_something_extracted, not_cached, plan_run, refresh_metadata
 from framecache.extract.progress import Progress
 from framecache.extract.views import ViewDecoder
 
@@ -122,8 +122,12 @@ def run_on_ray(config: ExtractConfig, decoder_class: type = ViewDecoder) -> Extr
     plan = plan_run(config)
     with CacheWriter(config.out, plan.provenance, overwrite=config.overwrite, shard_videos=config.shard_videos) as writer:
         done = writer.done_paths()  # the root exists from here: the actors only add shards
-    todo = not_cached(plan.dataset, done)
-    summary = ExtractSummary(videos_total=len(plan.dataset), skipped=len(plan.dataset) - len(todo))
+        todo = not_cached(plan.dataset, done)
+        summary = ExtractSummary(videos_total=len(plan.dataset), skipped=len(plan.dataset) - len(todo))
+        if summary.skipped:
+            summary.relabeled = refresh_metadata(plan.dataset, config.out, lambda record: writer.add_video(
+                record.path, record.label, record.features, record.group, record.split, record.source_frames,
+                record.source_fps, record.header_frames))  # fmt: skip
     if todo.empty:
         summary.seconds = time.monotonic() - started
         return summary

@@ -46,6 +46,7 @@ class ExtractSummary:
     frames: int = 0  # frames embedded this run, all views
     seconds: float = 0.0
     interrupted: bool = False
+    relabeled: int = 0  # cached videos whose label, group or split the CSV changed: brought up to date
     failures: list[tuple[str, str]] = field(default_factory=list)
     blocks: list = field(default_factory=list)  # on Ray: each block's BlockResult, in the order they finished
 
@@ -57,8 +58,9 @@ class ExtractSummary:
     def line(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
         state = "interrupted: " if self.interrupted else ""
+        relabeled = f" ({self.relabeled} of them relabelled from the CSV)" if self.relabeled else ""
         return (
-            f"{state}{self.ok} ok, {self.failed} failed, {self.skipped} already cached "
+            f"{state}{self.ok} ok, {self.failed} failed, {self.skipped} already cached{relabeled} "
             f"({self.frames} frames embedded in {self.seconds:.1f} s, {rate:.1f} frames/s)"
         )
 

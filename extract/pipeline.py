@@ -13,13 +13,16 @@ are described in :mod:`framecache.extract.interfaces`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from framecache.common.cache import FeatureCache
 from framecache.common.config import ExtractConfig
 from framecache.common.dataset import load_dataset
 from framecache.common.errors import FramecacheError
@@ -28,9 +31,12 @@ from framecache.common.provenance import Provenance
 from framecache.extract.backbones import BackbonePlan
 from framecache.extract.decoders import DecoderPool
 from framecache.extract.driver import Driver, ExtractSummary
+from framecache.extract.messages import VideoRecord
 from framecache.extract.progress import Progress
 from framecache.extract.views import DecodeSettings, ViewDecoder
 from framecache.extract.writer_process import WriterProcess
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ def run_extraction(config: ExtractConfig, decoder_class: type = ViewDecoder) -> 
     with WriterProcess(config.out, plan.provenance, config.overwrite, config.shard_videos) as writer:
         todo = not_cached(plan.dataset, writer.done_paths)
         summary = ExtractSummary(videos_total=len(plan.dataset), skipped=len(plan.dataset) - len(todo))
+        summary.relabeled = refresh_metadata(plan.dataset, config.out, writer.send) if summary.skipped else 0
         if len(todo):
             progress = Progress(summary.videos_total, summary.skipped, config.quiet, started)
             try:
@@ -94,6 +101,27 @@ def build_embedder(plan: RunPlan, batch_size: int, threads: int | None = None):
     from framecache.extract.backbones import build_planned
 
     return build_planned(plan.backbone, batch_size, threads)
+
+
+def refresh_metadata(rows: pd.DataFrame, cache: str, add: Callable[[VideoRecord], None]) -> int:
+    """Bring the label, group and split of every cached video of ``rows`` up to date with the CSV; how many changed.
+
+    The CSV is the source of truth: a changed video is written again, its
+    cached features copied (nothing is embedded), and the new copy wins when
+    the cache is read (:func:`~framecache.common.cache.reader.combine`).
+    """
+    changed = 0
+    with FeatureCache(cache) as cached:
+        by_path = {video.path: video for video in cached.videos}
+        for row in rows.itertuples():
+            video = by_path.get(row.path)
+            if video is not None and (video.label, video.group, video.split) != (row.label, row.group, row.split):
+                add(VideoRecord(row.path, row.label, row.group, row.split, cached.features(video.key), video.source_frames,
+                                video.source_fps, video.header_frames))  # fmt: skip
+                changed += 1
+    if changed:
+        log.info("%d cached video(s) relabelled from the CSV (their features kept)", changed)
+    return changed
 
 
 def not_cached(rows: pd.DataFrame, done_paths: set[str]) -> pd.DataFrame:

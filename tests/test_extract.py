@@ -169,3 +169,22 @@ def test_no_video_read_names_the_most_common_reason(dataset, tmp_path):
     ) as error:
         run_extraction(config_for(csv, out=str(tmp_path / "bad.h5")))
     assert "CSV's own folder" not in str(error.value)
+
+
+def test_a_rerun_brings_labels_groups_and_splits_up_to_date_with_the_csv(dataset):
+    """The CSV is the source of truth: a relabelled clip's cache entry follows it, its features kept, nothing embedded."""
+    run_extraction(config_for(dataset))
+    before, _ = read_features(dataset.parent / "features.h5")
+    dataset.write_text(dataset.read_text().replace("videos/a.mp4,squat,s1", "videos/a.mp4,jump,s9")
+                       .replace("videos/d.mp4,jump,s2", "videos/d.mp4,jump,s3"))  # fmt: skip
+    summary = run_extraction(config_for(dataset))
+    assert (summary.ok, summary.skipped, summary.relabeled, summary.frames) == (0, 4, 2, 0)
+    assert "4 already cached (2 of them relabelled from the CSV)" in summary.line()
+    with FeatureCache(dataset.parent / "features.h5") as cache:
+        videos = {video.path: video for video in cache.videos}
+        assert (videos["videos/a.mp4"].label, videos["videos/a.mp4"].group) == ("jump", "s9")
+        assert videos["videos/d.mp4"].group == "s3" and videos["videos/b.avi"].label == "squat"
+        assert len(cache.videos) == 4
+        np.testing.assert_array_equal(cache.features(videos["videos/a.mp4"].key), before["videos/a.mp4"])
+    again = run_extraction(config_for(dataset))
+    assert again.relabeled == 0  # up to date now

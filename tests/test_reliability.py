@@ -687,7 +687,7 @@ BAD_CSVS = {
         b"path,label\ngood0.mp4,a\ngood0.mp4,b\ngood1.mp4,a\ngood2.mp4,b\n",
         "lists 'good0.mp4' with different labels ['a', 'b']",
     ),  # fmt: skip
-    "class-with-one-video": (b"path,label\ngood0.mp4,a\ngood1.mp4,a\ngood2.mp4,b\n", "class(es) 'b' (1)"),
+    "nul-byte": (b"path,label\ngood0.mp4,a\ngood\x001.mp4,a\ngood2.mp4,b\n", "control character in its path column on line 3"),
     "unknown-split": (
         b"path,label,split\ngood0.mp4,a,train\ngood1.mp4,a,validation\n",
         "unknown split value(s) 'validation'",
@@ -695,7 +695,7 @@ BAD_CSVS = {
 }
 
 
-BAD_CSVS_IN_A_PROCESS = ("empty", "class-with-one-video")  # through a real `framecache extract`; the others in process
+BAD_CSVS_IN_A_PROCESS = ("empty", "nul-byte")  # through a real `framecache extract`; the others in process
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CSVS))

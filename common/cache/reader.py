@@ -4,9 +4,9 @@ A cache is read by listing its shards folder, not through links in the root,
 so that writers never touch a file a reader has open. Opening a cache reads
 one :class:`~framecache.common.cache.layout.ShardRecord` per closed shard
 and combines them: the same video in two shards (two machines extracting
-the same CSV) is counted once, the copy in the shard closed first; a success
-in any shard wins over a failure in another; of several failures, the latest
-is reported. A schema-1 cache (one file, ``/videos/<xx>/<id>``) is read into
+the same CSV, or a rerun that brought its label up to date with the CSV) is
+counted once, the copy in the shard closed last; a success in any shard wins
+over a failure in another; of several failures, the latest is reported. A schema-1 cache (one file, ``/videos/<xx>/<id>``) is read into
 the same record, from its videos' attributes (it has no index).
 """
 
@@ -123,19 +123,22 @@ class Contents:
 
 
 def combine(records: list[ShardRecord]) -> Contents:
-    """Union of the records: a video's first copy (in the order shards were closed), successes over failures."""
+    """Union of the records: a video's latest copy (in the order shards were closed), successes over failures.
+
+    Copies of a video made by one extraction have the same features; a later copy
+    with other metadata is a rerun bringing the video's label, group or split up
+    to date with the CSV.
+    """
     records = sorted(records, key=lambda record: (record.closed_at, record.path.name))
     videos: dict[str, VideoMeta] = {}
     failures: dict[str, FailedVideo] = {}
     duplicates = 0
     for record in records:
         for key, row in record.videos.items():
-            if key in videos:
-                duplicates += 1
-            else:
-                videos[key] = VideoMeta(key, row["path"], row["label"], _optional(row["group"]), _optional(row["split"]),
-                                        int(row["num_frames"]), str(record.path), int(row["source_frames"]),
-                                        float(row["source_fps"]), int(row.get("header_frames", 0)))  # fmt: skip
+            duplicates += key in videos
+            videos[key] = VideoMeta(key, row["path"], row["label"], _optional(row["group"]), _optional(row["split"]),
+                                    int(row["num_frames"]), str(record.path), int(row["source_frames"]),
+                                    float(row["source_fps"]), int(row.get("header_frames", 0)))  # fmt: skip
         for key, row in record.failures.items():  # the latest failure of a video is kept
             failures[key] = FailedVideo(row["path"], row["label"], row["reason"])
     return Contents(records, videos, {key: failure for key, failure in failures.items() if key not in videos}, duplicates)
