@@ -263,3 +263,60 @@ def test_a_failed_overwrite_keeps_the_previous_run(cache, tmp_path):
     again = run_training(TrainConfig(features=str(cache), run=str(folder), overwrite=True, quiet=True, **{**FAST, "epochs": 2, "units": 8}))
     assert json.loads((folder / "config.json").read_text())["units"] == 8 and again["epochs"] >= 1
     assert not (folder / ".previous-run").exists()
+
+
+HOLD_A_RUN = """
+import sys, time
+from framecache.train.run_folder import RunFolder
+run = RunFolder.create(sys.argv[1], overwrite=sys.argv[2] == "overwrite")
+(run.path / "metrics.json").write_text("{partial")  # the new run, half written
+print("writing", flush=True)
+time.sleep(60)
+"""
+
+
+def _old_run(folder):
+    folder.mkdir(parents=True)
+    for name in ("metrics.json", "model.keras", "config.json"):
+        (folder / name).write_text(f"old {name}")
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_an_overwrite_killed_outright_keeps_the_old_run_also_after_a_plain_rerun(tmp_path, signal_name):
+    import signal
+    import subprocess
+    import sys
+
+    from framecache.train.run_folder import PREVIOUS_RUN, RunFolder
+
+    folder = tmp_path / "runs" / "first"
+    _old_run(folder)
+    process = subprocess.Popen([sys.executable, "-c", HOLD_A_RUN, str(folder), "overwrite"], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "writing"
+    process.send_signal(getattr(signal, signal_name))
+    process.wait(timeout=30)
+    assert (folder / PREVIOUS_RUN).is_dir()  # what the kill left
+    with pytest.raises(FramecacheError, match="already holds a run"):  # a plain rerun finds the old run, put back
+        RunFolder.create(folder, overwrite=False)
+    assert all((folder / name).read_text() == f"old {name}" for name in ("metrics.json", "model.keras", "config.json"))
+    assert not (folder / PREVIOUS_RUN).exists()
+
+
+def test_two_trains_into_one_run_folder_one_refuses(tmp_path):
+    import subprocess
+    import sys
+
+    from framecache.train.run_folder import RunFolder
+
+    folder = tmp_path / "runs" / "shared"
+    process = subprocess.Popen([sys.executable, "-c", HOLD_A_RUN, str(folder), "new"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "writing"
+        with pytest.raises(FramecacheError, match=rf"run folder {folder} is being written by another framecache \(process {process.pid} on"):
+            RunFolder.create(folder, overwrite=True)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    with RunFolder.create(folder, overwrite=True) as run:  # a dead writer holds nothing
+        (run.path / "metrics.json").write_text("{}")
+    assert not (folder / ".writing").exists()

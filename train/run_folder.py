@@ -12,6 +12,11 @@ context manager, the folder cleans up after itself: on success the previous
 results go; on any failure (an error, Ctrl-C) the new run's files go, the
 previous results come back, and folders this run created are removed if they
 are still empty; a folder that existed before, and anything in it, is never removed.
+A run killed outright (SIGTERM, SIGKILL) cannot clean up: the next
+:meth:`RunFolder.create` of that folder puts the previous results back first.
+One process writes a run folder at a time: it holds ``<run>/.writing`` (its
+host and pid), which a second one refuses to share and which a dead writer
+does not keep.
 
 Reading: :meth:`RunFolder.models` finds a run's model(s), :meth:`RunFolder.find`
 the runs under a folder, and :meth:`RunFolder.read_metrics` /
@@ -20,13 +25,18 @@ the runs under a folder, and :meth:`RunFolder.read_metrics` /
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import shutil
+import time
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
+from framecache.common.cache.layout import host, is_stale, owner_tag
 from framecache.common.errors import FramecacheError
 from framecache.common.options import command_hint, option_name
 from framecache.train.baseline import Baseline
@@ -42,6 +52,10 @@ REPORT_FILE, CONFUSION_FILE, CURVES_FILE = "report.txt", "confusion.png", "curve
 RUN_FILES = (MODEL_FILE, BASELINE_FILE, METRICS_FILE, REPORT_FILE, CONFUSION_FILE, CURVES_FILE, HISTORY_FILE, PREDICTIONS_FILE, CONFIG_FILE)
 PREVIOUS_RUN = ".previous-run"  # where --overwrite keeps the old results until the new run has succeeded
 RUNS = Path("runs")  # where a run goes when none is named
+WRITING = ".writing"  # held by the one process writing a run folder: its owner_tag
+NAMELESS_LOCK_S = 5.0  # a .writing without its owner's name younger than this is being taken right now
+
+log = logging.getLogger(__name__)
 
 
 def write_json(path: Path, values: dict) -> None:
@@ -52,9 +66,10 @@ def write_json(path: Path, values: dict) -> None:
 class RunFolder:
     """One run's folder (or one fold's, inside a cross-validated run): its files by name, written and read."""
 
-    def __init__(self, path: str | Path, created: list[Path] | None = None):
+    def __init__(self, path: str | Path, created: list[Path] | None = None, lock: Path | None = None):
         self.path = Path(path)
         self.created = created or []  # folders this run made, deepest first (removed again if it fails)
+        self.lock = lock  # the .writing file this process holds while it writes the run
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -82,23 +97,37 @@ class RunFolder:
         created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
         if folder.exists() and not folder.is_dir():
             raise FramecacheError(f"run folder {folder} is a file; pass another {option_name('run')}")
-        finished = folder.is_dir() and any((folder / name).exists() for name in (METRICS_FILE, MODEL_FILE))
-        if finished and not overwrite:
-            raise FramecacheError(
-                f"run folder {folder} already holds a run; pass another {option_name('run')}, "
-                f"or {option_name('overwrite', True)} to replace it"
-            )
-        if finished:
-            previous = folder / PREVIOUS_RUN
-            shutil.rmtree(previous, ignore_errors=True)  # left by a run killed before it could clean up
-            previous.mkdir()
-            old = [folder / name for name in RUN_FILES]
-            old += [path for path in folder.glob("fold*") if (path / MODEL_FILE).exists() or (path / METRICS_FILE).exists()]
-            for path in old:
-                if path.exists():
-                    path.rename(previous / path.name)
         folder.mkdir(parents=True, exist_ok=True)
-        return cls(folder, created)
+        run_folder = cls(folder, created, _hold(folder))
+        try:
+            run_folder._restore_previous_run(killed=True)
+            finished = any((folder / name).exists() for name in (METRICS_FILE, MODEL_FILE))
+            if finished and not overwrite:
+                raise FramecacheError(
+                    f"run folder {folder} already holds a run; pass another {option_name('run')}, "
+                    f"or {option_name('overwrite', True)} to replace it"
+                )
+            if finished:
+                previous = folder / PREVIOUS_RUN
+                previous.mkdir()
+                for path in run_folder._results():
+                    path.rename(previous / path.name)
+        except BaseException:
+            run_folder._release()
+            run_folder._remove_empty_folders()
+            raise
+        return run_folder
+
+    def _results(self) -> list[Path]:
+        """The run's result files and fold folders that exist."""
+        found = [self.path / name for name in RUN_FILES if (self.path / name).exists()]
+        return found + [path for path in self.path.glob("fold*") if (path / MODEL_FILE).exists() or (path / METRICS_FILE).exists()]
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            with contextlib.suppress(OSError):
+                self.lock.unlink()
+            self.lock = None
 
     def __enter__(self) -> RunFolder:
         return self
@@ -106,16 +135,25 @@ class RunFolder:
     def __exit__(self, error_type, error, traceback) -> bool:
         if error_type is None:
             shutil.rmtree(self.path / PREVIOUS_RUN, ignore_errors=True)
+            self._release()
         else:
             self._restore_previous_run()
+            self._release()
             self._remove_empty_folders()
         return False  # the error goes on
 
-    def _restore_previous_run(self) -> None:
-        """After a failed overwrite: the new run's partial files go, the previous results come back."""
+    def _restore_previous_run(self, killed: bool = False) -> None:
+        """After a failed overwrite: the new run's partial files go, the previous results come back.
+
+        ``killed``: found by the next run, left by one killed outright; its partial files go too.
+        """
         previous = self.path / PREVIOUS_RUN
         if not previous.is_dir():
             return
+        if killed:
+            log.warning("%s: a run replacing it was killed; its previous results are put back", self.path)
+            for path in self._results():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
         for path in previous.iterdir():
             target = self.path / path.name
             if target.is_dir():
@@ -210,3 +248,30 @@ class RunFolder:
             return Baseline.from_dict(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError) as error:
             raise FramecacheError(f"{path} is damaged ({type(error).__name__}: {error}); train the run again") from None
+
+
+def _hold(folder: Path) -> Path:
+    """Take ``folder``'s :data:`WRITING` file for this process; refuse if a live process holds it."""
+    lock = folder / WRITING
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            with contextlib.suppress(OSError):
+                tag = lock.read_text().strip()
+                if not tag and time.time() - lock.stat().st_mtime < NAMELESS_LOCK_S:
+                    tag = f"{host()}-{os.getpid()}"  # just created, its name not yet written: a live writer
+                if tag and not is_stale(lock, tag):
+                    owner_host, pid = tag.split("-")[:2]
+                    raise FramecacheError(
+                        f"run folder {folder} is being written by another framecache (process {pid} on {owner_host}); "
+                        f"wait for it to end, or pass another {option_name('run')}"
+                    ) from None
+            with contextlib.suppress(OSError):
+                lock.unlink()  # its writer is gone (or never wrote its name): take it over
+            continue
+        with os.fdopen(descriptor, "w") as file:
+            file.write(owner_tag() + "\n")
+        return lock
+    raise FramecacheError(f"cannot take {lock}: another process keeps creating it; pass another {option_name('run')}")
+
