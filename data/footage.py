@@ -5,6 +5,7 @@ reproduced here from frames a test chooses (uint8 RGB ``(T, H, W, 3)``):
 
 - :func:`cut_avi_frames`: an AVI whose index lists frames whose data is gone
   (the header promises more frames than decode: seen in benchmark AVIs);
+- :func:`avi_claiming_frames`: an AVI whose header claims any number of frames;
 - :func:`mp4_count_one_high`: an MP4 whose ``nb_frames`` is one more than
   decodes (its last sample's bytes are missing);
 - :func:`corrupt_last_packet`: a video whose last packet does not decode;
@@ -21,6 +22,7 @@ Every function writes one file (or folder) and returns its path.
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -65,6 +67,17 @@ def cut_avi_frames(frames: np.ndarray, path: str | Path, missing: int, fps: floa
     index_at = data.rfind(b"idx1")
     cut_from = _packets(path)[-missing][0]
     path.write_bytes(data[:cut_from] + data[index_at:])  # the index (with offsets of the gone frames) stays
+    return path
+
+
+def avi_claiming_frames(frames: np.ndarray, path: str | Path, claimed: int, fps: float = 25.0) -> Path:
+    """An MPEG-4 AVI of ``frames`` whose headers (``avih`` and ``strh``) claim ``claimed`` frames: a header that lies."""
+    path = Path(path)
+    write_video(path, frames, fps, codec="mpeg4")
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, data.find(b"avih") + 8 + 16, claimed)  # dwTotalFrames
+    struct.pack_into("<I", data, data.find(b"strh") + 8 + 32, claimed)  # the video stream's dwLength
+    path.write_bytes(bytes(data))
     return path
 
 

@@ -69,6 +69,17 @@ def fit_of(resize_policy: str | None) -> str:
     return next((fit for fit, policy in RESIZE_POLICIES.items() if policy == resize_policy), "crop")
 
 
+MAX_ASPECT = 8  # wider (or taller) than 8:1 is no camera's picture (a 1024x2 file): its resized frames would be huge
+
+
+def check_aspect(width: int, height: int, path: str) -> None:
+    """Refuse a picture whose aspect ratio no camera records: memory is sized by the frames, not by a header's word."""
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise FramecacheError(f"video is {width}x{height} pixels, an aspect ratio beyond {MAX_ASPECT}:1 that no camera "
+                              f"records (each frame would be {max(width, height) * 224 // min(width, height)} pixels long "
+                              f"once resized): {path}")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """What a video holds, from its header, before decoding."""
@@ -117,11 +128,16 @@ def sample_indices(
     video. A target fps at or above the native rate keeps every frame (never
     upsample). ``frame_step`` and ``fps`` cannot be combined.
     """
+    return np.fromiter(iter_sample_indices(num_frames, native_fps, frame_step, fps), dtype=np.int64)
+
+
+def iter_sample_indices(num_frames: int, native_fps: float, frame_step: int = 1, fps: float | None = None) -> Iterator[int]:
+    """The indices of :func:`sample_indices`, one at a time: decoding takes them so, and its memory stays flat
+    whatever number of frames a file's header claims."""
     check("num_frames", num_frames, int, Interval(0, None))
     check("frame_step", frame_step, int, AT_LEAST_ONE)
     if fps is None:
-        return np.arange(0, num_frames, frame_step, dtype=np.int64)
-
+        return iter(range(0, num_frames, frame_step))
     check("fps", fps, float, Interval(0, None, "neither"))
     if frame_step != 1:
         raise FramecacheError(f"give either {option_name('frame_step')} or {option_name('fps')}, not both "
@@ -129,13 +145,19 @@ def sample_indices(
     if not (isinstance(native_fps, (int, float, np.number)) and math.isfinite(native_fps) and native_fps > 0):
         raise FramecacheError(f"cannot sample at fps={fps!r}: the video's native fps is unknown ({native_fps!r})")
     if fps >= native_fps:
-        return np.arange(num_frames, dtype=np.int64)
+        return iter(range(num_frames))
+    return _nearest_frames(num_frames, native_fps / fps)
 
-    frames_per_sample = native_fps / fps
+
+def _nearest_frames(num_frames: int, frames_per_sample: float) -> Iterator[int]:
+    """The frame nearest to each sample time k / fps inside the video, each frame once."""
     # Sample k at t = k / fps lies inside the video while t < num_frames / native_fps.
-    num_samples = math.ceil(num_frames / frames_per_sample - 1e-9)
-    nearest = np.floor(np.arange(num_samples) * frames_per_sample + 0.5).astype(np.int64)
-    return np.unique(np.minimum(nearest, num_frames - 1))
+    last = -1
+    for sample in range(math.ceil(num_frames / frames_per_sample - 1e-9)):
+        index = min(math.floor(sample * frames_per_sample + 0.5), num_frames - 1)
+        if index != last:
+            yield index
+            last = index
 
 
 def iter_frames(
@@ -167,7 +189,7 @@ def iter_frames(
     check("decoder", backend, choices=DECODERS)
     check("frame_shortfall", frame_shortfall, float, Interval(0, 1))
     check("fit", fit, choices=FITS)
-    sample_indices(0, 1.0, frame_step, fps)  # validate the sampling arguments before opening
+    iter_sample_indices(0, 1.0, frame_step, fps)  # validate the sampling arguments before opening
     if not isinstance(path, (str, os.PathLike)):
         raise FramecacheError(f"video path must be a string, got {path!r}")
     path = os.fspath(path)

@@ -19,7 +19,14 @@ import numpy as np
 
 from framecache.common.errors import FramecacheError
 from framecache.common.options import option_name
-from framecache.extract.decode import VideoFrames, VideoInfo, resized_shape, sample_indices, upright_square
+from framecache.extract.decode import (
+    VideoFrames,
+    VideoInfo,
+    check_aspect,
+    iter_sample_indices,
+    resized_shape,
+    upright_square,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -49,8 +56,9 @@ def open_folder(path: str, size: int, frame_step: int, fps: float | None, chunk_
             f"give it in an fps column of the CSV or with {option_name('folder_fps')}"
         )
     height, width = _read(files[0], path).shape[:2]
+    check_aspect(width, height, path)
     frames = VideoFrames(VideoInfo(len(files), float(folder_fps or 0.0), width, height, header_frames=len(files)))
-    wanted = sample_indices(len(files), frames.info.fps, frame_step, fps)
+    wanted = iter_sample_indices(len(files), frames.info.fps, frame_step, fps)
     frames.chunks = _iter_folder([files[index] for index in wanted], frames.info, size, chunk_frames, path, fit)
     return frames
 

@@ -29,10 +29,11 @@ from framecache.common.errors import FramecacheError
 from framecache.extract.decode import (
     VideoFrames,
     VideoInfo,
+    check_aspect,
     check_shortfall,
     decoder_output_shape,
+    iter_sample_indices,
     resized_shape,
-    sample_indices,
     upright_square,
 )
 
@@ -112,7 +113,7 @@ def open_video(path: str, size: int, frame_step: int, fps: float | None, chunk_f
     header = video.info
     if backend == "pyav":
         frames = VideoFrames(header)
-        wanted = sample_indices(header.num_frames, header.fps, frame_step, fps)
+        wanted = iter_sample_indices(header.num_frames, header.fps, frame_step, fps)
         frames.chunks = _iter_pyav(video, frames, wanted, size, chunk_frames, frame_shortfall, path, fit)
         return frames
     video.close()  # decord decodes; PyAV read the header, which decord's own count is checked against
@@ -123,32 +124,32 @@ def open_video(path: str, size: int, frame_step: int, fps: float | None, chunk_f
     if count < header.num_frames:
         check_shortfall(count, header, frame_shortfall, path)
     frames = VideoFrames(replace(header, num_frames=count, fps=float(reader.get_avg_fps()) or header.fps))
-    wanted = sample_indices(count, frames.info.fps, frame_step, fps)
+    wanted = iter_sample_indices(count, frames.info.fps, frame_step, fps)
     frames.chunks = _iter_decord(reader, frames, wanted, size, chunk_frames, frame_shortfall, path, fit)
     return frames
 
 
-def _iter_pyav(video: _PyAVVideo, frames: VideoFrames, wanted: np.ndarray, size: int, chunk_frames: int,
+def _iter_pyav(video: _PyAVVideo, frames: VideoFrames, wanted: Iterator[int], size: int, chunk_frames: int,
                frame_shortfall: float, path: str, fit: str) -> Iterator[np.ndarray]:  # fmt: skip
-    """Decode sequentially, keep the frames in ``wanted``, yield upright cropped chunks; close the file."""
+    """Decode sequentially, keep the frames ``wanted`` (increasing indices), yield upright cropped chunks; close the file."""
     info = video.info
     height, width = decoder_output_shape(info, size, fit)
-    next_wanted = 0  # position in `wanted` of the next frame to keep
+    next_wanted = next(wanted, None)  # the index of the next frame to keep
     decoded = 0
     buffer: list[np.ndarray] = []
     with video.container:
-        if len(wanted) == 0:
+        if next_wanted is None:
             return
         for frame in video.frames:
             decoded += 1
-            if decoded - 1 != wanted[next_wanted]:
+            if decoded - 1 != next_wanted:
                 continue
             buffer.append(frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR"))
-            next_wanted += 1
-            if len(buffer) == chunk_frames or next_wanted == len(wanted):
+            next_wanted = next(wanted, None)
+            if len(buffer) == chunk_frames or next_wanted is None:
                 yield upright_square(np.stack(buffer), info.rotation, size, fit)
                 buffer = []
-            if next_wanted == len(wanted):
+            if next_wanted is None:
                 return
     frames.source_frames = decoded  # the stream ended (or broke) before the last wanted frame
     check_shortfall(decoded, info, frame_shortfall, path, video.error)
@@ -156,20 +157,21 @@ def _iter_pyav(video: _PyAVVideo, frames: VideoFrames, wanted: np.ndarray, size:
         yield upright_square(np.stack(buffer), info.rotation, size, fit)
 
 
-def _iter_decord(reader: VideoReader, frames: VideoFrames, wanted: np.ndarray, size: int, chunk_frames: int,
+def _iter_decord(reader: VideoReader, frames: VideoFrames, wanted: Iterator[int], size: int, chunk_frames: int,
                  frame_shortfall: float, path: str, fit: str) -> Iterator[np.ndarray]:  # fmt: skip
-    """Yield upright cropped chunks read with ``get_batch`` on slices of ``wanted``.
+    """Yield upright cropped chunks read with ``get_batch``, ``chunk_frames`` of the ``wanted`` indices at a time.
 
     A chunk decord cannot decode is the start of a damaged part whose exact
     frame decord cannot tell: PyAV decodes the rest of the video from there.
     """
-    for start in range(0, len(wanted), chunk_frames):
+    while chunk_indices := list(itertools.islice(wanted, chunk_frames)):
         try:
-            batch = reader.get_batch(wanted[start : start + chunk_frames].tolist())
+            batch = reader.get_batch(chunk_indices)
         except _DECORD_ERRORS:
             del reader
             video = _PyAVVideo(path)
-            yield from _iter_pyav(video, frames, wanted[start:], size, chunk_frames, frame_shortfall, path, fit)
+            rest = itertools.chain(chunk_indices, wanted)
+            yield from _iter_pyav(video, frames, rest, size, chunk_frames, frame_shortfall, path, fit)
             return
         chunk = batch.asnumpy() if isinstance(batch, decord.nd.NDArray) else np.asarray(batch)
         yield upright_square(chunk, 0, size, fit)  # decord applied the display rotation
@@ -220,6 +222,7 @@ def _header(container: av.container.InputContainer, stream: av.video.stream.Vide
     width, height = max(1, round(stream.codec_context.width * pixel_aspect)), stream.codec_context.height
     if rotation in (90, 270):
         width, height = height, width
+    check_aspect(width, height, path)
     return VideoInfo(num_frames, fps, width, height, header_frames, rotation, pixel_aspect)
 
 

@@ -8,6 +8,7 @@ two stages: extract features once, then load them or train on them.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,13 +170,13 @@ def load_features(cache: str | Path, max_len: int | None = None, view: int = 0) 
 def _frame_times(video, provenance) -> np.ndarray:
     """Seconds into its file of each cached frame of ``video`` (a cache's VideoMeta), as stage one sampled them;
     NaN where the file's frame rate is unknown (a frame folder without one)."""
-    from framecache.extract.decode import sample_indices
+    from framecache.extract.decode import iter_sample_indices
 
     if not video.source_fps:
         return np.full(video.num_frames, np.nan, dtype=np.float32)
     decoded_from = video.header_frames or video.source_frames  # stage one sampled the header's count, kept what decoded
-    indices = sample_indices(decoded_from, video.source_fps, int(provenance.frame_step), provenance.fps)[: video.num_frames]
-    return (indices / video.source_fps).astype(np.float32)
+    indices = iter_sample_indices(decoded_from, video.source_fps, int(provenance.frame_step), provenance.fps)
+    return (np.fromiter(itertools.islice(indices, video.num_frames), np.float64) / video.source_fps).astype(np.float32)
 
 
 def train_model(features: str | Path, run: str | Path | None = None, **options) -> dict:

@@ -3,6 +3,7 @@ non-square pixels and folders of frames, through both decoders and a whole extra
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -291,3 +292,43 @@ def test_load_features_gives_each_step_its_time_in_the_video(footage_csv):
     assert np.isnan(padded.times[rows["index-3-over.avi"]][29:]).all() and not padded.mask[rows["index-3-over.avi"]][29:].any()
     short = load_features(out, max_len=4)  # steps sampled over the whole video, as stage two evaluates
     assert short.times.shape == (len(rows), 4) and np.all(np.diff(short.times[rows["index-3-over.avi"]]) > 0.3)
+
+
+# ------------------------------------------------------------------ files that lie: memory sized by what decodes
+
+PEAK_RSS = """
+import resource, sys
+from framecache.common.errors import FramecacheError
+from framecache.extract.decode import iter_frames
+try:
+    frames = sum(len(chunk) for chunk in iter_frames(sys.argv[1], backend=sys.argv[2]))
+    outcome = f"ok {frames}"
+except FramecacheError as error:
+    outcome = f"refused {error}"
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, outcome)
+"""
+
+
+def peak_and_outcome(path: Path, backend: str) -> tuple[int, str]:
+    """Decode ``path`` in a fresh process: its peak resident memory (MB) and what happened."""
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS, str(path), backend], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    peak, outcome = result.stdout.strip().split(" ", 1)
+    return int(peak), outcome
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_header_claiming_a_billion_frames_costs_no_memory(tmp_path, backend):
+    lying = footage.avi_claiming_frames(FRAMES[:50], tmp_path / "lying.avi", claimed=10**9)
+    honest = footage.avi_claiming_frames(FRAMES[:50], tmp_path / "honest.avi", claimed=50)
+    honest_peak, outcome = peak_and_outcome(honest, backend)
+    assert outcome == "ok 50"
+    lying_peak, outcome = peak_and_outcome(lying, backend)
+    assert outcome.startswith("refused video is truncated or damaged: the header says 1000000000 frames but only 50")
+    assert lying_peak < honest_peak + 100, (lying_peak, honest_peak)  # MB: what decodes decides, not the header
+
+
+def test_a_picture_no_camera_records_is_refused_before_decoding(tmp_path):
+    thin = write_video(tmp_path / "thin.avi", np.zeros((3, 4, 512, 3), np.uint8), 25, codec="mpeg4") or tmp_path / "thin.avi"
+    with pytest.raises(FramecacheError, match=r"video is 512x4 pixels, an aspect ratio beyond 8:1"):
+        iter_frames(str(thin))
