@@ -1,9 +1,37 @@
-"""``framecache info FEATURES [--json]``: what a feature cache holds, for a person."""
+"""``framecache info FEATURES [--json] [--csv CSV]``: what a feature cache holds, for a person, and how it agrees with a CSV."""
 
 from __future__ import annotations
 
+from framecache.common.cache import FeatureCache
+from framecache.common.dataset import load_dataset
 from framecache.common.notices import random_weights_warning
 from framecache.common.provenance import Provenance
+
+CSV_FIELDS = ("label", "group", "split")
+
+
+def csv_agreement(cache: FeatureCache, csv: str) -> dict:
+    """Where the cache and the CSV (the source of truth) differ: each cached video whose label, group or split the
+    CSV changed, and how many rows are not cached and how many cached videos the CSV no longer lists."""
+    rows = {row.path: row for row in load_dataset(csv, min_videos_per_class=1).itertuples()}
+    changed = [
+        {"path": video.path, "field": field, "cache": getattr(video, field), "csv": getattr(rows[video.path], field)}
+        for video in cache.videos if video.path in rows
+        for field in CSV_FIELDS if getattr(video, field) != getattr(rows[video.path], field)
+    ]  # fmt: skip
+    cached = {video.path for video in cache.videos}
+    return {"csv": str(csv), "changed": changed, "changed_videos": len({change["path"] for change in changed}),
+            "not_cached": len(set(rows) - cached), "not_in_csv": len(cached - set(rows))}  # fmt: skip
+
+
+def _csv_line(agreement: dict) -> str:
+    counts = f"{agreement['not_cached']} row(s) not cached yet, {agreement['not_in_csv']} cached video(s) it does not list"
+    if not agreement["changed"]:
+        return f"csv         {agreement['csv']} agrees on every cached video's label, group and split; {counts}"
+    first = agreement["changed"][0]
+    return (f"csv         {agreement['csv']} differs on {agreement['changed_videos']} cached video(s), e.g. {first['path']}: "
+            f"{first['field']} {first['cache']!r} here, {first['csv']!r} in the CSV; run the extraction again to bring "
+            f"them up to date (their features are kept); {counts}")  # fmt: skip
 
 
 def _storage_line(summary: dict) -> str:
@@ -44,6 +72,7 @@ def format_summary(summary: dict) -> str:
         f"videos      {summary['videos_ok']} ok, {summary['videos_failed']} failed, {summary['frames']} frames",
         "labels      " + ", ".join(f"{label}: {count}" for label, count in summary["labels"].items()),
         *_shortfall_lines(summary.get("short_videos", [])),
+        *([_csv_line(summary["csv_agreement"])] if "csv_agreement" in summary else []),
         _storage_line(summary),
         f"provenance  {summary['provenance_hash'][:16]}, framecache {provenance.framecache_version}",
     ]

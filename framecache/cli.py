@@ -62,14 +62,17 @@ def _extract(args: argparse.Namespace) -> int:
 def _info_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("features", help="the HDF5 feature cache")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    parser.add_argument("--csv", help="also say where the cache and this dataset CSV disagree (labels, groups, splits)")
 
 
 def _info(args: argparse.Namespace) -> int:
     from framecache.common.cache import FeatureCache
-    from framecache.extract.info import format_summary
+    from framecache.extract.info import csv_agreement, format_summary
 
     with FeatureCache(args.features) as cache:
         summary = cache.summary()
+        if args.csv:
+            summary["csv_agreement"] = csv_agreement(cache, args.csv)
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
 

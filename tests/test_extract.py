@@ -188,3 +188,15 @@ def test_a_rerun_brings_labels_groups_and_splits_up_to_date_with_the_csv(dataset
         np.testing.assert_array_equal(cache.features(videos["videos/a.mp4"].key), before["videos/a.mp4"])
     again = run_extraction(config_for(dataset))
     assert again.relabeled == 0  # up to date now
+
+
+def test_info_says_where_the_cache_and_the_csv_disagree(dataset):
+    out = dataset.parent / "features.h5"
+    run_extraction(config_for(dataset))
+    info = [sys.executable, "-m", "framecache", "info", str(out), "--csv", str(dataset)]
+    agrees = subprocess.run(info, capture_output=True, text=True)
+    assert agrees.returncode == 0 and "agrees on every cached video's label, group and split; 3 row(s) not cached yet" in agrees.stdout
+    dataset.write_text(dataset.read_text().replace("videos/a.mp4,squat,s1", "videos/a.mp4,jump,s1") + "videos/new.mp4,jump,s4\n")
+    differs = subprocess.run(info, capture_output=True, text=True)
+    assert "differs on 1 cached video(s), e.g. videos/a.mp4: label 'squat' here, 'jump' in the CSV" in differs.stdout
+    assert "4 row(s) not cached yet, 0 cached video(s) it does not list" in differs.stdout
