@@ -43,6 +43,9 @@ def run_cli(main: Callable[[], int], quiet: bool = False) -> None:
     except FramecacheError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except PermissionError as error:  # a folder or file the user cannot write (or read): theirs to fix, in one line
+        print(f"error: permission denied: {error.filename or error}; fix its permissions or choose another path", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # one Ctrl-C is enough; a second must not break the exit
         print("interrupted", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Stage two end to end: a run folder, cross-validation, reproducibility, the CLIs, compare and sweep."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -320,3 +321,25 @@ def test_two_trains_into_one_run_folder_one_refuses(tmp_path):
     with RunFolder.create(folder, overwrite=True) as run:  # a dead writer holds nothing
         (run.path / "metrics.json").write_text("{}")
     assert not (folder / ".writing").exists()
+
+
+def test_a_run_folder_the_user_cannot_write_is_one_line(tmp_path, monkeypatch, capsys):
+    """Permission denied (a read-only folder for a user who is not root; root bypasses modes, so it is simulated)."""
+    from framecache.common.cli import run_cli
+    from framecache.train.run_folder import RunFolder
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    with pytest.raises(FramecacheError, match=rf"cannot write the run folder {tmp_path / 'run'}: permission denied"):
+        RunFolder.create(tmp_path / "run", overwrite=False)
+
+    def elsewhere() -> int:  # any other place the user cannot write: one line too, exit 2
+        (tmp_path / "report").mkdir()
+        return 0
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(elsewhere)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: permission denied: {tmp_path / 'report'}; fix its permissions or choose another path"

@@ -97,8 +97,12 @@ class RunFolder:
         created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
         if folder.exists() and not folder.is_dir():
             raise FramecacheError(f"run folder {folder} is a file; pass another {option_name('run')}")
-        folder.mkdir(parents=True, exist_ok=True)
-        run_folder = cls(folder, created, _hold(folder))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            run_folder = cls(folder, created, _hold(folder))
+        except PermissionError:
+            raise FramecacheError(f"cannot write the run folder {folder}: permission denied; fix its permissions or "
+                                  f"pass another {option_name('run')}") from None
         try:
             run_folder._restore_previous_run(killed=True)
             finished = any((folder / name).exists() for name in (METRICS_FILE, MODEL_FILE))
