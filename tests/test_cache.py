@@ -619,3 +619,26 @@ def test_merge_refuses_caches_that_disagree_about_a_video_and_leaves_the_target_
     with pytest.raises(FramecacheError, match="disagree about 2 video"):  # the target's own videos count too
         merge_caches(target, [second])
     assert closed(target) == shards
+
+
+def test_features_a_shard_declares_but_does_not_hold_are_damage_not_a_memory_bomb(tmp_path):
+    """A shard edited to declare 3,000,000 frames (a few KB on disk): refused before reading, in one line."""
+    path = tmp_path / "features.h5"
+    with CacheWriter(path, PROVENANCE) as writer:
+        writer.add_video("v0.mp4", "x", features(3))
+        writer.add_video("v1.mp4", "x", features(3))
+    (shard,) = [shard for shard in shards_folder(path).iterdir() if not shard.name.startswith(".")]
+    with h5py.File(shard, "r+", locking=False) as handle:
+        entry = handle["videos"][video_id("v0.mp4")]
+        del entry["features"]
+        entry.create_dataset("features", shape=(2, 3_000_000, 4), dtype=np.float16)  # declared, never written
+        index = json.loads(handle["index"][()])
+        for row in index["videos"]:
+            row[5] = 3_000_000 if row[1] == "v0.mp4" else row[5]  # num_frames, after the key and four fields
+        del handle["index"]
+        handle["index"] = json.dumps(index)
+    assert shard.stat().st_size < 1_000_000
+    with FeatureCache(path) as cache:
+        with pytest.raises(FramecacheError, match=r"is damaged: .*v0.mp4's features declare \(2, 3000000, 4\) but the file stores only 0 bytes"):
+            cache.features(video_id("v0.mp4"))
+        assert cache.features(video_id("v1.mp4")).shape == (2, 3, 4)  # the others read as before

@@ -281,6 +281,16 @@ class FeatureCache:
         self.close()
 
 
+def _check_backed(dataset: h5py.Dataset, video: VideoMeta) -> None:
+    """Refuse (as damage) features whose declared shape the stored bytes cannot back, before reading a byte of them:
+    a file can declare millions of frames it does not hold, and reading them would fill memory with nothing."""
+    if dataset.ndim != 3 or dataset.shape[1] != video.num_frames:
+        raise ValueError(f"{video.path}'s features have shape {dataset.shape}, its record says {video.num_frames} frames")
+    if dataset.compression is None and dataset.id.get_storage_size() < dataset.size * dataset.dtype.itemsize:
+        raise ValueError(f"{video.path}'s features declare {dataset.shape} but the file stores only "
+                         f"{dataset.id.get_storage_size()} bytes of them")  # fmt: skip
+
+
 class FeatureReader:
     """Reads videos' features by their :class:`VideoMeta`, holding at most ``max_open`` files open.
 
@@ -302,6 +312,7 @@ class FeatureReader:
             videos = handle["videos"]
             entry = videos.get(video.key)
             dataset = (entry if entry is not None else videos[video.key[:2]][video.key])["features"]
+            _check_backed(dataset, video)
             return dataset[view] if view is not None else dataset[()]
         except DAMAGE_ERRORS as error:
             raise damaged(Path(video.file), error) from None
