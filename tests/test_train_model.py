@@ -149,3 +149,21 @@ def test_a_model_without_framecache_metadata_is_refused(tmp_path):
         read_metadata(path)
     with pytest.raises(FramecacheError, match="no model at"):
         read_metadata(tmp_path / "missing" / "model.keras")
+
+
+def test_a_model_whose_metadata_would_inflate_past_any_run_is_refused_unread(tmp_path):
+    """A 'model.keras' of a few hundred KB whose framecache.json would inflate past any run's metadata (a zip bomb)."""
+    import resource
+    import zipfile
+
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("framecache.json", "w", force_zip64=True) as member:
+            block = b" " * (64 << 20)
+            for _ in range(5):  # 335 MB of spaces, 330 KB compressed
+                member.write(block)
+    assert path.stat().st_size < 1_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(FramecacheError, match=r"framecache.json declares 0.3 GB, not a framecache model's metadata"):
+        read_metadata(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: nothing inflated

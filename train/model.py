@@ -31,6 +31,9 @@ from framecache.train.config import INPUT_CHOICES
 from framecache.train.temporal import temporal_transform
 
 METADATA_NAME = "framecache.json"
+# framecache.json holds the run's video paths: ~60 MB for a million videos. A member declaring more is not ours
+# (a zip bomb inflates a few MB to gigabytes): refused before it is read.
+MAX_METADATA_BYTES = 256 << 20
 
 
 @keras.saving.register_keras_serializable(package="framecache")
@@ -209,6 +212,10 @@ def read_metadata(path: str | Path) -> dict:
         raise FramecacheError(f"no model at {path}; train one with `{command_hint('train', run=path.parent)}`")
     try:
         with zipfile.ZipFile(path) as archive:
+            declared = archive.getinfo(METADATA_NAME).file_size
+            if declared > MAX_METADATA_BYTES:
+                raise FramecacheError(f"{path}: its {METADATA_NAME} declares {declared / 1e9:.1f} GB, not a framecache "
+                                      "model's metadata; train the run again")  # fmt: skip
             metadata = json.loads(archive.read(METADATA_NAME))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError):
         raise FramecacheError(f"{path} is not a model saved by framecache (no {METADATA_NAME} inside); train it again") from None
