@@ -642,3 +642,17 @@ def test_features_a_shard_declares_but_does_not_hold_are_damage_not_a_memory_bom
         with pytest.raises(FramecacheError, match=r"is damaged: .*v0.mp4's features declare \(2, 3000000, 4\) but the file stores only 0 bytes"):
             cache.features(video_id("v0.mp4"))
         assert cache.features(video_id("v1.mp4")).shape == (2, 3, 4)  # the others read as before
+
+
+def test_a_write_error_that_is_not_a_full_disk_does_not_say_so(tmp_path, monkeypatch):
+    writer = CacheWriter(tmp_path / "features.h5", PROVENANCE)
+
+    def hdf5_error(self, *args, **kwargs):
+        raise RuntimeError("Unable to synchronously create dataset (bad value)")
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", hdf5_error)
+    with pytest.raises(FramecacheError, match=r"\(bad value\)\): not for want of space \([\d.]+ GB free\)\. .*to resume; if it fails the same way, report it") as raised:
+        writer.add_video("v0.mp4", "x", features(2))
+    assert "disk may be full" not in str(raised.value)
+    monkeypatch.undo()
+    writer.close()

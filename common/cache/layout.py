@@ -23,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -129,6 +130,22 @@ def read_shard_record(path: Path) -> ShardRecord:
 def error_reason(error: BaseException) -> str:
     """The first line of an error's message (h5py's go on for lines), or its type's name."""
     return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+LOW_SPACE_BYTES = 256 << 20  # a folder with less free space than this may well have run out during a write
+SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def write_failure_cause(error: BaseException, folder: Path) -> tuple[str, str]:
+    """Why a write may have failed and what to do, in words: a full disk only where the error or the folder's free
+    space says so (an HDF5 error is not a full disk)."""
+    free = None
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(folder).free
+    if getattr(error, "errno", None) in SPACE_ERRNOS or (free is not None and free < LOW_SPACE_BYTES):
+        return "the disk may be full (or a quota or file-size limit reached)", "free some space and run the same command again to resume"
+    space = f" ({free / 1e9:.1f} GB free)" if free is not None else ""
+    return f"not for want of space{space}", "run the same command again to resume; if it fails the same way, report it with this message"
 
 
 def damaged(path: Path, error: BaseException) -> FramecacheError:

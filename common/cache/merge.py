@@ -16,7 +16,15 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from framecache.common.cache.layout import OPEN_PREFIX, SCHEMA_VERSION, closed_shards, error_reason, fsync, owner_tag
+from framecache.common.cache.layout import (
+    OPEN_PREFIX,
+    SCHEMA_VERSION,
+    closed_shards,
+    error_reason,
+    fsync,
+    owner_tag,
+    write_failure_cause,
+)
 from framecache.common.cache.reader import Contents, FeatureCache, FeatureReader, VideoMeta, differences, open_cache
 from framecache.common.cache.writer import CacheWriter
 from framecache.common.errors import FramecacheError
@@ -144,8 +152,9 @@ def _copy_shard(shard: Path, folder: Path) -> None:
     except OSError as error:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise FramecacheError(f"copying {shard} into {folder} failed ({error_reason(error)}); the disk may be full: "
-                              "free some space and run the same merge again") from None  # fmt: skip
+        cause, remedy = write_failure_cause(error, folder)
+        raise FramecacheError(f"copying {shard} into {folder} failed ({error_reason(error)}): {cause}; "
+                              f"{remedy.replace('command again to resume', 'merge again')}") from None  # fmt: skip
     with contextlib.suppress(OSError):
         fsync(folder, directory=True)
 

@@ -49,6 +49,7 @@ from framecache.common.cache.layout import (
     shards_folder,
     stored_features,
     video_id,
+    write_failure_cause,
 )
 from framecache.common.cache.reader import differences, read_root, scan
 from framecache.common.errors import FramecacheError
@@ -207,7 +208,8 @@ class CacheWriter:
             except (PermissionError, OSError) as error:
                 if isinstance(error, PermissionError) or getattr(error, "errno", None) == errno.EACCES or "ermission denied" in str(error):
                     raise FramecacheError(f"cannot write {self.path}: permission denied; pass another path or fix its permissions") from None
-                raise FramecacheError(f"cannot create {self.path} ({error_reason(error)}); the disk may be full: free some space and run again") from None
+                cause, remedy = write_failure_cause(error, self.path.parent)
+                raise FramecacheError(f"cannot create {self.path} ({error_reason(error)}): {cause}; {remedy}") from None
             try:
                 os.link(tmp, self.path)  # atomic, and never replaces a root another writer made meanwhile
             except FileExistsError:
@@ -282,10 +284,10 @@ class CacheWriter:
             shard.unlink()
         code = getattr(error, "errno", None)
         why = f"{os.strerror(code)}: {error_reason(error)}" if isinstance(code, int) and code > 0 else error_reason(error)
+        cause, remedy = write_failure_cause(error, shard.parent)
         return FramecacheError(
-            f"writing {shard} failed ({why}): the disk may be full (or a quota or file-size limit reached). "
-            f"That shard ({lost} video(s) not yet closed) was discarded, its videos will be extracted again; the videos "
-            "cached so far are kept: free some space and run the same command again to resume"
+            f"writing {shard} failed ({why}): {cause}. That shard ({lost} video(s) not yet closed) was discarded, its "
+            f"videos will be extracted again; the videos cached so far are kept: {remedy}"
         )
 
     def _full(self) -> bool:
