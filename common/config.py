@@ -9,8 +9,10 @@ shared by both stages.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from framecache.common.errors import FramecacheError
 from framecache.common.options import Interval, option, option_name, validate
@@ -22,6 +24,13 @@ AUGMENT_PRESETS = ("none", "light", "default", "blur-noise")
 # bf16 where the hardware runs it natively: OpenVINO on a CPU with BF16, TensorFlow on a GPU.
 PRECISIONS = ("f32", "bf16")
 AT_LEAST_ONE = Interval(1, None)
+
+
+def cache_folder(kind: str) -> Path:
+    """framecache's own cache of ``kind`` (converted OpenVINO models, pose models): ``$FRAMECACHE_CACHE/<kind>``,
+    default ``~/.cache/framecache/<kind>``."""
+    return Path(os.environ.get("FRAMECACHE_CACHE", "~/.cache/framecache")).expanduser() / kind
+
 # --frame-shortfall's default: the share of a header's frame count that may fail to decode at a video's end.
 # Real clips have decoded 1-6 frames short of headers of 120-622 frames (at most 5 %); a copy cut short by an
 # interrupted transfer loses far more (docs/reliability.md).

@@ -146,12 +146,17 @@ def frame_folder(frames: np.ndarray, folder: str | Path, extension: str = ".jpg"
 
 
 
+def person_photo() -> np.ndarray:
+    """A portrait photo of a real person that ships with matplotlib (Grace Hopper, 512x600), uint8 RGB."""
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
 def moving_person(num_frames: int, height: int = 360, width: int = 480, turned: bool = False) -> np.ndarray:
     """uint8 RGB frames ``(num_frames, height, width, 3)`` of a real person (the portrait photo that ships with
     matplotlib) sliding across a grey background and growing and shrinking, as a camera would see someone move;
     ``turned``: the same frames upside down. A person the pose models find, offline."""
-    photo_path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    photo = cv2.cvtColor(cv2.imread(str(photo_path)), cv2.COLOR_BGR2RGB)
+    photo = person_photo()
     frames = np.full((num_frames, height, width, 3), 90, np.uint8)
     for index, frame in enumerate(frames):
         scale = height / photo.shape[0] * (0.85 + 0.1 * np.sin(index / 4))

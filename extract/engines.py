@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from framecache.common.config import cache_folder
 from framecache.common.errors import FramecacheError
 from framecache.extract import lite0
 
@@ -210,7 +211,7 @@ def _telemetry_declined():
 
 def openvino_cache_dir() -> Path:
     """Where converted OpenVINO models are kept: ``$FRAMECACHE_CACHE/openvino``, default ``~/.cache/framecache``."""
-    return Path(os.environ.get("FRAMECACHE_CACHE", "~/.cache/framecache")).expanduser() / "openvino"
+    return cache_folder("openvino")
 
 
 def _openvino_model_path(spec: BackboneSpec, description: BackboneDescription, batch_size: int) -> Path:

@@ -7,8 +7,6 @@ from framecache.common.dataset import load_dataset
 from framecache.common.notices import random_weights_warning
 from framecache.common.provenance import Provenance
 
-CSV_FIELDS = ("label", "group", "split")
-
 
 def csv_agreement(cache: FeatureCache, csv: str) -> dict:
     """Where the cache and the CSV (the source of truth) differ: each cached video whose label, group or split the
@@ -17,7 +15,7 @@ def csv_agreement(cache: FeatureCache, csv: str) -> dict:
     changed = [
         {"path": video.path, "field": field, "cache": getattr(video, field), "csv": getattr(rows[video.path], field)}
         for video in cache.videos if video.path in rows
-        for field in CSV_FIELDS if getattr(video, field) != getattr(rows[video.path], field)
+        for field in video.differs_from(rows[video.path])
     ]  # fmt: skip
     cached = {video.path for video in cache.videos}
     return {"csv": str(csv), "changed": changed, "changed_videos": len({change["path"] for change in changed}),

@@ -115,7 +115,7 @@ def refresh_metadata(rows: pd.DataFrame, cache: str, add: Callable[[VideoRecord]
         by_path = {video.path: video for video in cached.videos}
         for row in rows.itertuples():
             video = by_path.get(row.path)
-            if video is not None and (video.label, video.group, video.split) != (row.label, row.group, row.split):
+            if video is not None and video.differs_from(row):
                 add(VideoRecord(row.path, row.label, row.group, row.split, cached.features(video.key), video.source_frames,
                                 video.source_fps, video.header_frames))  # fmt: skip
                 changed += 1

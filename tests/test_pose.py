@@ -3,16 +3,14 @@ and the per-frame features. Needs the team's copy of MediaPipe's models (../shar
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
-import cv2
-import matplotlib
 import numpy as np
 import pytest
 
 from framecache.common.errors import FramecacheError
+from framecache.data.footage import person_photo
 from framecache.extract.pose.detector import Crop
 from framecache.extract.pose.features import ANGLES, FEATURE_DIM, FEATURE_NAMES, pose_features
 from framecache.extract.pose.models import read_model_files
@@ -22,12 +20,6 @@ POSE_MODELS = Path(__file__).resolve().parents[2] / "shared/weights/pose"
 needs_models = pytest.mark.skipif(not (POSE_MODELS / "pose_detection.tflite").is_file(),
                                   reason=f"MediaPipe's BlazePose models are not in {POSE_MODELS}")  # fmt: skip
 NOSE = 0
-
-
-def grace_hopper() -> np.ndarray:
-    """A photo of a person that ships with matplotlib (512x600 RGB)."""
-    path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data/sample_data/grace_hopper.jpg")
-    return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +76,7 @@ def test_model_files_from_a_folder_or_a_tasks_bundle(tmp_path):
 
 @needs_models
 def test_a_person_is_found_and_tracked(estimator):
-    photo = grace_hopper()
+    photo = person_photo()
     poses, crop = estimator.track([photo] * 3)
     assert crop is not None and all(pose.score > 0.9 for pose in poses)
     nose = poses[-1].landmarks[NOSE, :2]
@@ -95,7 +87,7 @@ def test_a_person_is_found_and_tracked(estimator):
 
 @needs_models
 def test_an_upside_down_person_gives_the_same_landmarks_turned(estimator):
-    photo = grace_hopper()
+    photo = person_photo()
     height, width = photo.shape[:2]
     upright, _ = estimator.track([photo] * 2)
     turned, _ = estimator.track([np.ascontiguousarray(photo[::-1, ::-1])] * 2)

@@ -33,6 +33,8 @@ from framecache.common.cache.layout import (
 from framecache.common.errors import FramecacheError
 from framecache.common.provenance import Provenance
 
+CSV_FIELDS = ("label", "group", "split")  # what the CSV, the source of truth, decides about a cached video
+
 
 @dataclass
 class VideoMeta:
@@ -48,6 +50,10 @@ class VideoMeta:
     source_frames: int = 0  # the file's frames that decoded (sampling kept num_frames of them)
     source_fps: float = 0.0  # its frame rate (0: unknown)
     header_frames: int = 0  # the count its header states (0: none, or a cache made before it was recorded)
+
+    def differs_from(self, row) -> list[str]:
+        """The fields the CSV decides (:data:`CSV_FIELDS`) where ``row`` (a dataset row) says otherwise."""
+        return [field for field in CSV_FIELDS if getattr(self, field) != getattr(row, field)]
 
     @property
     def frames_short(self) -> int:

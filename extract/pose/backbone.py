@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from framecache.common.config import cache_folder
 from framecache.common.errors import FramecacheError
 from framecache.common.options import option_name
 from framecache.common.provenance import BackboneDescription
@@ -41,7 +42,7 @@ MAX_STREAMS = 256  # tracking states kept: far more than the videos in flight; t
 
 def pose_models_dir() -> Path:
     """Where the default pose models are kept: ``$FRAMECACHE_CACHE/pose``, default ``~/.cache/framecache/pose``."""
-    return Path(os.environ.get("FRAMECACHE_CACHE", "~/.cache/framecache")).expanduser() / "pose"
+    return cache_folder("pose")
 
 
 def resolve_pose_weights(name: str, weights: str) -> tuple[BackboneDescription, Path]:
