@@ -343,3 +343,14 @@ def test_a_run_folder_the_user_cannot_write_is_one_line(tmp_path, monkeypatch, c
         run_cli(elsewhere)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == f"error: permission denied: {tmp_path / 'report'}; fix its permissions or choose another path"
+
+
+def test_training_says_one_line_per_epoch_and_no_keras_step_lines(cache, tmp_path, capsys, caplog):
+    with caplog.at_level("INFO"):
+        code, out, err = cli(["--features", str(cache), "--run", str(tmp_path / "cv"), "--epochs", "3", "--patience", "3",
+                              "--units", "8", "--cv", "2"], capsys)  # fmt: skip
+    assert code == 0
+    lines = [record.getMessage() for record in caplog.records if " epoch " in f" {record.getMessage()}"]
+    assert [line.split(":")[0] for line in lines] == [f"fold {fold}/2 epoch {epoch}/3" for fold in (1, 2) for epoch in (1, 2, 3)]
+    assert all("validation loss" in line for line in lines) and "(best so far)" in lines[0]
+    assert "/step" not in out + err + caplog.text  # Keras' progress lines: none

@@ -60,6 +60,24 @@ class EpochTimes(keras.callbacks.Callback):
         self.cpu.append(time.process_time() - self.cpu_start)
 
 
+class EpochLines(keras.callbacks.Callback):
+    """One log line per epoch, instead of Keras' progress lines: the epoch, training and validation loss and
+    accuracy, and whether validation loss is the best so far (the weights early stopping will keep)."""
+
+    def __init__(self, epochs: int, prefix: str = ""):
+        super().__init__()
+        self.epochs, self.prefix = epochs, prefix
+        self.best = float("inf")
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        best = logs.get("val_loss", float("inf")) < self.best
+        self.best = min(self.best, logs.get("val_loss", float("inf")))
+        log.info("%sepoch %d/%d: loss %.3f, accuracy %.3f; validation loss %.3f, accuracy %.3f%s", self.prefix, epoch + 1,
+                 self.epochs, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")), logs.get("val_loss", float("nan")),
+                 logs.get("val_accuracy", float("nan")), " (best so far)" if best else "")  # fmt: skip
+
+
 @dataclass
 class FoldResult:
     """One trained model and its predictions on the validation and test parts."""
@@ -100,7 +118,7 @@ def class_weights(train_labels: np.ndarray, num_classes: int) -> dict[int, float
     return {int(code): float(weight) for code, weight in zip(codes, weights)}
 
 
-def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_file: Path) -> FoldResult:
+def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_file: Path, log_prefix: str = "") -> FoldResult:
     """Train one GRU on ``split.train`` with early stopping on ``split.val``, fit the baseline on the same videos; predict val and test.
 
     Keras logs each epoch's losses and accuracies to ``history_file`` (CSV).
@@ -159,8 +177,9 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_fil
             early_stopping,
             epoch_times,
             keras.callbacks.CSVLogger(str(history_file)),
+            EpochLines(config.epochs, log_prefix),
         ],
-        verbose=0 if config.quiet else 2,
+        verbose=0,  # one line per epoch, from EpochLines, through logging (--quiet hides it)
     )
     gru_val, gru_test = predict_probabilities(model, batches(split.val)), predict_probabilities(model, batches(split.test))
     baseline = baseline_split(data.features, data.labels, split, len(data.classes), balanced=config.balance != "none", seed=config.seed)
@@ -251,7 +270,7 @@ def _train(config: TrainConfig, data: CachedVideos, run: RunFolder) -> SplitMetr
         folders.append(folder)
         sizes = {part: PartSize.from_json(size) for part, size in split.sizes(groups).items()}
         log.info("%ssplit (%s): %s", f"fold {number}/{len(splits)} " if config.cv else "", split.method, report.format_split_sizes(sizes))
-        result = fit_split(data, split, config, folder.history_file)
+        result = fit_split(data, split, config, folder.history_file, f"fold {number}/{len(splits)} " if config.cv else "")
         save_model(result.model, folder.model_file, model_metadata(data, config, split))
         folder.write_baseline(result.baseline.model)
         metrics = split_metrics(data, result, sizes, warning, groups)

@@ -106,6 +106,7 @@ def plot_curves(path: Path, histories: list[pd.DataFrame], title: str, best_epoc
     validation curve). Both panels have a legend. Returns the figure.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(10, 4))
     loss_axes, accuracy_axes = figure.subplots(1, 2)
@@ -124,6 +125,7 @@ def plot_curves(path: Path, histories: list[pd.DataFrame], title: str, best_epoc
                     axes.plot([best], [float(at_best.iloc[0])], "o", color=colour, markersize=5)
     for axes, name in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         axes.set_ylabel(name)
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7 if len(histories) < 4 else 5, ncol=1 if len(histories) < 4 else 2)
