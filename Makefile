@@ -23,7 +23,7 @@ DEMO_DIR := data/demo
 .PHONY: help setup features info merge train predict evaluate compare sweep demo demo-data test test-slow lint bench bench-ray clean
 
 help:
-	@echo "make demo        demo data -> features -> GRU beside its baseline -> summary (offline, a few minutes)"
+	@echo "make demo        demo data -> CNN and pose features -> GRU beside its baseline, 6-fold subject CV (a few minutes)"
 	@echo "make test        the fast tests, in parallel (make test-slow: only the tests marked slow, in order; installs Ray)"
 	@echo "make features    CSV=labels.csv OUT=features.h5 [BACKBONE= WEIGHTS= VIEWS= AUGMENT= SEED= ...]"
 	@echo "make info        FEATURES=features.h5 [JSON=1]"
