@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from pathlib import Path
@@ -46,10 +47,8 @@ def versions() -> dict:
 
     found = {"python": platform.python_version()}
     for package in ("tensorflow", "tensorflow-cpu", "keras", "openvino", "av", "numpy"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):  # not installed: left out
             found[package] = version(package)
-        except PackageNotFoundError:
-            pass
     found["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
     return found
 

@@ -172,10 +172,8 @@ class _filtered_stderr:
     def _restore(self) -> None:
         if self.saved is None:
             return
-        try:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # a closed or replaced stderr
             sys.stderr.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
         os.dup2(self.saved, 2)
         os.close(self.saved)
         self.saved = None
