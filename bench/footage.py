@@ -22,6 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from framecache.bench.phases import cosine
 from framecache.common.cache import FeatureCache
 from framecache.common.config import ExtractConfig
 from framecache.data import footage
@@ -69,8 +70,7 @@ def _decoded(path: Path) -> np.ndarray:
 def median_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Median over frames of the cosine between two ``(T, D)`` feature sequences (the shorter length)."""
     n = min(len(a), len(b))
-    a, b = a[:n].astype(np.float32), b[:n].astype(np.float32)
-    return float(np.median(np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+    return float(np.median(cosine(a[:n], b[:n])))
 
 
 def main() -> None:

@@ -206,6 +206,14 @@ def _resolve_weights(spec: BackboneSpec, weights: str) -> tuple[BackboneDescript
     return description, path
 
 
+def checked_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """``frames`` as an array, if they are what every backbone takes: uint8 ``(N, size, size, 3)``; else ValueError."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[1:] != (size, size, 3) or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (N, {size}, {size}, 3), got {frames.dtype} {frames.shape}")
+    return frames
+
+
 class Backbone:
     """A frozen backbone in inference mode: uint8 frames in, float32 features out."""
 
@@ -227,12 +235,8 @@ class Backbone:
 
         ``streams`` (which video each run of frames is from) does not matter to a CNN: every frame is its own.
         """
-        frames = np.asarray(frames)
-        shape = (self.input_size, self.input_size, 3)
-        if frames.ndim != 4 or frames.shape[1:] != shape or frames.dtype != np.uint8:
-            raise ValueError(
-                f"frames must be uint8 (N, {self.input_size}, {self.input_size}, 3), got {frames.dtype} {frames.shape}"
-            )
+        frames = checked_frames(frames, self.input_size)
+        shape = frames.shape[1:]
         features = np.empty((len(frames), self.feature_dim), np.float32)
         for start in range(0, len(frames), self.batch_size):
             batch = frames[start : start + self.batch_size]

@@ -124,8 +124,7 @@ def run_on_ray(config: ExtractConfig, decoder_class: type = ViewDecoder) -> Extr
         done = writer.done_paths()  # the root exists from here: the actors only add shards
         todo = not_cached(plan.dataset, done)
         summary = ExtractSummary(videos_total=len(plan.dataset), skipped=len(plan.dataset) - len(todo))
-        if summary.skipped:
-            summary.relabeled = refresh_metadata(plan.dataset, config.out, lambda record: writer.add_video(
+        summary.relabeled = refresh_metadata(plan.dataset, writer.cached, lambda record: writer.add_video(
                 record.path, record.label, record.features, record.group, record.split, record.source_frames,
                 record.source_fps, record.header_frames))  # fmt: skip
     if todo.empty:

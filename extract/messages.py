@@ -12,8 +12,12 @@ from the processes, so both sides import the same definitions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from framecache.common.cache import VideoMeta
 
 # -- driver → decode worker
 
@@ -105,9 +109,9 @@ class Close:
 
 @dataclass(frozen=True)
 class Ready:
-    """The cache is open; these CSV paths are done already (skipped on resume)."""
+    """The cache is open; these videos (by CSV path) are in it already: skipped on resume, their labels checked."""
 
-    done_paths: set[str]
+    cached: dict[str, VideoMeta]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from framecache.common.cache import FeatureCache
+from framecache.common.cache import FeatureReader, VideoMeta
 from framecache.common.config import ExtractConfig
 from framecache.common.dataset import load_dataset
 from framecache.common.errors import FramecacheError
@@ -67,7 +67,7 @@ def run_extraction(config: ExtractConfig, decoder_class: type = ViewDecoder) -> 
     with WriterProcess(config.out, plan.provenance, config.overwrite, config.shard_videos) as writer:
         todo = not_cached(plan.dataset, writer.done_paths)
         summary = ExtractSummary(videos_total=len(plan.dataset), skipped=len(plan.dataset) - len(todo))
-        summary.relabeled = refresh_metadata(plan.dataset, config.out, writer.send) if summary.skipped else 0
+        summary.relabeled = refresh_metadata(plan.dataset, writer.cached, writer.send)
         if len(todo):
             progress = Progress(summary.videos_total, summary.skipped, config.quiet, started)
             try:
@@ -103,20 +103,21 @@ def build_embedder(plan: RunPlan, batch_size: int, threads: int | None = None):
     return build_planned(plan.backbone, batch_size, threads)
 
 
-def refresh_metadata(rows: pd.DataFrame, cache: str, add: Callable[[VideoRecord], None]) -> int:
-    """Bring the label, group and split of every cached video of ``rows`` up to date with the CSV; how many changed.
+def refresh_metadata(rows: pd.DataFrame, cached: dict[str, VideoMeta], add: Callable[[VideoRecord], None]) -> int:
+    """Bring the label, group and split of every ``cached`` video (the writer's, by CSV path) of ``rows`` up to date
+    with the CSV; how many changed.
 
     The CSV is the source of truth: a changed video is written again, its
     cached features copied (nothing is embedded), and the new copy wins when
     the cache is read (:func:`~framecache.common.cache.reader.combine`).
+    Only the changed videos' features are read.
     """
     changed = 0
-    with FeatureCache(cache) as cached:
-        by_path = {video.path: video for video in cached.videos}
+    with FeatureReader(max_open=4) as reader:
         for row in rows.itertuples():
-            video = by_path.get(row.path)
+            video = cached.get(row.path)
             if video is not None and video.differs_from(row):
-                add(VideoRecord(row.path, row.label, row.group, row.split, cached.features(video.key), video.source_frames,
+                add(VideoRecord(row.path, row.label, row.group, row.split, reader.read(video), video.source_frames,
                                 video.source_fps, video.header_frames))  # fmt: skip
                 changed += 1
     if changed:

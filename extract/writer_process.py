@@ -26,6 +26,7 @@ import os
 import signal
 import traceback
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from framecache.common.errors import FramecacheError
 from framecache.common.provenance import Provenance
@@ -40,6 +41,9 @@ from framecache.extract.messages import (
     WriterError,
 )
 from framecache.extract.processes import exit_detail, start_ignoring_sigint
+
+if TYPE_CHECKING:
+    from framecache.common.cache import VideoMeta
 
 WRITER_TICK_S = 5.0  # how often an idle writer checks whether its shard has been open long enough
 
@@ -75,7 +79,8 @@ class WriterProcess:
         if not isinstance(reply, Ready):
             self.process.join(5)
             raise FramecacheError(reply.message)
-        self.done_paths: set[str] = reply.done_paths
+        self.cached: dict[str, VideoMeta] = reply.cached  # the cache's videos when it opened, by CSV path
+        self.done_paths: set[str] = set(reply.cached)
 
     def _error(self) -> FramecacheError:
         """The writer's report of what went wrong, or the fact that it died."""
@@ -176,7 +181,7 @@ def writer_main(connection: Connection, path: str, provenance: Provenance, overw
         connection.send(WriterError(f"cannot open {path}: {type(error).__name__}: {error}"))
         return
     try:
-        connection.send(Ready(writer.done_paths()))
+        connection.send(Ready(writer.cached))
         while True:
             try:
                 if not connection.poll(WRITER_TICK_S):

@@ -13,6 +13,7 @@ import pytest
 from conftest import read_features
 from test_decode import moving_gradient
 
+from framecache.bench.footage import median_cosine
 from framecache.common.cache import FeatureCache
 from framecache.common.config import ExtractConfig
 from framecache.common.errors import FramecacheError
@@ -267,11 +268,10 @@ def test_a_rotated_phone_video_embeds_like_its_upright_copy(phone_videos, tmp_pa
     run_extraction(ExtractConfig(csv=str(tmp_path / "labels.csv"), out=str(out), backbone="efficientnet_lite0",
                                  weights="imagenet", views=1, batch_size=12, quiet=True))  # fmt: skip
     features, _ = read_features(out)
-    upright = features[str(phone_videos["upright"])][0].astype(np.float32)
+    upright = features[str(phone_videos["upright"])][0]
 
     def cosine(name: str) -> float:
-        other = features[str(phone_videos[name])][0].astype(np.float32)
-        return float(np.median(np.sum(upright * other, 1) / np.linalg.norm(upright, axis=1) / np.linalg.norm(other, axis=1)))
+        return median_cosine(upright, features[str(phone_videos[name])][0])
 
     assert cosine("rotated_90") >= 0.95 and cosine("rotated_270") >= 0.95
     assert cosine("sideways") < 0.9

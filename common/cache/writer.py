@@ -170,7 +170,8 @@ class CacheWriter:
             raise FramecacheError(f"cannot write {self.folder}: permission denied; pass another path or fix its permissions") from None
         remove_stale_temporaries(self.path)
         contents = scan(self.path, self.provenance_hash, self.provenance)
-        self._done = {video.path for video in contents.videos.values()}
+        self.cached = {video.path: video for video in contents.videos.values()}  # closed shards' videos at opening, by CSV path
+        self._done = set(self.cached)
         self.shards_closed = 0  # by this writer
         self._seq = 0
         self._tag = owner_tag()

@@ -26,6 +26,7 @@ from framecache.common.config import cache_folder
 from framecache.common.errors import FramecacheError
 from framecache.common.options import option_name
 from framecache.common.provenance import BackboneDescription
+from framecache.extract.backbones import checked_frames
 from framecache.extract.pose.features import FEATURE_DIM, FEATURE_NAMES, pose_features
 from framecache.extract.pose.models import read_model_files
 from framecache.extract.pose.tracker import MIN_PRESENCE, PoseEstimator
@@ -103,10 +104,7 @@ class PoseBackbone:
     def embed(self, frames: np.ndarray, streams: list[tuple[object, int, int]] | None = None) -> np.ndarray:
         """uint8 ``(N, size, size, 3)`` → float32 ``(N, feature_dim)``; ``streams``: ``(stream, offset, count)`` per run
         of frames in order (default: all the start of one stream). A stream's frames must come in order."""
-        frames = np.asarray(frames)
-        shape = (self.input_size, self.input_size, 3)
-        if frames.ndim != 4 or frames.shape[1:] != shape or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 (N, {self.input_size}, {self.input_size}, 3), got {frames.dtype} {frames.shape}")
+        frames = checked_frames(frames, self.input_size)
         features, start = [], 0
         for stream, offset, count in streams or [(None, 0, len(frames))]:
             crop = self._crops.pop(stream, None) if offset > 0 else None
