@@ -19,7 +19,8 @@ from framecache.common.options import Interval, option, option_name, validate
 
 ENGINES = ("auto", "openvino", "tensorflow")
 DECODERS = ("pyav", "decord")
-AUGMENT_PRESETS = ("none", "light", "default", "blur-noise")
+AUGMENT_PRESETS = ("none", "light", "default", "blur-noise", "pose")
+POSE_BACKBONES = ("pose", "pose_lite", "pose_heavy")  # as extract.pose.backbone.POSE_BACKBONES (kept here: the CLI must not import it)
 # The CNN's arithmetic in stage one. f32 everywhere by default (caches from any machine agree);
 # bf16 where the hardware runs it natively: OpenVINO on a CPU with BF16, TensorFlow on a GPU.
 PRECISIONS = ("f32", "bf16")
@@ -53,7 +54,8 @@ class ExtractConfig:
     precision: str = option("f32", "the CNN's arithmetic: f32, or bf16 where the hardware has it natively (OpenVINO on a CPU "
                             "with BF16, TensorFlow on a GPU); recorded in the provenance", choices=PRECISIONS)
     views: int = option(2, "views per video; view 0 is the clean video, the others augmented", interval=AT_LEAST_ONE)
-    augment: str = option("default", "augmentation preset of views 1..", choices=AUGMENT_PRESETS)
+    augment: str = option("auto", "augmentation preset of views 1.. (auto: pose for a pose backbone, else default)",
+                          choices=("auto", *AUGMENT_PRESETS))
     seed: int = option(0, "seed of every random choice (augmentation)")
     frame_step: int = option(1, "keep every k-th frame (1: all)", interval=AT_LEAST_ONE)
     fps: float | None = option(None, "resample to this frame rate instead of keeping every k-th frame (never up)", interval=Interval(0, None, "neither"))
@@ -77,6 +79,13 @@ class ExtractConfig:
                              interval=AT_LEAST_ONE)
     block_videos: int | None = option(None, "with --ray: videos per block, one task writing shards of its own (default: up "
                                       "to --shard-videos, one shard, and at least 2 blocks per actor)", interval=AT_LEAST_ONE)
+
+    def augment_preset(self) -> str:
+        """The preset views 1.. are made with (``auto`` resolved: ``pose`` for a pose backbone, else ``default``);
+        the provenance records this one."""
+        if self.augment != "auto":
+            return self.augment
+        return "pose" if self.backbone in POSE_BACKBONES else "default"
 
     def validate(self) -> ExtractConfig:
         """Check values at the boundary; raise :class:`FramecacheError` naming the bad one."""

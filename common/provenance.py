@@ -113,7 +113,7 @@ class Provenance:
             frame_step=config.frame_step,
             fps=config.fps,
             views=config.views,
-            augment=config.augment,
+            augment=config.augment_preset(),
             augment_params=augment_params,
             seed=config.seed,
             precision=config.precision,

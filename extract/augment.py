@@ -40,9 +40,9 @@ What the wrapper fixes in vidaug 1.5 (measured with numpy 2 / scipy 1.1x):
   ``Superpixel`` prints and is slow; temporal transforms change or reorder
   frames (``InverseOrder`` drops frame 0), and views must keep every frame.
 
-The presets (``none``, ``light``, ``default``, and ``blur-noise``: ``default``
+The presets (``none``, ``light``, ``default``, ``blur-noise``: ``default``
 plus blur and salt-and-pepper noise, the transforms of the original study's
-vidaug set) are cheap: well under 1 ms per 224x224 frame (see
+vidaug set, and ``pose``: mirror, tilt, shift and zoom, for pose backbones) are cheap: well under 1 ms per 224x224 frame (see
 :meth:`ViewAugmenter.describe` for the exact parameters). Presets added later
 never change an earlier preset's description (the provenance) or its frames.
 """
@@ -83,6 +83,8 @@ class AugmentParams:
     # Added with the blur-noise preset; left out of the description while 0 (see ViewAugmenter.describe).
     max_blur_sigma: float = 0.0  # Gaussian blur, sigma in pixels drawn per view in [0, max]
     max_noise: float = 0.0  # salt-and-pepper: share of pixels drawn per view in [0, max], half white, half black
+    # Added with the pose preset; left out of the description while 0.
+    max_scale: float = 0.0  # zoom about the frame centre by a factor drawn per view in [1 - max, 1 + max]
 
 
 # Fields of AugmentParams that every description lists; later fields only when they are not 0.
@@ -101,6 +103,9 @@ _PRESET_PARAMS: dict[str, AugmentParams] = {
     "light": AugmentParams(flip_probability=0.5, max_translate=0.05, max_brightness=15.0),
     "default": _DEFAULT_PARAMS,
     "blur-noise": replace(_DEFAULT_PARAMS, max_blur_sigma=1.5, max_noise=0.02),  # the default's transforms, plus these
+    # What changes a pose and not the person: the mirror image (left and right landmarks trade places), a small tilt,
+    # shift and zoom of the camera. No shear (it bends limbs), no colour (a pose model barely reads it).
+    "pose": AugmentParams(flip_probability=0.5, max_translate=0.05, max_rotation_degrees=10.0, max_scale=0.1),
 }
 
 # The global `random` / `np.random` states are swapped during a call; the lock
@@ -120,10 +125,11 @@ class RandomAffine:
     frame centre; bilinear interpolation; black borders like vidaug's.
     """
 
-    def __init__(self, max_translate: float = 0.0, max_rotation_degrees: float = 0.0, max_shear: float = 0.0):
+    def __init__(self, max_translate: float = 0.0, max_rotation_degrees: float = 0.0, max_shear: float = 0.0, max_scale: float = 0.0):
         self.max_translate = max_translate
         self.max_rotation_degrees = max_rotation_degrees
         self.max_shear = max_shear
+        self.max_scale = max_scale
 
     def __call__(self, clip: list[np.ndarray]) -> list[np.ndarray]:
         height, width = clip[0].shape[:2]
@@ -132,9 +138,10 @@ class RandomAffine:
         angle = random.uniform(-self.max_rotation_degrees, self.max_rotation_degrees)
         shear_x = random.uniform(-self.max_shear, self.max_shear)
         shear_y = random.uniform(-self.max_shear, self.max_shear)
+        scale = 1.0 + random.uniform(-self.max_scale, self.max_scale) if self.max_scale > 0 else 1.0  # drawn last: earlier presets keep their draws
 
         center_x, center_y = (width - 1) / 2, (height - 1) / 2
-        rotation = np.vstack([cv2.getRotationMatrix2D((0.0, 0.0), angle, 1.0), [0.0, 0.0, 1.0]])
+        rotation = np.vstack([cv2.getRotationMatrix2D((0.0, 0.0), angle, scale), [0.0, 0.0, 1.0]])
         shear = np.array([[1.0, shear_x, 0.0], [shear_y, 1.0, 0.0], [0.0, 0.0, 1.0]])
         to_origin = np.array([[1.0, 0.0, -center_x], [0.0, 1.0, -center_y], [0.0, 0.0, 1.0]])
         back_and_shift = np.array([[1.0, 0.0, center_x + dx], [0.0, 1.0, center_y + dy], [0.0, 0.0, 1.0]])
@@ -255,7 +262,10 @@ class ViewAugmenter:
     preset : one of ``AUGMENT_PRESETS``: ``"none"`` (every view is the clean
         video), ``"light"`` (flip, small translation, brightness),
         ``"default"`` (adds a small rotation, shear and contrast) or
-        ``"blur-noise"`` (adds Gaussian blur and salt-and-pepper noise).
+        ``"blur-noise"`` (adds Gaussian blur and salt-and-pepper noise) or
+        ``"pose"`` (flip, small rotation, shift and zoom: the default of pose
+        backbones; a flipped frame shows the mirrored body, its left and right
+        landmarks traded).
     seed : global seed; with the video key and the view number it fixes the
         transform of every view.
     """
@@ -310,7 +320,7 @@ class ViewAugmenter:
             ("vidaug.Sometimes(HorizontalFlip)", params.flip_probability > 0),
             (
                 "RandomAffine",
-                params.max_translate > 0 or params.max_rotation_degrees > 0 or params.max_shear > 0,
+                params.max_translate > 0 or params.max_rotation_degrees > 0 or params.max_shear > 0 or params.max_scale > 0,
             ),
             ("RandomBrightnessContrast", params.max_brightness > 0 or params.max_contrast > 0),
             ("RandomGaussianBlur", params.max_blur_sigma > 0),
@@ -323,8 +333,8 @@ class ViewAugmenter:
         steps = []
         if params.flip_probability > 0:
             steps.append(va.Sometimes(params.flip_probability, va.HorizontalFlip()))
-        if params.max_translate > 0 or params.max_rotation_degrees > 0 or params.max_shear > 0:
-            steps.append(RandomAffine(params.max_translate, params.max_rotation_degrees, params.max_shear))
+        if params.max_translate > 0 or params.max_rotation_degrees > 0 or params.max_shear > 0 or params.max_scale > 0:
+            steps.append(RandomAffine(params.max_translate, params.max_rotation_degrees, params.max_shear, params.max_scale))
         if params.max_brightness > 0 or params.max_contrast > 0:
             steps.append(RandomBrightnessContrast(params.max_brightness, params.max_contrast))
         if params.max_blur_sigma > 0:

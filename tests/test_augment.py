@@ -196,7 +196,7 @@ def test_threads_get_the_same_results_as_serial_calls() -> None:
 
 
 def test_unknown_preset_lists_the_presets() -> None:
-    with pytest.raises(FramecacheError, match="augment must be one of none, light, default, blur-noise, got 'strong'"):
+    with pytest.raises(FramecacheError, match="augment must be one of none, light, default, blur-noise, pose, got 'strong'"):
         ViewAugmenter("strong")
 
 
@@ -223,3 +223,18 @@ def test_describe_is_json_able(preset: str) -> None:
     assert description["preset"] == preset
     assert description["seed"] == 5
     assert (description["transforms"] == []) == (preset == "none")
+
+
+def test_the_pose_preset_mirrors_tilts_shifts_and_zooms_and_is_a_pose_backbones_default() -> None:
+    from framecache.common.config import ExtractConfig
+
+    description = ViewAugmenter("pose", seed=1).describe()
+    assert description["params"] == {"flip_probability": 0.5, "max_translate": 0.05, "max_rotation_degrees": 10.0, "max_shear": 0.0,
+                                     "max_brightness": 0.0, "max_contrast": 0.0, "max_scale": 0.1}
+    assert description["transforms"] == ["vidaug.Sometimes(HorizontalFlip)", "RandomAffine"]
+    frames = make_frames()
+    views = [ViewAugmenter("pose", seed=1)(frames, f"clip{index}.mp4", 1) for index in range(6)]
+    assert all(not np.array_equal(view, frames) for view in views)
+    assert ExtractConfig(backbone="pose").augment_preset() == "pose" and ExtractConfig(backbone="pose_lite").augment_preset() == "pose"
+    assert ExtractConfig().augment_preset() == "default", "a CNN's caches keep the preset, and so their provenance"
+    assert ExtractConfig(backbone="pose", augment="light").augment_preset() == "light"

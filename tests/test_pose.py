@@ -98,6 +98,22 @@ def test_an_upside_down_person_gives_the_same_landmarks_turned(estimator):
 
 
 @needs_models
+def test_a_mirrored_person_gives_the_mirrored_body_with_left_and_right_traded(estimator):
+    """What the pose preset's flip does to a view: the landmarks mirror back onto the clean ones once left and right
+    trade places (BlazePose labels a body's sides as it sees them)."""
+    photo = person_photo()
+    width = photo.shape[1]
+    clean, _ = estimator.track([photo] * 2)
+    mirrored, _ = estimator.track([np.ascontiguousarray(photo[:, ::-1])] * 2)
+    back = mirrored[-1].landmarks[:, :2] * [-1, 1] + [width, 0]
+    traded = [0, 4, 5, 6, 1, 2, 3, 8, 7, 10, 9] + [side for left in range(11, 33, 2) for side in (left + 1, left)]
+    visible = clean[-1].visibility > 0.5
+    distance = np.median(np.hypot(*(back[traded] - clean[-1].landmarks[:, :2])[visible].T))
+    untraded = np.median(np.hypot(*(back - clean[-1].landmarks[:, :2])[visible].T))
+    assert distance < 60 < untraded, (distance, untraded)  # pixels, in a 512x600 photo
+
+
+@needs_models
 def test_no_person_gives_absent_frames(estimator):
     noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
     poses, crop = estimator.track([noise, np.zeros((240, 320, 3), np.uint8)])
