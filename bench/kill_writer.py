@@ -7,7 +7,9 @@ writer process (:class:`~framecache.extract.writer_process.WriterProcess`, that 
 :func:`~framecache.extract.writer_process.writer_main` and
 :class:`~framecache.common.cache.CacheWriter`) and sends it, as fast as it
 takes them, videos whose float16 features (2 views, 20-49 frames, 1280-d: the
-real shape) depend only on their path, plus a failure every ninth video. At a
+real shape) depend only on their path, streamed as the driver streams them
+(pieces of a few frames of a view, then the video's end), plus a failure every
+ninth video. At a
 random moment of the run the round sends SIGKILL to the writer itself (three
 rounds in four) or to the feeder (the pipeline's place; the writer must then
 close its shard and exit on its own). After every kill:
@@ -44,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 FEATURE_DIM, VIEWS = 1280, 2
+PIECE_FRAMES = 8  # frames of one view per piece sent
 
 
 def video_path(index: int) -> str:
@@ -73,7 +76,7 @@ def provenance():
 def feed(out: str, videos: int, shard_videos: int) -> int:
     """Send every video not cached yet to a writer process; print what it does, one line per step."""
     from framecache.common.errors import FramecacheError
-    from framecache.extract.messages import FailureRecord, VideoRecord
+    from framecache.extract.messages import FailureRecord, FeaturePiece, VideoRecord
     from framecache.extract.writer_process import WriterProcess
 
     writer = WriterProcess(out, provenance(), overwrite=False, shard_videos=shard_videos)
@@ -85,9 +88,12 @@ def feed(out: str, videos: int, shard_videos: int) -> int:
             if is_bad(index):
                 writer.send(FailureRecord(video_path(index), "bad", None, None, "not a video file"))
             else:
-                features = expected_features(index)
-                writer.send(VideoRecord(video_path(index), "ab"[index % 2], f"s{index % 4}", None, features, features.shape[1], 25.0,
-                                         features.shape[1]))
+                features, path = expected_features(index), video_path(index)
+                for start in range(0, features.shape[1], PIECE_FRAMES):
+                    for view in range(VIEWS):
+                        writer.send(FeaturePiece(path, view, start, features[view, start : start + PIECE_FRAMES]))
+                frames = features.shape[1]
+                writer.send(VideoRecord(path, "ab"[index % 2], f"s{index % 4}", None, frames, frames, 25.0, frames))
             print(f"sent {index}", flush=True)
         writer.close()
     except FramecacheError as error:

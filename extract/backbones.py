@@ -246,8 +246,12 @@ class Backbone:
             features[start : start + count] = self._run(np.ascontiguousarray(batch))[:count]
         return features
 
-    def video_failure(self, features: np.ndarray) -> None:
-        """A CNN describes any frame: no video fails for what its features say."""
+    def piece_passes(self, features: np.ndarray) -> bool:
+        """A CNN describes any frame: every piece passes."""
+        return True
+
+    def video_failure(self, frames: int, passed: bool) -> None:
+        """No video fails for what a CNN's features say."""
         return None
 
 

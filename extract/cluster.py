@@ -41,6 +41,7 @@ from framecache.extract.driver import ExtractSummary
 from framecache.extract.pipeline import RunPlan, check_something_extracted, not_cached, plan_run, refresh_metadata
 from framecache.extract.progress import Progress
 from framecache.extract.views import ViewDecoder
+from framecache.extract.writer_process import write_record
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +125,8 @@ def run_on_ray(config: ExtractConfig, decoder_class: type = ViewDecoder) -> Extr
         done = writer.done_paths()  # the root exists from here: the actors only add shards
         todo = not_cached(plan.dataset, done)
         summary = ExtractSummary(videos_total=len(plan.dataset), skipped=len(plan.dataset) - len(todo))
-        summary.relabeled = refresh_metadata(plan.dataset, writer.cached, lambda record: writer.add_video(
-                record.path, record.label, record.features, record.group, record.split, record.source_frames,
-                record.source_fps, record.header_frames))  # fmt: skip
+        summary.relabeled = refresh_metadata(plan.dataset, writer.cached, plan.provenance.views,
+                                             lambda record: write_record(writer, record))
     if todo.empty:
         summary.seconds = time.monotonic() - started
         return summary

@@ -2,9 +2,13 @@
 
 ::
 
-    DecoderPool ──view chunks──►  Driver (this process)  ──finished videos──►  ShardSink (the writer process)
-    (decoder processes)           batches mixing videos,
-                                  through the Embedder
+    DecoderPool ──view chunks──►  Driver (this process)  ──embedded pieces──►  ShardSink (the writer process)
+    (decoder processes)           batches mixing videos,       then each video's
+                                  through the Embedder         end or failure
+
+Each embedded piece (a run of one view's frames in a batch) goes to the
+writer as soon as its batch returns, cast once to what the cache stores; the
+driver keeps of a video only counts, so its memory does not grow with video length.
 
 The same class runs a whole CSV on one machine (:mod:`framecache.extract.pipeline`)
 and each block of videos inside a Ray actor (:mod:`framecache.extract.blocks`).
@@ -28,7 +32,7 @@ from framecache.common.cache import stored_features
 from framecache.common.cli import interrupted, raise_interrupt
 from framecache.extract.decoders import DecoderPool
 from framecache.extract.interfaces import Embedder, ProgressReport, ShardSink
-from framecache.extract.messages import DecodeTask, End, Failed, FailureRecord, Frames, VideoRecord
+from framecache.extract.messages import DecodeTask, End, Failed, FailureRecord, FeaturePiece, Frames, VideoRecord
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +71,15 @@ class ExtractSummary:
 
 @dataclass
 class _Video:
-    """A video in flight: its view frames arrive in chunks, features come back per batch."""
+    """A video in flight: its view frames arrive in chunks, its features go to the writer per batch."""
 
     num_frames: int | None = None  # known once the decoder sends End
     source_frames: int = 0
     source_fps: float = 0.0
     header_frames: int | None = None
     pending: int = 0  # frames (all views) handed to the backbone queue, not yet embedded
-    features: dict = field(default_factory=dict)  # (view, offset) -> float32 (n, D)
+    clean_frames: int = 0  # of view 0, embedded (and sent)
+    passed: bool = False  # whether a piece of view 0 passed the embedder's check (Embedder.piece_passes)
 
 
 @dataclass
@@ -88,8 +93,8 @@ class _Queued:
 
 
 class Driver:
-    """Hand videos to the decoders, batch their frames (of any videos) through the embedder, send each finished
-    (or failed) video to the writer.
+    """Hand videos to the decoders, batch their frames (of any videos) through the embedder, send each embedded
+    piece to the writer as it comes, then each video's end (or failure).
 
     ``build_embedder`` is called when the first frames arrive (a run with only
     unreadable files never builds the backbone); ``views`` and ``batch_size``
@@ -112,6 +117,7 @@ class Driver:
         videos sent to the writer so far are kept once the caller closes it.
         """
         self.rows, self.summary = rows, summary
+        self.paths = list(rows["path"])
         self.in_flight: dict[int, _Video] = {}
         self.ready: deque[_Queued] = deque()  # waiting for the backbone
         self.ready_frames = 0
@@ -182,7 +188,11 @@ class Driver:
         for item in pieces:
             video = self.in_flight.get(item.index)
             if video is not None:  # None: the video failed after these frames were queued
-                video.features[(item.view, item.offset)] = features[start : start + len(item.frames)]
+                piece = features[start : start + len(item.frames)]
+                if item.view == 0:
+                    video.clean_frames += len(piece)
+                    video.passed = video.passed or self.embedder.piece_passes(piece)
+                self.writer.send(FeaturePiece(self.paths[item.index], item.view, item.offset, stored_features(piece)))
                 video.pending -= len(item.frames)
             start += len(item.frames)
         self.summary.frames += taken
@@ -191,24 +201,19 @@ class Driver:
         self._report()
 
     def _finish(self, index: int, reason: str | None) -> None:
-        """Send a video to the writer: its features, or why it failed."""
+        """Tell the writer a video is done: all its pieces were sent, or why it failed (its pieces are then void)."""
         row = self.rows.iloc[index]
         video = self.in_flight.pop(index, None)
         summary = self.summary
-        if reason is None:
-            views = [
-                np.concatenate([video.features[key] for key in sorted(video.features) if key[0] == view])
-                for view in range(self.views)
-            ]
-            reason = self.embedder.video_failure(views[0])  # e.g. no person in any frame, for a pose backbone
+        if reason is None:  # e.g. no person in any frame, for a pose backbone
+            reason = self.embedder.video_failure(video.clean_frames, video.passed)
         if reason is not None:
             self.writer.send(FailureRecord(row.path, row.label, row.group, row.split, reason))
             summary.failed += 1
             summary.failures.append((row.path, reason))
             log.debug("failed: %s: %s", row.path, reason)
         else:
-            features = stored_features(np.stack(views))
-            self.writer.send(VideoRecord(row.path, row.label, row.group, row.split, features, video.source_frames,
+            self.writer.send(VideoRecord(row.path, row.label, row.group, row.split, video.num_frames, video.source_frames,
                                          video.source_fps, video.header_frames))
             summary.ok += 1
         self._report()

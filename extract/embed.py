@@ -38,7 +38,7 @@ def embed_videos(paths: list[str], provenance: Provenance, engine: str = "auto",
                 features.append(backbone.embed(views[0], [(path, offset, len(views[0]))]))
                 offset += len(views[0])
             features = np.concatenate(features).astype(np.float32)
-            failure = backbone.video_failure(features)
+            failure = backbone.video_failure(len(features), backbone.piece_passes(features))
             results.append(EmbedResult(path, None, failure) if failure else EmbedResult(path, features))
         except Exception as error:
             results.append(EmbedResult(path, None, failure_reason(error)))

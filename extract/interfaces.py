@@ -4,7 +4,7 @@
 
     Decoder        a video file or frame folder -> its views, uint8 chunks   ViewDecoder (in the decoder processes)
     Embedder       uint8 frames  ->  float32 features                Backbone (built once per process)
-    ShardSink      finished videos -> closed shards of the cache     WriterProcess (the one writer arrangement)
+    ShardSink      embedded pieces -> closed shards of the cache     WriterProcess (the one writer arrangement)
     ProgressReport counts         -> a bar, lines, or a Ray tally    Progress, blocks' BlockProgress
 
 Each is a :class:`typing.Protocol`: a test double needs only these methods.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from framecache.extract.messages import FailureRecord, VideoRecord
+    from framecache.extract.messages import FailureRecord, FeaturePiece, VideoRecord
     from framecache.extract.views import DecodeSettings, VideoViews
 
 
@@ -41,18 +41,28 @@ class Embedder(Protocol):
         from and where in it it starts (a pose backbone tracks a person along a stream; a CNN ignores it)."""
         ...
 
-    def video_failure(self, features: np.ndarray) -> str | None:
-        """Why a video whose clean view embedded to ``features`` ``(T, feature_dim)`` is a failure (None: it is not)."""
+    def piece_passes(self, features: np.ndarray) -> bool:
+        """Whether some of these clean-view features ``(n, feature_dim)`` (one piece of a video's view 0, as
+        :meth:`embed` returned them) show what a video needs to be kept (a pose backbone: a person; a CNN: always).
+
+        A video is judged on its pieces as they come, so that no one holds its whole view: see :meth:`video_failure`.
+        """
+        ...
+
+    def video_failure(self, frames: int, passed: bool) -> str | None:
+        """Why a video is a failure (None: it is not), from its clean view's ``frames`` and whether any of its pieces
+        passed (:meth:`piece_passes`)."""
         ...
 
 
 class ShardSink(Protocol):
-    """Where finished videos go: the cache's shards. A video is kept once the shard holding it is closed."""
+    """Where videos go, as they are embedded: the cache's shards. A video is kept once the shard holding it is closed."""
 
     done_paths: set[str]  # CSV paths in the cache already (closed shards, and those sent since): skipped
 
-    def send(self, record: VideoRecord | FailureRecord) -> None:
-        """Add one finished video (or the reason it failed) to the open shard."""
+    def send(self, record: FeaturePiece | VideoRecord | FailureRecord) -> None:
+        """Add to the open shard one embedded piece of a video, the end of a video whose pieces were all sent, or
+        the reason a video failed (its pieces sent, if any, are void)."""
         ...
 
     def check(self) -> None:
@@ -60,11 +70,11 @@ class ShardSink(Protocol):
         ...
 
     def close_shard(self) -> None:
-        """Close the open shard now: its videos are kept from here."""
+        """Close the open shards now: their finished videos are kept from here."""
         ...
 
     def close(self) -> None:
-        """Close the open shard and release the writer."""
+        """Close the open shards and release the writer."""
         ...
 
 

@@ -3,7 +3,7 @@
 ::
 
     driver ── DecodeTask, None (stop) ──►  decode worker  ── Frames, End, Failed, Retire ──►  driver
-    driver ── VideoRecord, FailureRecord, CloseShard, Close ──►  writer  ── Ready, WriterError, ShardClosed, Closed ──►  driver
+    driver ── FeaturePiece, VideoRecord, FailureRecord, CloseShard, Close ──►  writer  ── Ready, WriterError, ShardClosed, Closed ──►  driver
 
 Every message is pickled by ``multiprocessing``; the classes live here, apart
 from the processes, so both sides import the same definitions.
@@ -70,14 +70,29 @@ class Retire:
 
 
 @dataclass(frozen=True, eq=False)
+class FeaturePiece:
+    """Frames of one view of a video, embedded: appended to its shard as they come (:meth:`CacheWriter.add_piece`).
+
+    A video's pieces come view by view in frame order (its views, and other
+    videos' pieces, interleaved), then its :class:`VideoRecord`, or a
+    :class:`FailureRecord` that voids them.
+    """
+
+    path: str  # the video's CSV path
+    view: int
+    offset: int  # of its first frame in the view
+    features: np.ndarray  # float16 (n, feature_dim), as the cache stores them
+
+
+@dataclass(frozen=True)
 class VideoRecord:
-    """One finished video, to commit: arguments of :meth:`CacheWriter.add_video`."""
+    """A video whose pieces were all sent, to commit: arguments of :meth:`CacheWriter.finish_video`."""
 
     path: str
     label: str
     group: str | None
     split: str | None
-    features: np.ndarray  # float16 (views, num_frames, feature_dim)
+    num_frames: int  # per view: the frames its pieces brought
     source_frames: int
     source_fps: float
     header_frames: int | None
@@ -85,7 +100,7 @@ class VideoRecord:
 
 @dataclass(frozen=True)
 class FailureRecord:
-    """One video that could not be read: arguments of :meth:`CacheWriter.add_failure`."""
+    """One video that could not be read (its pieces sent, if any, are void): arguments of :meth:`CacheWriter.add_failure`."""
 
     path: str
     label: str
@@ -96,12 +111,12 @@ class FailureRecord:
 
 @dataclass(frozen=True)
 class CloseShard:
-    """Close the open shard now (a Ray block's end): its videos are kept from here."""
+    """Close the open shards now (a Ray block's end): their finished videos are kept from here."""
 
 
 @dataclass(frozen=True)
 class Close:
-    """Close the open shard and exit."""
+    """Close the open shards and exit."""
 
 
 # -- writer → driver

@@ -31,12 +31,14 @@ from framecache.common.provenance import Provenance
 from framecache.extract.backbones import BackbonePlan
 from framecache.extract.decoders import DecoderPool
 from framecache.extract.driver import Driver, ExtractSummary
-from framecache.extract.messages import VideoRecord
+from framecache.extract.messages import FeaturePiece, VideoRecord
 from framecache.extract.progress import Progress
 from framecache.extract.views import DecodeSettings, ViewDecoder
 from framecache.extract.writer_process import WriterProcess
 
 log = logging.getLogger(__name__)
+
+COPY_FRAMES = 1024  # frames of one view per piece when a relabelled video's cached features are copied
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def run_extraction(config: ExtractConfig, decoder_class: type = ViewDecoder) -> 
     with WriterProcess(config.out, plan.provenance, config.overwrite, config.shard_videos) as writer:
         todo = not_cached(plan.dataset, writer.done_paths)
         summary = ExtractSummary(videos_total=len(plan.dataset), skipped=len(plan.dataset) - len(todo))
-        summary.relabeled = refresh_metadata(plan.dataset, writer.cached, writer.send)
+        summary.relabeled = refresh_metadata(plan.dataset, writer.cached, plan.provenance.views, writer.send)
         if len(todo):
             progress = Progress(summary.videos_total, summary.skipped, config.quiet, started)
             try:
@@ -89,7 +91,7 @@ def plan_run(config: ExtractConfig) -> RunPlan:
 
     backbone = plan_backbone(config.backbone, config.weights, config.engine, config.precision)
     dataset = load_dataset(config.csv, min_videos_per_class=1)  # one new recording is fine here; training checks its own
-    augmenter = ViewAugmenter(config.augment, config.seed)
+    augmenter = ViewAugmenter(config.augment_preset(), config.seed)
     provenance = Provenance.build(config, backbone.description, augmenter.describe(), RESIZE_POLICIES[backbone.fit])
     decode = DecodeSettings.from_provenance(provenance, chunk_frames=config.chunk_frames, frame_shortfall=config.frame_shortfall,
                                             folder_fps=config.folder_fps)
@@ -103,21 +105,27 @@ def build_embedder(plan: RunPlan, batch_size: int, threads: int | None = None):
     return build_planned(plan.backbone, batch_size, threads)
 
 
-def refresh_metadata(rows: pd.DataFrame, cached: dict[str, VideoMeta], add: Callable[[VideoRecord], None]) -> int:
+def refresh_metadata(rows: pd.DataFrame, cached: dict[str, VideoMeta], views: int,
+                     add: Callable[[FeaturePiece | VideoRecord], None]) -> int:  # fmt: skip
     """Bring the label, group and split of every ``cached`` video (the writer's, by CSV path) of ``rows`` up to date
     with the CSV; how many changed.
 
     The CSV is the source of truth: a changed video is written again, its
-    cached features copied (nothing is embedded), and the new copy wins when
-    the cache is read (:func:`~framecache.common.cache.reader.combine`).
-    Only the changed videos' features are read.
+    cached features copied (nothing is embedded) as pieces of
+    :data:`COPY_FRAMES` frames of one view, as extraction sends them, and the
+    new copy wins when the cache is read
+    (:func:`~framecache.common.cache.reader.combine`). Only the changed videos'
+    features are read.
     """
     changed = 0
     with FeatureReader(max_open=4) as reader:
         for row in rows.itertuples():
             video = cached.get(row.path)
             if video is not None and video.differs_from(row):
-                add(VideoRecord(row.path, row.label, row.group, row.split, reader.read(video), video.source_frames,
+                for view in range(views):
+                    for start in range(0, video.num_frames, COPY_FRAMES):
+                        add(FeaturePiece(row.path, view, start, reader.read(video, view, slice(start, start + COPY_FRAMES))))
+                add(VideoRecord(row.path, row.label, row.group, row.split, video.num_frames, video.source_frames,
                                 video.source_fps, video.header_frames))  # fmt: skip
                 changed += 1
     if changed:

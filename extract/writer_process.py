@@ -2,17 +2,24 @@
 
 ::
 
-    driver ── VideoRecord, FailureRecord, CloseShard, Close ──►  writer process (a CacheWriter)
+    driver ── FeaturePiece, VideoRecord, FailureRecord, CloseShard, Close ──►  writer process (a CacheWriter)
+
+Features come as the backbone makes them (:class:`FeaturePiece`), and go
+straight into the open shard: neither process holds a whole video, so the
+memory of stage one does not grow with video length. A shard is closed only
+once the videos begun in it are finished (see :mod:`framecache.common.cache.writer`).
 
 What a kill costs, everywhere:
 
 - **the driver** (or the Ray actor it runs in) killed, even with ``kill -9``:
-  nothing. The writer is in its own session, sees its pipe close, closes its
-  open shard (its videos are kept) and exits.
-- **the writer** killed (the OOM killer): the videos of its open shard, at
-  most ``shard_videos`` videos or ``SHARD_SECONDS`` of work. Closed shards and
-  the cache stay whole; the driver stops with an error saying to run the same
-  command again, which extracts just those videos.
+  the videos it was embedding. The writer is in its own session, sees its pipe
+  close, deletes what it has of those videos, closes its open shards (their
+  finished videos are kept) and exits.
+- **the writer** killed (the OOM killer): the videos of its open shards, at
+  most ``shard_videos`` videos or ``SHARD_SECONDS`` of work per shard (a shard
+  waits, open, for a long video begun in it). Closed shards and the cache stay
+  whole; the driver stops with an error saying to run the same command again,
+  which extracts just those videos.
 
 Ctrl-C and SIGTERM (a batch system's, sent to every process of a job) are the
 driver's to handle: the writer ignores them, and the driver closes it.
@@ -35,6 +42,7 @@ from framecache.extract.messages import (
     Closed,
     CloseShard,
     FailureRecord,
+    FeaturePiece,
     Ready,
     ShardClosed,
     VideoRecord,
@@ -43,7 +51,7 @@ from framecache.extract.messages import (
 from framecache.extract.processes import exit_detail, start_ignoring_sigint
 
 if TYPE_CHECKING:
-    from framecache.common.cache import VideoMeta
+    from framecache.common.cache import CacheWriter, VideoMeta
 
 WRITER_TICK_S = 5.0  # how often an idle writer checks whether its shard has been open long enough
 
@@ -52,7 +60,7 @@ class WriterProcess:
     """The driver's handle on the writer process (a :class:`~framecache.extract.interfaces.ShardSink`).
 
     The writer speaks only to answer ``close`` / ``close_shard`` or to report a
-    failed write, after which it discards its open shard and exits: every call
+    failed write, after which it discards its open shards and exits: every call
     here first checks for such a report, or for the writer's death, and raises
     it as a FramecacheError. :meth:`check` does only that (the driver calls it
     between batches, so a writer killed by the OOM killer stops the run).
@@ -93,7 +101,7 @@ class WriterProcess:
         if message is None:
             self.process.join(5)
             return FramecacheError(
-                f"the cache writer died{exit_detail(self.process.exitcode)}: the videos of its open shard are lost, "
+                f"the cache writer died{exit_detail(self.process.exitcode)}: the videos of its open shards are lost, "
                 "every closed shard is kept; run the same command again to resume"
             )
         return FramecacheError(f"writing the cache failed: {message}")
@@ -109,7 +117,7 @@ class WriterProcess:
         if reported or not self.process.is_alive():
             raise self._error()
 
-    def send(self, record: VideoRecord | FailureRecord) -> None:
+    def send(self, record: FeaturePiece | VideoRecord | FailureRecord) -> None:
         self._send(record)
         if isinstance(record, VideoRecord):
             self.done_paths.add(record.path)
@@ -135,12 +143,12 @@ class WriterProcess:
             raise FramecacheError(f"writing the cache failed: {reply.message}")
 
     def close_shard(self) -> None:
-        """Close the open shard and wait until it is: its videos are kept from here."""
+        """Close the open shards and wait until they are: their finished videos are kept from here."""
         self._send(CloseShard())
         self._reply()
 
     def close(self) -> None:
-        """Ask the writer to close its shard and exit; raise what it reports, if anything."""
+        """Ask the writer to close its shards and exit; raise what it reports, if anything."""
         try:
             if self.failed:
                 return  # already raised
@@ -159,13 +167,13 @@ class WriterProcess:
 
 
 def writer_main(connection: Connection, path: str, provenance: Provenance, overwrite: bool, shard_videos: int | None) -> None:
-    """Writer process: own the CacheWriter and its open shard, and write what the driver sends.
+    """Writer process: own the CacheWriter and its open shards, and write what the driver sends.
 
     Replies :class:`Ready` (with the paths done) or :class:`WriterError` after
     opening, :class:`ShardClosed` after :class:`CloseShard` and :class:`Closed`
-    after :class:`Close`. A failed write (disk full...) discards the open shard,
+    after :class:`Close`. A failed write (disk full...) discards the open shards,
     is reported as :class:`WriterError` at once, and the writer exits. While no
-    message comes, it still closes its shard once that has been open for ``SHARD_SECONDS``.
+    message comes, it still closes a shard once that has been open for ``SHARD_SECONDS``.
     """
     os.setsid()  # not in the driver's process group: a group kill leaves it to close its shard
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -189,13 +197,9 @@ def writer_main(connection: Connection, path: str, provenance: Provenance, overw
                     continue
                 message = connection.recv()
             except (EOFError, OSError):
-                return  # the driver died: close the shard cleanly below
-            if isinstance(message, VideoRecord):
-                writer.add_video(message.path, message.label, message.features, group=message.group, split=message.split,
-                                 source_frames=message.source_frames, source_fps=message.source_fps,
-                                 header_frames=message.header_frames)
-            elif isinstance(message, FailureRecord):
-                writer.add_failure(message.path, message.label, message.reason, group=message.group, split=message.split)
+                return  # the driver died: close the shards cleanly below (without its unfinished videos)
+            if isinstance(message, (FeaturePiece, VideoRecord, FailureRecord)):
+                write_record(writer, message)
             elif isinstance(message, CloseShard):
                 writer.close_shard()
                 connection.send(ShardClosed())
@@ -210,3 +214,15 @@ def writer_main(connection: Connection, path: str, provenance: Provenance, overw
     finally:
         with contextlib.suppress(Exception):  # after a failed write: already reported
             writer.close()
+
+
+def write_record(writer: CacheWriter, record: FeaturePiece | VideoRecord | FailureRecord) -> None:
+    """Write one message of the driver's into ``writer``: a piece of a video, its end, or its failure."""
+    if isinstance(record, FeaturePiece):
+        writer.add_piece(record.path, record.view, record.offset, record.features)
+    elif isinstance(record, VideoRecord):
+        writer.finish_video(record.path, record.label, record.num_frames, group=record.group, split=record.split,
+                            source_frames=record.source_frames, source_fps=record.source_fps,
+                            header_frames=record.header_frames)  # fmt: skip
+    else:
+        writer.add_failure(record.path, record.label, record.reason, group=record.group, split=record.split)

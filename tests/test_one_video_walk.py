@@ -1,4 +1,5 @@
-"""One video's trip through ``framecache extract``: every check, hash, header read and cast happens once.
+"""One video's trip through ``framecache extract``: every check, hash and header read happens once, every frame's
+features are cast once.
 
 The real classes run (the CLI's ``main``, the driver, decoder and writer
 processes, the backbone); spies count, in this process and, through
@@ -54,7 +55,7 @@ def test_each_check_hash_header_and_cast_happens_once(make_video, tmp_path, monk
     spy(monkeypatch, backbones, "_pick_engine", calls)
     spy(monkeypatch, backbones, "_resolve_weights", calls)
     spy(monkeypatch, pipeline, "load_dataset", calls)
-    spy(monkeypatch, driver, "stored_features", calls, record=lambda features: cast_from.append(features.dtype))
+    spy(monkeypatch, driver, "stored_features", calls, record=lambda features: cast_from.append((features.dtype, len(features))))
     monkeypatch.setenv(COUNT_DIR_ENV, str(tmp_path))
     monkeypatch.setattr(pipeline, "run_extraction", functools.partial(pipeline.run_extraction, decoder_class=CountingDecoder))
 
@@ -67,10 +68,13 @@ def test_each_check_hash_header_and_cast_happens_once(make_video, tmp_path, monk
     assert len(cache.FeatureCache(out).videos) == len(VIDEOS)
 
     # In this process: the settings, the CSV, the weights and the engine, each checked once for the whole run.
-    assert calls == Counter(validate=1, sha256_of=1, check_precision=1, _pick_engine=1, _resolve_weights=1,
-                            load_dataset=1, stored_features=len(VIDEOS))
-    # Features are cast to what the cache stores once per video, from the backbone's float32; the writer keeps them as they come.
-    assert cast_from == [np.dtype(np.float32)] * len(VIDEOS)
+    casts = calls.pop("stored_features")
+    assert calls == Counter(validate=1, sha256_of=1, check_precision=1, _pick_engine=1, _resolve_weights=1, load_dataset=1)
+    # Features are cast to what the cache stores as each batch returns, once per piece (a run of one view's frames in
+    # a batch of 4), from the backbone's float32: every frame of every view once. The writer keeps them as they come.
+    assert casts == len(cast_from) >= 2 * len(VIDEOS)  # at least one piece per view of each video
+    assert {dtype for dtype, _ in cast_from} == {np.dtype(np.float32)} and max(count for _, count in cast_from) <= 4
+    assert sum(count for _, count in cast_from) == 2 * sum(6 + index for index in range(len(VIDEOS)))  # frames, both views
     stored = np.zeros((2, 3, 4), np.float16)
     assert cache.stored_features(stored) is stored
     # In the decoder processes: each file opened once, its header read once (and decord opens it once more to decode).

@@ -10,6 +10,7 @@ This package is the only code that opens these files. Layout (schema version 2):
             attrs           schema_version, provenance (JSON), provenance_hash, closed_at (Unix time)
             /videos/<id>    one group per video (<id>: 16 hex digits of the SHA-1 of its CSV path)
                 features    float16 (views, num_frames, feature_dim); view 0 is the clean video
+                            (contiguous, or chunked along the frames when written as they were made)
                 attrs       path, label, group, split, num_frames, source_frames, source_fps
             /failed/<id>    attrs path, label, group, split, reason: a video that could not be read
             /index          JSON of the above attributes, so that opening a cache reads one value per shard
@@ -26,6 +27,7 @@ One module per job:
   record of a shard's metadata (:class:`~.layout.ShardRecord`) with the one
   function that reads it;
 - :mod:`.writer`: :class:`CacheWriter`, the root and the shards it writes;
+- :mod:`.shard`: one shard being written, and the videos streaming into it;
 - :mod:`.reader`: :class:`FeatureCache` and :class:`FeatureReader`, a cache's
   shards combined (and schema 1);
 - :mod:`.merge`: :func:`merge_caches`, joining caches and converting schema 1.

@@ -311,14 +311,16 @@ class FeatureReader:
         self.max_open = max_open
         self._handles: dict[str, h5py.File] = {}
 
-    def read(self, video: VideoMeta, view: int | None = None) -> np.ndarray:
-        """The video's features: float16 ``(views, T, D)``, or ``(T, D)`` for one ``view``."""
+    def read(self, video: VideoMeta, view: int | None = None, frames: slice | None = None) -> np.ndarray:
+        """The video's features: float16 ``(views, T, D)``, or ``(T, D)`` for one ``view``; ``frames``: only those."""
         handle = self._handle(video.file)
         try:
             videos = handle["videos"]
             entry = videos.get(video.key)
             dataset = (entry if entry is not None else videos[video.key[:2]][video.key])["features"]
             _check_backed(dataset, video)
+            if frames is not None:
+                return dataset[view, frames] if view is not None else dataset[:, frames]
             return dataset[view] if view is not None else dataset[()]
         except DAMAGE_ERRORS as error:
             raise damaged(Path(video.file), error) from None

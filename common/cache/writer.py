@@ -11,12 +11,21 @@ system, can write into one cache at once, and every file is opened with
 ``locking=False`` (HDF5's locks fail on NFS and Lustre; a file with one writer
 does not need them).
 
+**Videos streamed, shards whole.** Stage one sends each video's features as
+the backbone makes them (:meth:`CacheWriter.add_piece`, then
+:meth:`CacheWriter.finish_video`), so no process holds a whole video. A video
+stays in the shard it began in; a shard that is full is set aside (new videos
+go to a fresh one) and closed once every video begun in it has finished or
+failed. Closing deletes what is there of a video still streaming
+(:meth:`CacheWriter.close` after an interrupted run), so a closed shard never
+holds part of a video.
+
 A write that fails (disk full, quota, file-size limit) discards the open
-shard and raises one :class:`FramecacheError`; the shards closed before are
+shards and raises one :class:`FramecacheError`; the shards closed before are
 kept. Every write reaches the file in the call that makes it (see
-:func:`_new_shard`), so a failure is raised there, never later as h5py frees
-an object (where h5py could only print it): the writer changes no hook of
-``sys`` to keep h5py quiet.
+:func:`~framecache.common.cache.shard.new_shard_file`), so a failure is raised
+there, never later as h5py frees an object (where h5py could only print it):
+the writer changes no hook of ``sys`` to keep h5py quiet.
 """
 
 from __future__ import annotations
@@ -35,11 +44,8 @@ import numpy as np
 
 from framecache import __version__
 from framecache.common.cache.layout import (
-    FAILURE_FIELDS,
     OPEN_PREFIX,
     SCHEMA_VERSION,
-    VIDEO_FIELDS,
-    ShardRecord,
     error_reason,
     fsync,
     host,
@@ -52,14 +58,16 @@ from framecache.common.cache.layout import (
     write_failure_cause,
 )
 from framecache.common.cache.reader import differences, read_root, scan
+from framecache.common.cache.shard import OpenShard, failure_row, video_row
 from framecache.common.errors import FramecacheError
 from framecache.common.options import command_hint, option_name
 from framecache.common.provenance import Provenance
 
 # When a shard is closed: after this many videos, this many bytes of features, or this many
-# seconds since its first video, whichever comes first. A SIGKILL of the writer loses the open
-# shard, so these bound what a kill costs: at most 64 videos, 256 MB or 5 minutes of the writer's
-# input (on 2 CPU cores 64 ten-second clips take about 3.5 minutes to extract; on a GPU the count
+# seconds since its first video, whichever comes first (a full shard closes once the videos begun in
+# it have finished: a long video keeps it open until its end). A SIGKILL of the writer loses the
+# open shards, so these bound what a kill costs: at most 64 videos, 256 MB or 5 minutes of the writer's
+# input per shard (on 2 CPU cores 64 ten-second clips take about 3.5 minutes to extract; on a GPU the count
 # comes first, well under a minute). They are large enough that 100,000 videos make about 1,600
 # files, not 100,000: few enough for any file system (Lustre and NFS dislike many small files) and
 # for a reader, which opens every shard once to list its videos.
@@ -71,65 +79,15 @@ SHARD_SECONDS = 300.0
 _WRITE_ERRORS = (OSError, RuntimeError, ValueError)
 
 
-def _text(value: str | None) -> str:
-    return "" if value is None else str(value)
-
-
-def _new_shard(path: Path, provenance: Provenance) -> h5py.File:
-    """Create an open shard: ``h5py.File(path, "w-", locking=False)``, but with HDF5's sieve buffer off.
-
-    With it, HDF5 keeps a dataset under 64 KiB in memory and writes it when the
-    dataset is closed; a write that fails then (disk full) fails as h5py frees
-    the dataset, where h5py can only print the error, and it leaves HDF5 in a
-    state where closing the file may crash the process. Without it, every
-    feature array is written by ``create_dataset``, which raises if that fails.
-    The file is the same, byte for byte.
-    """
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)  # h5py's default
-    fapl.set_file_locking(False, ignore_when_disabled=False)
-    fapl.set_sieve_buf_size(0)
-    shard = h5py.File(h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_EXCL, fapl=fapl))
-    attrs = shard.attrs
-    attrs["schema_version"] = SCHEMA_VERSION
-    attrs["provenance"] = provenance.to_json()
-    attrs["provenance_hash"] = provenance.hash
-    shard.create_group("videos")
-    shard.create_group("failed")
-    return shard
-
-
-def _write_video(shard: h5py.File, key: str, row: dict, features: np.ndarray) -> None:
-    videos, failed = shard["videos"], shard["failed"]
-    if key in videos:
-        del videos[key]
-    if key in failed:
-        del failed[key]
-    entry = videos.create_group(key)
-    entry.create_dataset("features", data=features)
-    entry.attrs.update(row)
-
-
-def _write_failure(shard: h5py.File, key: str, row: dict) -> None:
-    failed = shard["failed"]
-    if key in failed:
-        del failed[key]
-    failed.create_group(key).attrs.update(row)
-
-
-def _seal(shard: h5py.File, record: ShardRecord) -> None:
-    shard.create_dataset("index", data=record.index_json())
-    shard.attrs["closed_at"] = time.time()
-    shard.close()
-
-
 class CacheWriter:
     """Adds videos to a feature cache, in shards of its own; resumes an existing cache with the same provenance.
 
     Any number of CacheWriters, in any processes or machines, may write into one
-    cache at once. Videos are kept once their shard is closed: every
-    ``shard_videos`` videos, ``shard_bytes`` of features, ``shard_seconds``
-    (checked on every write and by :meth:`tick`), and by :meth:`close`.
+    cache at once. A video comes whole (:meth:`add_video`) or streamed
+    (:meth:`add_piece`..., :meth:`finish_video`). Videos are kept once their
+    shard is closed: after ``shard_videos`` videos, ``shard_bytes`` of features
+    or ``shard_seconds`` (checked on every write and by :meth:`tick`) once the
+    videos begun in it have finished, and by :meth:`close`.
 
     >>> with CacheWriter("features.h5", provenance) as cache:
     ...     todo = [p for p in paths if p not in cache.done_paths()]
@@ -173,11 +131,10 @@ class CacheWriter:
         self.cached = {video.path: video for video in contents.videos.values()}  # closed shards' videos at opening, by CSV path
         self._done = set(self.cached)
         self.shards_closed = 0  # by this writer
-        self._seq = 0
+        self._seq = 0  # of the next shard
         self._tag = owner_tag()
-        self._shard: h5py.File | None = None
-        self._shard_path: Path | None = None
-        self._record: ShardRecord | None = None  # what the open shard holds
+        self._current: OpenShard | None = None  # where new videos go
+        self._aside: list[OpenShard] = []  # full: closed once no video streams into them
 
     # -- the root
 
@@ -248,77 +205,99 @@ class CacheWriter:
     # -- the open shard
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Around every write of the open shard: a write that fails discards the shard and raises FramecacheError.
+    def _writing(self, shard: OpenShard) -> Iterator[None]:
+        """Around every write of an open shard (``shard``): a write that fails discards the open shards and raises
+        FramecacheError.
 
-        The shard's h5py objects live only in the frames of the functions that
-        write (``_write_video``…): after a failure the file is closed first,
-        then those frames are cleared, so no object of the discarded file
-        outlives this call (h5py would print an error as each one is freed).
+        The shards' h5py objects live only in the frames of the methods that
+        write (:class:`~framecache.common.cache.shard.OpenShard`'s): after a
+        failure the files are closed first, then those frames are cleared, so no
+        object of a discarded file outlives this call (h5py would print an error
+        as each one is freed).
         """
         try:
             yield
         except _WRITE_ERRORS as error:
-            failure = self._write_failed(error)
+            failure = self._write_failed(error, shard)
             traceback.clear_frames(error.__traceback__)
             raise failure from None
 
-    def _open_shard(self) -> None:
-        if self._shard is not None:
-            return
-        self._shard_path = self.folder / f"{OPEN_PREFIX}{self._tag}-{self._seq}.h5"
-        self._record = ShardRecord(self._shard_path, self.provenance_hash)
-        with self._writing():
-            self._shard = _new_shard(self._shard_path, self.provenance)
-        self._opened_at = time.monotonic()
-        self._bytes = 0
+    def _open_shards(self) -> list[OpenShard]:
+        """The shards set aside, in the order they were, then the current one."""
+        return [*self._aside, *([self._current] if self._current is not None else [])]
 
-    def _write_failed(self, error: BaseException) -> FramecacheError:
-        """Discard the open shard after a failed write; the closed ones are untouched."""
-        lost = len(self._record.videos) if self._shard is not None else 0
-        shard = self._shard_path
-        if self._shard is not None:
-            with contextlib.suppress(Exception):
-                self._shard.close()
-        self._shard, self._record = None, None
-        with contextlib.suppress(OSError):
-            shard.unlink()
+    def _shard_for_new_video(self) -> OpenShard:
+        if self._current is None:
+            shard = OpenShard(self.folder / f"{OPEN_PREFIX}{self._tag}-{self._seq}.h5", self._seq, self.provenance_hash)
+            self._seq += 1
+            self._current = shard
+            with self._writing(shard):
+                shard.create(self.provenance)
+        return self._current
+
+    def _streaming_into(self, key: str) -> OpenShard | None:
+        """The shard the video ``key`` is streaming into, if it is."""
+        return next((shard for shard in self._open_shards() if key in shard.streaming), None)
+
+    def _write_failed(self, error: BaseException, shard: OpenShard) -> FramecacheError:
+        """Discard the open shards after a failed write of ``shard``; the closed ones are untouched."""
+        discarded = self._open_shards()
+        if shard not in discarded:
+            discarded.append(shard)
+        lost = sum(each.lost() for each in discarded)
+        for each in discarded:
+            each.discard()
+        self._current, self._aside = None, []
         code = getattr(error, "errno", None)
         why = f"{os.strerror(code)}: {error_reason(error)}" if isinstance(code, int) and code > 0 else error_reason(error)
-        cause, remedy = write_failure_cause(error, shard.parent)
+        cause, remedy = write_failure_cause(error, shard.path.parent)
+        which = "That shard was" if len(discarded) == 1 else f"That shard and the {len(discarded) - 1} other open one(s) were"
         return FramecacheError(
-            f"writing {shard} failed ({why}): {cause}. That shard ({lost} video(s) not yet closed) was discarded, its "
+            f"writing {shard.path} failed ({why}): {cause}. {which} discarded ({lost} video(s) not yet closed), their "
             f"videos will be extracted again; the videos cached so far are kept: {remedy}"
         )
 
-    def _full(self) -> bool:
+    def _full(self, shard: OpenShard) -> bool:
         return (
-            len(self._record.videos) + len(self._record.failures) >= self.shard_videos
-            or self._bytes >= self.shard_bytes
-            or time.monotonic() - self._opened_at >= self.shard_seconds
+            shard.count() >= self.shard_videos
+            or shard.bytes >= self.shard_bytes
+            or time.monotonic() - shard.opened_at >= self.shard_seconds
         )
 
-    def close_shard(self) -> None:
-        """Close the open shard: write its index, flush, fsync, rename it into place, fsync the folder."""
-        if self._shard is None:
-            return
-        record = self._record
-        final = self.folder / f"{host()}-{os.getpid()}-{self._seq:05d}-{self._tag.rsplit('-', 1)[1]}.h5"
-        with self._writing():
-            _seal(self._shard, record)
-            fsync(self._shard_path)
-            os.rename(self._shard_path, final)
-        self._shard, self._record = None, None
-        self._seq += 1
+    def _settle(self) -> None:
+        """Set the current shard aside once full (new videos open another); close each shard set aside as soon as
+        no video streams into it."""
+        if self._current is not None and self._full(self._current):
+            self._aside.append(self._current)
+            self._current = None
+        for shard in [shard for shard in self._aside if not shard.streaming]:
+            self._close(shard)
+
+    def _close(self, shard: OpenShard) -> None:
+        """Close one open shard: delete what streams into it still, write its index, flush, fsync, rename it into
+        place, fsync the folder."""
+        final = self.folder / f"{host()}-{os.getpid()}-{shard.seq:05d}-{self._tag.rsplit('-', 1)[1]}.h5"
+        with self._writing(shard):
+            shard.seal()
+            fsync(shard.path)
+            os.rename(shard.path, final)
+        if shard is self._current:
+            self._current = None
+        else:
+            self._aside.remove(shard)
         self.shards_closed += 1
-        self._done.update(row["path"] for row in record.videos.values())
+        self._done.update(row["path"] for row in shard.record.videos.values())
         with contextlib.suppress(OSError):  # the rename is done; this makes it survive a power cut
             fsync(self.folder, directory=True)
 
+    def close_shard(self) -> None:
+        """Close every open shard now; a video still streaming is deleted from its shard (send it again, whole)."""
+        for shard in self._open_shards():
+            self._close(shard)
+
     def tick(self) -> None:
-        """Close the open shard if it has been open for ``shard_seconds`` (call when idle)."""
-        if self._shard is not None and time.monotonic() - self._opened_at >= self.shard_seconds:
-            self.close_shard()
+        """Close what has been open for ``shard_seconds`` (call when idle)."""
+        self._settle()
 
     # -- the API
 
@@ -348,31 +327,65 @@ class CacheWriter:
             raise ValueError(f"features of {path} have shape {features.shape}, expected (views={expected[0]}, T>=1, {expected[1]})")
         features = stored_features(features)
         key = video_id(path)
-        row = dict(zip(VIDEO_FIELDS, (path, _text(label), _text(group), _text(split), int(features.shape[1]),
-                                      int(source_frames if source_frames is not None else features.shape[1]),
-                                      float(source_fps or 0.0), int(header_frames or 0))))  # fmt: skip
-        self._open_shard()
-        with self._writing():
-            _write_video(self._shard, key, row, features)
-        self._record.failures.pop(key, None)
-        self._record.videos[key] = row
-        self._bytes += features.nbytes
-        if self._full():
-            self.close_shard()
+        row = video_row(path, label, group, split, features.shape[1], source_frames, source_fps, header_frames)
+        streaming = self._streaming_into(key)
+        shard = self._shard_for_new_video()
+        with self._writing(shard):
+            if streaming is not None:
+                streaming.drop(key)  # the whole video replaces what was streamed of it
+            shard.write_video(key, row, features)
+        self._settle()
+
+    def add_piece(self, path: str, view: int, offset: int, features: np.ndarray) -> None:
+        """Append frames ``offset``, ``offset + 1``... of view ``view`` of the video ``path``: ``(n, feature_dim)``.
+
+        Stage one streams each video this way as the backbone makes its
+        features, then calls :meth:`finish_video`; until then the video is not
+        kept (a shard closed meanwhile deletes what it holds of it). Each view's
+        pieces come in frame order; views may interleave, videos too.
+        """
+        features = np.asarray(features)
+        views, dim = self.provenance.views, self.provenance.feature_dim
+        key = video_id(path)
+        shard = self._streaming_into(key)
+        expected = shard.streaming[key][view] if shard is not None and 0 <= view < views else 0
+        if not 0 <= view < views or features.ndim != 2 or features.shape[1] != dim or len(features) < 1 or offset != expected:
+            raise ValueError(f"a piece of {path} (view {view}, from frame {offset}, shape {features.shape}) does not follow: "
+                             f"expected a view below {views}, from frame {expected}, shape (n>=1, {dim})")  # fmt: skip
+        features = stored_features(features)
+        if shard is None:
+            shard = self._shard_for_new_video()
+        with self._writing(shard):
+            shard.append(key, views, view, offset, features)
+        self._settle()
+
+    def finish_video(self, path: str, label: str, num_frames: int, group: str | None = None, split: str | None = None,
+                     source_frames: int | None = None, source_fps: float | None = None,
+                     header_frames: int | None = None) -> None:  # fmt: skip
+        """Commit a video streamed with :meth:`add_piece`: each view has ``num_frames`` frames; kept once its shard
+        closes. The other arguments are :meth:`add_video`'s."""
+        key = video_id(path)
+        shard = self._streaming_into(key)
+        added = shard.streaming[key] if shard is not None else []
+        if num_frames < 1 or added != [num_frames] * self.provenance.views:
+            raise ValueError(f"{path} has {num_frames} frames per view, but frames {added or 'none'} were added per view")
+        row = video_row(path, label, group, split, num_frames, source_frames, source_fps, header_frames)
+        with self._writing(shard):
+            shard.finish(key, row)
+        self._settle()
 
     def add_failure(self, path: str, label: str, reason: str, group: str | None = None, split: str | None = None) -> None:
-        """Record a video that could not be read, with a reason a person understands (retried on resume)."""
+        """Record a video that could not be read, with a reason a person understands (retried on resume); what was
+        streamed of it is deleted."""
         key = video_id(path)
-        row = dict(zip(FAILURE_FIELDS, (path, _text(label), reason, _text(group), _text(split))))
-        self._open_shard()
-        with self._writing():
-            _write_failure(self._shard, key, row)
-        self._record.failures[key] = row
-        if self._full():
-            self.close_shard()
+        row = failure_row(path, label, reason, group, split)
+        shard = self._streaming_into(key) or self._shard_for_new_video()
+        with self._writing(shard):
+            shard.write_failure(key, row)
+        self._settle()
 
     def close(self) -> None:
-        """Close the open shard (its videos are then kept)."""
+        """Close the open shards (their finished videos are then kept; a video still streaming is not)."""
         self.close_shard()
 
     def __enter__(self) -> CacheWriter:

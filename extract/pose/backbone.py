@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from framecache.common import config
 from framecache.common.config import cache_folder
 from framecache.common.errors import FramecacheError
 from framecache.common.options import option_name
@@ -31,7 +32,7 @@ from framecache.extract.pose.features import FEATURE_DIM, FEATURE_NAMES, pose_fe
 from framecache.extract.pose.models import read_model_files
 from framecache.extract.pose.tracker import MIN_PRESENCE, PoseEstimator
 
-POSE_BACKBONES = {"pose": "full", "pose_lite": "lite", "pose_heavy": "heavy"}  # name -> landmark model size
+POSE_BACKBONES = dict(zip(config.POSE_BACKBONES, ("full", "lite", "heavy")))  # name -> landmark model size
 POSE_FRAME_SIZE = 384
 PREPROCESSING = (f"frames letterboxed to {POSE_FRAME_SIZE} px; BlazePose detector (224 px letterbox, RGB -1..1) and "
                  "landmark model (256 px rotated crop, RGB 0..1), tracked from frame to frame")  # fmt: skip
@@ -62,12 +63,23 @@ def resolve_pose_weights(name: str, weights: str) -> tuple[BackboneDescription, 
     return description, path
 
 
-def _default_models(size: str) -> Path:
-    """MediaPipe's models in the cache folder (a folder of ``.tflite`` files or the bundle), fetched once if absent."""
-    folder = pose_models_dir()
+def installed_pose_models(size: str, folder: str | Path | None = None) -> Path | None:
+    """Where ``size``'s models already are in ``folder`` (default :func:`pose_models_dir`): its ``.task`` bundle, else the
+    folder itself where it holds ``pose_landmark_<size>.tflite``; None where neither is. Downloads nothing."""
+    folder = pose_models_dir() if folder is None else Path(folder).expanduser()
     bundle = folder / f"pose_landmarker_{size}.task"
     if bundle.is_file() or (folder / f"pose_landmark_{size}.tflite").is_file():
         return bundle if bundle.is_file() else folder
+    return None
+
+
+def _default_models(size: str) -> Path:
+    """MediaPipe's models in the cache folder (a folder of ``.tflite`` files or the bundle), fetched once if absent."""
+    installed = installed_pose_models(size)
+    if installed is not None:
+        return installed
+    folder = pose_models_dir()
+    bundle = folder / f"pose_landmarker_{size}.task"
     url = BUNDLE_URL.format(size=size)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -115,8 +127,12 @@ class PoseBackbone:
             start += count
         return np.concatenate(features) if features else np.empty((0, self.feature_dim), np.float32)
 
-    def video_failure(self, features: np.ndarray) -> str | None:
-        """A video in which no frame has a person fails: its features would be all zeros."""
-        if not np.any(features[:, SCORE] > 0):
-            return f"no person found in any of its {len(features)} frames (pose presence below {MIN_PRESENCE})"
+    def piece_passes(self, features: np.ndarray) -> bool:
+        """Whether a person is found in any of these frames."""
+        return bool(np.any(features[:, SCORE] > 0))
+
+    def video_failure(self, frames: int, passed: bool) -> str | None:
+        """A video in which no frame has a person (no piece ``passed``) fails: its features would be all zeros."""
+        if not passed:
+            return f"no person found in any of its {frames} frames (pose presence below {MIN_PRESENCE})"
         return None
