@@ -2,7 +2,8 @@
 
 The rounds' figures become medians with min–max and spread, each ratio is
 taken within its round (:mod:`framecache.bench.stats`); everything is written
-as one JSON object (``--out``) and printed as a table.
+as one JSON object (``--out``) and printed as a table. Then the pose backbone,
+where its models are at hand (:mod:`framecache.bench.pose`), under ``"pose"``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from framecache.bench import machine, phases, stats
+from framecache.bench import machine, phases, pose, stats
 from framecache.bench.phases import BACKBONE, BATCH, VIEWS
 from framecache.bench.rounds import HEADLINE_RATIOS, RATIOS, Bench, Plan, parse_precisions
 from framecache.common.config import PRECISIONS
+from framecache.common.errors import FramecacheError
 
 TARGETS = {"extract_over_backbone": ">= 0.90", "extract_over_backbone_cpu": ">= 0.90", "extract_over_baseline": ">= 2",
            "end_to_end_epoch_over_train_run": ">= 50", "profile_whole_over_parts": "<= 1.05"}
@@ -48,11 +50,14 @@ def explain_profile(figures: dict, once: dict) -> dict:
 
 def run_bench(out: str = "bench/results.json", csv: str | None = None, clips: int | None = None, seconds: float | None = None,
               long_minutes: str | None = None, rounds: int | None = None, quick: bool = False, precisions: str = "f32,bf16",
-              accuracy: bool = False, train_memory: bool | None = None) -> int:
-    """Measure stage one and two in interleaved rounds; write the figures to ``out`` (JSON) and print a table."""
+              accuracy: bool = False, train_memory: bool | None = None, pose_models: str | None = None) -> int:
+    """Measure stage one and two in interleaved rounds, then the pose backbone where its models are found (``pose_models``,
+    else its default folder); write the figures to ``out`` (JSON) and print a table."""
     started = time.perf_counter()
     plan = Plan.make(quick, rounds, clips, seconds, long_minutes, train_memory)
     asked = parse_precisions(precisions)
+    pose_folder, pose_found, _ = pose.find_pose_models(pose_models)
+    print(f"bench: pose models in {pose_folder}: {', '.join(pose_found) or 'none, the pose section is skipped'}")
     with tempfile.TemporaryDirectory(prefix="framecache-bench-") as folder:
         folder = Path(folder)
         clips_csv = Path(csv) if csv else phases.make_clips(folder, plan.clips, plan.seconds)
@@ -69,6 +74,10 @@ def run_bench(out: str = "bench/results.json", csv: str | None = None, clips: in
             from framecache.bench.train_memory import measure_train_memory
 
             streamed = measure_train_memory(folder / "train-memory", frames=None, rounds=TRAIN_MEMORY_ROUNDS)
+        try:
+            poses = pose.measure_pose(pose_models, csv, pose.QUICK_VIDEOS if quick else pose.VIDEOS, plan.rounds)
+        except FramecacheError as error:  # the figures measured so far are still written
+            poses = {"skipped": f"the pose measurement failed: {error}"}
     results = {
         "plan": {**asdict(plan), "quick": quick, "csv": csv, "precisions": bench.precisions, "skipped": bench.skipped,
                  "backbone": BACKBONE, "weights": "random", "views": VIEWS, "batch_size": BATCH, "engine": bench.engine},
@@ -78,6 +87,7 @@ def run_bench(out: str = "bench/results.json", csv: str | None = None, clips: in
         "once": once,
         "accuracy": demo,
         "train_memory": streamed,
+        "pose": poses,
         "profile_explained": explain_profile(stats.figures(bench.rounds), once),
         "rounds": bench.rounds,
         "seconds": time.perf_counter() - started,
@@ -136,6 +146,7 @@ def format_report(results: dict) -> str:
     if load and load["max"] > cores + 1:
         lines += [f"warning: the machine was busy (1-minute load average up to {load['max']:.1f} on {cores} cores, per round: "
                   f"{_rounds(load)}): frames/s and their ratios are unreliable, the CPU-time figures hold"]
+    lines += format_pose(results.get("pose"), cores)
     lines += ["", "precision (engine " + plan["engine"] + ", batch " + str(plan["batch_size"]) + ", random weights; "
               "speed-ups per round)"]
     accuracy = (results.get("accuracy") or {}).get("by_precision", {})
@@ -200,6 +211,28 @@ def _train_memory_lines(streamed: dict | None) -> list[str]:
     caches = f"{streamed['cache_mb_small']:.0f} MB and {streamed['cache_mb_large']:.0f} MB"
     return ["", f"stage two streamed from the cache (synthetic caches of {caches}, {streamed['frames_per_video']} frames "
             "per video, 1280-d; framecache.bench.train_memory)", *_table(("figure", "values", "ratio", "target"), rows)]
+
+
+def format_pose(measured: dict | None, cores: int | None = None) -> list[str]:
+    """The pose backbone's rows, one per model size and runtime, or the line saying why it was skipped; with ``cores``,
+    a warning where the machine was busier than the bench's own processes make it (as for the CNN's rounds)."""
+    if not measured:
+        return []
+    if "skipped" in measured:
+        return ["", f"pose backbone: skipped: {measured['skipped']}"]
+    source = f"videos of {measured['csv']}" if measured.get("csv") else "demo videos"
+    lines = ["", f"pose backbone (BlazePose, models in {measured['models']}): {measured['videos']} {source}, "
+             f"{measured['frames']} frames letterboxed to {measured['frame_size']} px, {measured['rounds']} interleaved rounds; "
+             f"runtime {', '.join(measured['runtimes'])} ({measured['runtime_note']})"]  # fmt: skip
+    rows = [(size, found["backbone"], runtime, *(stats.format_summary(figures[name]) for name in pose.FIGURES))
+            for size, found in measured["by_size"].items() for runtime, figures in found["runtimes"].items()]
+    rows += [(size, pose.SIZES[size], "-", "not found", "", "") for size in measured.get("not_measured", {})]
+    lines += _table(("size", "backbone", "runtime", "tracker alone fps", "extract --views 1 fps", "extract / alone"), rows)
+    load = measured.get("load_average") or {}
+    if cores and load and load["max"] > cores + 1:
+        lines += [f"warning: the machine was busy during the pose rounds (1-minute load average up to {load['max']:.1f} on "
+                  f"{cores} cores): their frames/s and ratios are unreliable"]
+    return lines
 
 
 def _rounds(summary: dict) -> str:

@@ -1,11 +1,17 @@
-"""The bench's arithmetic on made-up measurements: medians, spreads, ratios within rounds, the report."""
+"""The bench's arithmetic on made-up measurements: medians, spreads, ratios within rounds, the report; its pose section
+(measured only where the team's copy of MediaPipe's models is, ../shared/weights/pose; skipped otherwise)."""
+
+import json
+from pathlib import Path
 
 import pytest
 
-from framecache.bench import machine, stats
+from framecache.bench import machine, pose, run, stats
 from framecache.bench.rounds import RATIOS, Plan, parse_precisions, profile
 from framecache.bench.run import format_report
 from framecache.common.errors import FramecacheError
+
+POSE_MODELS = Path(__file__).resolve().parents[2] / "shared/weights/pose"
 
 
 def test_summarise_gives_median_range_and_spread():
@@ -97,3 +103,96 @@ def test_report_shows_medians_spreads_and_the_precision_table():
     assert "test split of 8 videos" in report
     assert "warning: the machine was busy (1-minute load average up to 3.5 on 2 cores" in report
     assert "Test CPU, 2 cores; flags: avx512_bf16 (not: amx_bf16); OpenVINO CPU capabilities: BF16, FP32" in report
+
+
+def test_report_shows_the_pose_section_or_why_it_was_skipped():
+    def figures(*values):
+        return {"model_alone_fps": stats.summarise(values[:2]), "extract_fps": stats.summarise(values[2:4]),
+                "extract_over_model": stats.summarise(values[4:])}
+
+    measured = {"models": "/models", "runtimes": ["openvino"], "runtime_note": pose.RUNTIME_NOTE, "videos": 4, "frames": 148,
+                "frame_size": 384, "rounds": 2, "csv": None, "not_measured": {"heavy": "neither ..."},
+                "by_size": {"lite": {"backbone": "pose_lite", "runtimes": {"openvino": figures(200.0, 220.0, 90.0, 88.0, 0.45, 0.4)}},
+                            "full": {"backbone": "pose", "runtimes": {"openvino": figures(120.0, 118.0, 70.0, 72.0, 0.58, 0.61)}}}}
+    lines = run.format_pose(measured)
+    assert "4 demo videos, 148 frames letterboxed to 384 px, 2 interleaved rounds; runtime openvino (" in lines[1] and "the one runtime" in lines[1]
+    rows = {cells[0]: cells[1:] for cells in ([cell.strip() for cell in line.split(" | ")] for line in lines[2:])}
+    assert rows["size"][2:] == ["tracker alone fps", "extract --views 1 fps", "extract / alone"]
+    assert rows["lite"][:3] == ["pose_lite", "openvino", "210 (200–220, ±5%)"]
+    assert rows["full"][3:] == ["71.0 (70.0–72.0, ±1%)", "0.595 (0.580–0.610, ±3%)"]
+    assert rows["heavy"][:3] == ["pose_heavy", "-", "not found"]
+    assert not any("busy" in line for line in lines)
+    busy = run.format_pose({**measured, "load_average": stats.summarise([2.5, 4.2])}, cores=2)
+    assert busy[-1].startswith("warning: the machine was busy during the pose rounds (1-minute load average up to 4.2 on 2 cores")
+    assert run.format_pose({"skipped": "no pose models in /x"}) == ["", "pose backbone: skipped: no pose models in /x"]
+    assert run.format_pose(None) == []  # results written before the bench had a pose section
+
+
+class _NoCnnBench:
+    """Stands in for the CNN rounds (minutes of work), so that only the pose section is run for real."""
+
+    def __init__(self, plan, folder, csv, precisions):
+        self.rounds, self.precisions, self.skipped, self.engine = [{"backbone_fps": 100.0, "extract_fps": 90.0}], ["f32"], {}, "openvino"
+
+    def run(self) -> None:
+        """Nothing to measure here."""
+
+    def once(self) -> dict:
+        return {}
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_the_pose_section_says_skipped_where_no_models_are_found(tmp_path, monkeypatch, capsys, given):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("FRAMECACHE_CACHE", str(empty))  # the pose backbone's default folder: empty/pose, absent
+    monkeypatch.setattr(run, "Bench", _NoCnnBench)
+    monkeypatch.setattr(run.phases, "make_clips", lambda folder, clips, seconds: folder / "labels.csv")
+    monkeypatch.setattr(run.machine, "cpu_description", lambda: {"cpu": "Test CPU", "cores": 2})
+    out = tmp_path / "results.json"
+    assert run.run_bench(out=str(out), quick=True, pose_models=str(empty) if given else None) == 0
+    results = json.loads(out.read_text())
+    folder = empty if given else empty / "pose"
+    assert list(results["pose"]) == ["skipped"] and results["pose"]["skipped"].startswith(f"no pose models in {folder} (")
+    assert "To measure the pose backbone, pass pose_models='FOLDER' holding" in results["pose"]["skipped"]  # the library's spelling
+    assert {"figures", "ratios", "once", "plan", "machine"} <= set(results)  # the CNN's keys, as before
+    printed = capsys.readouterr().out
+    assert f"bench: pose models in {folder}: none, the pose section is skipped" in printed
+    assert sum(line.startswith("pose backbone: skipped: no pose models in") for line in printed.splitlines()) == 1
+
+
+def test_the_pose_models_are_found_per_size_without_downloading(tmp_path, monkeypatch):
+    monkeypatch.setenv("FRAMECACHE_CACHE", str(tmp_path))
+    (tmp_path / "pose").mkdir()
+    (tmp_path / "pose" / "pose_landmark_lite.tflite").write_bytes(b"not a model")  # no detector beside it
+    folder, found, missing = pose.find_pose_models()
+    assert folder == tmp_path / "pose" and found == {} and set(missing) == {"lite", "full", "heavy"}
+    assert "lacks pose_detection.tflite" in missing["lite"]
+    assert "lacks pose_detection.tflite" in pose.skipped_reason(folder, missing, given=False)
+    with pytest.raises(FramecacheError, match="2 videos or more"):
+        pose.measure_pose(tmp_path, videos=1)
+
+
+def test_the_pose_section_measures_each_size_found_alone_and_through_stage_one(tmp_path):
+    if not (POSE_MODELS / "pose_detection.tflite").is_file():
+        pytest.skip(f"MediaPipe's BlazePose models are not in {POSE_MODELS}")
+    folder, found, missing = pose.find_pose_models(POSE_MODELS)
+    assert set(found) == {size for size in pose.SIZES if (POSE_MODELS / f"pose_landmark_{size}.tflite").is_file()}
+    measured = pose.measure_pose(POSE_MODELS, videos=2, rounds=1, sizes=("lite",), log=lambda line: None)
+    assert measured["videos"] == 2 and measured["frames"] > 0 and measured["runtimes"] == ["openvino"]
+    figures = measured["by_size"]["lite"]["runtimes"]["openvino"]
+    assert figures["model_alone_fps"]["median"] > 0 and figures["extract_fps"]["median"] > 0
+    ratio = figures["extract_fps"]["median"] / figures["model_alone_fps"]["median"]
+    assert figures["extract_over_model"]["median"] == pytest.approx(ratio)
+    row = next(line for line in run.format_pose(measured) if line.startswith("lite "))
+    assert [cell.strip() for cell in row.split(" | ")][:3] == ["lite", "pose_lite", "openvino"]
+
+
+def test_make_bench_takes_pose_models_as_a_make_variable(monkeypatch):
+    from framecache.cli import build_parser
+
+    monkeypatch.setenv("FRAMECACHE_MAKE", "1")
+    monkeypatch.setenv("POSE_MODELS", "/team/pose")
+    assert build_parser().parse_args(["bench"]).pose_models == "/team/pose"
+    monkeypatch.delenv("FRAMECACHE_MAKE")
+    assert build_parser().parse_args(["bench"]).pose_models is None  # outside make, only the flag sets it
