@@ -35,7 +35,7 @@ help:
 	@echo "make sweep       FEATURES=features.h5 [GRID=grid.json SWEEP='--units 32,64' SWEEP_OUT=folder]  (every INPUTS unless given)"
 	@echo "make features    ... RAY=local WORKERS=2 | RAY=auto | RAY=ray://head:10001  stage one on a Ray cluster (installs Ray)"
 	@echo "make bench-ray   [WORKERS=2]  Ray's overhead against the single-machine pipeline"
-	@echo "make bench       [QUICK=1 ROUNDS=3 ACCURACY=1 TRAIN_MEMORY=0 PRECISIONS=f32,bf16 CSV=your.csv BENCH_OUT=bench/results.json]  stage one and two in interleaved rounds"
+	@echo "make bench       [QUICK=1 ROUNDS=3 ACCURACY=1 TRAIN_MEMORY=0 PRECISIONS=f32,bf16 CSV=your.csv BENCH_OUT=bench/results.json POSE_MODELS=folder]  stage one and two in interleaved rounds, the pose backbone where its models are"
 	@echo "Every option of 'framecache COMMAND --help' is a Make variable: --max-len -> MAX_LEN=, or ARGS='...'."
 
 setup: $(STAMP)
@@ -85,20 +85,21 @@ demo-data: $(STAMP)
 	$(PY) -m framecache.data.make_demo --out $(DEMO_DIR)
 
 # The demo's features are fixed (so a rerun resumes); its training takes Make variables (make demo EPOCHS=5).
-# Cross-validation over its six subjects: each video is tested by a model that never saw its subject, and the
-# figures (mean ± std over the folds, with the pooled interval) do not hang on one test subject.
-# Then the same videos through the pose backbone, where MediaPipe's models can be had (from PyPI's mediapipe
-# wheel, once, into ~/.cache/framecache/pose): a pose model sees how the figure moves, not the equipment.
+# The same videos through the pose backbone too, where MediaPipe's models can be had (from PyPI's mediapipe
+# wheel, once, into ~/.cache/framecache/pose): a pose model sees how the figure moves, the CNN the equipment;
+# the run models each and combines them. Cross-validation over its six subjects: each video is tested by a
+# model that never saw its subject, and the figures (mean ± std over the folds, with the pooled interval)
+# do not hang on one test subject.
 demo: demo-data
 	$(FRAMECACHE_CMD) extract --csv $(DEMO_DIR)/labels.csv --out $(DEMO_DIR)/features.h5 \
 		--backbone efficientnet_lite0 --weights imagenet $(if $(QUIET),--quiet)
 	$(FRAMECACHE_CMD) info $(DEMO_DIR)/features.h5
-	$(FRAMECACHE) train --features $(DEMO_DIR)/features.h5 --run runs/demo --overwrite --cv 6 $(ARGS)
 	@if $(PY) -m framecache.extract.pose.fetch > /dev/null; then \
-		echo "pose: the same videos through BlazePose (runs/demo-pose): it sees how the figure moves, not the equipment"; \
+		echo "pose: the same videos through BlazePose: it sees how the figure moves, not the equipment"; \
 		$(FRAMECACHE_CMD) extract --csv $(DEMO_DIR)/labels.csv --out $(DEMO_DIR)/pose.h5 --backbone pose --views 1 --quiet && \
-		$(FRAMECACHE) train --features $(DEMO_DIR)/pose.h5 --run runs/demo-pose --overwrite --cv 6 --quiet $(ARGS); \
-	else echo "pose: skipped (MediaPipe's pose models could not be fetched; see the error above)"; fi
+		$(FRAMECACHE) train --features $(DEMO_DIR)/pose.h5 $(DEMO_DIR)/features.h5 --run runs/demo --overwrite --cv 6 $(ARGS); \
+	else echo "pose: skipped (MediaPipe's pose models could not be fetched; see the error above): CNN features alone"; \
+		$(FRAMECACHE) train --features $(DEMO_DIR)/features.h5 --run runs/demo --overwrite --cv 6 $(ARGS); fi
 
 # The fast suite in TEST_WORKERS processes (pytest-xdist), a test file each at a time; the slow one in order
 # (its kill loops time themselves against an uninterrupted run).

@@ -166,12 +166,18 @@ def check(name: str, value, kind: type | None = None, interval: Interval | None 
 
 
 def validate(config) -> None:
-    """Check every field against its declared type and constraints; raise FramecacheError naming the bad one."""
+    """Check every field against its declared type and constraints; raise FramecacheError naming the bad one.
+
+    A field declared ``many=True`` takes one value or a non-empty list of them, each checked."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if value is None and optional(type(config), field.name):
             continue
-        check(field.name, value, value_type(type(config), field.name), field.metadata.get("interval"), field.metadata.get("choices"))
+        values = value if field.metadata.get("many") and isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise FramecacheError(f"{option_name(field.name)} needs at least one value")
+        for item in values:
+            check(field.name, item, value_type(type(config), field.name), field.metadata.get("interval"), field.metadata.get("choices"))
 
 
 def parse_bool(text: str) -> bool:
@@ -204,6 +210,8 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type, skip: tup
             parser.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif kind is bool:
             parser.add_argument(flag(field.name), action="store_true", default=default, help=help_text)
+        elif field.metadata.get("many"):
+            parser.add_argument(flag(field.name), type=kind, nargs="+", default=default, choices=choices, help=help_text + "; one or more")
         else:
             parser.add_argument(flag(field.name), type=kind, default=default, choices=choices, help=help_text)
 

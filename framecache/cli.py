@@ -109,7 +109,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="run folder written by `framecache train` (or its model.keras)")
-    parser.add_argument("--features", required=True, help="HDF5 feature cache to evaluate on")
+    parser.add_argument("--features", required=True, nargs="+", help="HDF5 feature cache to evaluate on (a run trained on several: "
+                        "as many, in the run's order)")
     parser.add_argument("--split", default="test", choices=["test", "all", "val", "train"],
                         help="which videos: the run's own test videos (test, default; a cross-validation run: each by the fold "
                         "that did not train on it), every video of a cache of new videos (all: refused if any trained the run; "
@@ -125,7 +126,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_run(args.run, args.features, args.split, args.out)
     if metrics.get("warning"):
         print(metrics["warning"])
-    print(f"{metrics['videos']} videos of {args.features} ({metrics['evaluated']}): GRU {report.format_headline(metrics, ci=metrics['ci'])}")
+    print(f"{metrics['videos']} videos of {' '.join(args.features)} ({metrics['evaluated']}): model {report.format_headline(metrics, ci=metrics['ci'])}")
     if "baseline" in metrics:
         print(f"  baseline {report.format_headline(metrics['baseline'], ci=metrics['baseline']['ci'])}")
     print(f"[ ]: {metrics['ci']['method']}")
@@ -215,6 +216,10 @@ def _bench_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-memory", action=argparse.BooleanOptionalAction, default=None, help="stage two's memory "
                         "bar: peak RSS of make train streamed on 10,000 vs 2,000 synthetic videos, and streamed vs in-memory "
                         "seconds per epoch (default: on; off with --quick)")
+    parser.add_argument("--pose-models", help="folder of MediaPipe's pose models (pose_detection.tflite and "
+                        "pose_landmark_<size>.tflite, or pose_landmarker_<size>.task): the pose backbone per size found, "
+                        "alone and through stage one (default: where --backbone pose looks, $FRAMECACHE_CACHE/pose; "
+                        "nothing is downloaded; none found: skipped)")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -222,7 +227,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     return run_bench(out=args.out, csv=args.csv, clips=args.clips, seconds=args.seconds, long_minutes=args.long_minutes,
                      rounds=args.rounds, quick=args.quick, precisions=args.precisions, accuracy=args.accuracy,
-                     train_memory=args.train_memory)
+                     train_memory=args.train_memory, pose_models=args.pose_models)
 
 
 # Flags that Make variables never set: their Make names mean something else in the Makefile
@@ -295,7 +300,10 @@ def make_defaults(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (), e
             continue
         is_flag = isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction))
         try:
-            value = options.parse_bool(text) if is_flag else (action.type or str)(text.strip())
+            if action.nargs == "+":  # FEATURES="pose.h5 cnn.h5": one value per word
+                value = [(action.type or str)(word) for word in text.split()]
+            else:
+                value = options.parse_bool(text) if is_flag else (action.type or str)(text.strip())
         except (ValueError, argparse.ArgumentTypeError):
             kind = "true/false (1/0)" if is_flag else getattr(action.type, "__name__", "value")
             raise FramecacheError(f"{make_variable(action.dest)}={text} is not a valid {kind}") from None

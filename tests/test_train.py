@@ -15,6 +15,7 @@ from framecache.train import compare, sweep
 from framecache.train.config import TrainConfig
 from framecache.train.fit import run_training
 from framecache.train.metrics import CVMetrics, SplitMetrics, read_run_metrics
+from framecache.train.report import console_summary
 from framecache.train.synthetic import write_synthetic_cache
 
 RUN_FILES = ("model.keras", "config.json", "metrics.json", "history.csv", "report.txt", "confusion.png", "curves.png", "predictions.csv")
@@ -93,6 +94,14 @@ def test_cross_validation_aggregates_the_folds(cache, tmp_path):
         assert (folder / f"fold{fold}" / "model.keras").is_file()
     assert all((folder / name).is_file() for name in RUN_FILES if name != "model.keras")
     assert "fold 3" in (folder / "report.txt").read_text()
+    summary = console_summary(metrics, folder)  # what `make demo` ends with
+    mean_rows = summary.split("mean ± std over the folds:\n")[1].split("every fold's")[0].splitlines()
+    assert [row.split()[0] for row in mean_rows] == ["model", "GRU", "baseline"], mean_rows  # the parts beside the model
+    model_row = mean_rows[0]
+    assert f"balanced accuracy {metrics.balanced_accuracy:.3f} ± {metrics.balanced_accuracy_std:.3f}" in model_row
+    pooled = summary.split("every fold's 48 test videos together:\n")[1].splitlines()[0]
+    assert pooled.split()[0] == "model" and "[" in pooled, "the pooled figure has its interval"
+    assert summary.count("  fold ") == 3 and "validation balanced accuracy: model" in summary
 
 
 def test_random_weights_are_reported_loudly(tmp_path, capsys):

@@ -8,19 +8,32 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from framecache.train.baseline import Baseline, baseline_split, fit_baseline, mean_features
+from framecache.train.baseline import Baseline, baseline_split, fit_baseline, pooled_inputs
 from framecache.train.data import InMemoryFeatures
 from framecache.train.figures import bootstrap_intervals, classification_metrics, figures_from_confusion
 from framecache.train.splits import Split
 
 
-def test_mean_features_average_the_clean_view_in_any_order():
+def test_pooled_inputs_are_the_clean_views_mean_and_std_in_any_order():
     rng = np.random.default_rng(0)
     arrays = [rng.normal(size=(2, length, 4)).astype(np.float16) for length in (3, 7, 5)]
     source = InMemoryFeatures(arrays, locality=np.array([2, 0, 1]))  # read in the cache's order, returned in the asked order
-    means = mean_features(source, np.array([2, 0]))
-    np.testing.assert_allclose(means, [arrays[2][0].astype(np.float64).mean(0), arrays[0][0].astype(np.float64).mean(0)])
-    assert mean_features(arrays, np.array([1])).shape == (1, 4), "a plain list of arrays works too"
+    pooled = pooled_inputs(source, np.array([2, 0]))
+    clean = [arrays[index][0].astype(np.float64) for index in (2, 0)]
+    np.testing.assert_allclose(pooled, [np.concatenate([video.mean(0), video.std(0)]) for video in clean], atol=1e-12)
+    np.testing.assert_allclose(pooled_inputs(source, np.array([2, 0]), pooling="mean"), [video.mean(0) for video in clean])
+    assert pooled_inputs(arrays, np.array([1])).shape == (1, 8), "a plain list of arrays works too"
+
+
+def test_a_pose_parts_frames_without_a_person_are_left_out_of_its_pooling():
+    """spans: each part's columns pooled on their own; a frame whose presence score is 0 does not count for its part,
+    unless no frame has a person (then all count)."""
+    frames = np.array([[1.0, 5.0, 1.0], [3.0, 0.0, 0.0], [2.0, 7.0, 1.0]])  # column 0: a CNN's; columns 1-2: pose, score last
+    nobody = np.zeros((2, 3))
+    nobody[:, 0] = [4.0, 6.0]
+    pooled = pooled_inputs([frames[None], nobody[None]], np.arange(2), spans=[(0, 1, None), (1, 3, 1)])
+    np.testing.assert_allclose(pooled[0], [2.0, np.std([1, 3, 2]), 6.0, 1.0, 1.0, 0.0])
+    np.testing.assert_allclose(pooled[1], [5.0, 1.0, 0.0, 0.0, 0.0, 0.0])
 
 
 @pytest.mark.parametrize("classes", [2, 4])
@@ -51,8 +64,9 @@ def test_baseline_split_fits_on_train_only():
     result = baseline_split(arrays, labels, split, 3)
     assert result.val_probabilities.shape == (6, 3) and result.test_probabilities.shape == (6, 3)
     assert (result.test_probabilities.argmax(axis=1) == labels[24:]).all(), "an easy appearance cue is learnt"
-    train_only = fit_baseline(mean_features(arrays, split.train), labels[split.train], 3)
-    np.testing.assert_allclose(result.test_probabilities, train_only.probabilities(mean_features(arrays, split.test)))
+    train_only = fit_baseline(pooled_inputs(arrays, split.train), labels[split.train], 3)
+    np.testing.assert_allclose(result.test_probabilities, train_only.probabilities(pooled_inputs(arrays, split.test)))
+    assert result.model.inputs(arrays, split.test).shape == (6, 10), "the fitted baseline reads its own inputs"
 
 
 def test_figures_from_confusion_agree_with_scikit_learn():

@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 
 from framecache.common.errors import FramecacheError
-from framecache.train.baseline import fit_baseline
+from framecache.train.baseline import fit_baseline, pooled_inputs
+from framecache.train.combine import Combiner, combine
 from framecache.train.data import SequenceBatches, pad_sequences
 from framecache.train.model import (
     TemporalInputs,
+    assemble,
     build_model,
-    choose_mix_weight,
     load_model,
     predict_probabilities,
     read_metadata,
     save_model,
-    with_appearance,
 )
 from framecache.train.temporal import feature_statistics, input_statistics, temporal_inputs
 
@@ -105,31 +105,47 @@ def test_input_statistics_match_the_models_inputs(inputs, differences):
 
 @pytest.mark.parametrize("classes", [2, 3])
 def test_the_appearance_model_inside_the_gru_model_is_the_baseline(classes, tmp_path):
-    """with_appearance: the saved model's output is weight * GRU + (1 - weight) * baseline, padding ignored, and it loads back."""
+    """assemble: the saved model's output is the combination of the GRU's and the baseline's probabilities (the baseline
+    on each video's mean and std), padding ignored, for both combiners; and it loads back."""
     rng = np.random.default_rng(6)
     videos = [(rng.normal(size=(length, FEATURE_DIM)) + index % classes).astype(np.float32) for index, length in enumerate((4, 9, 6, 7, 5, 8))]
-    means = np.stack([video.mean(axis=0) for video in videos])
-    baseline = fit_baseline(means, np.arange(6) % classes, classes)
+    pooled = pooled_inputs([video[None] for video in videos], np.arange(6))
+    assert pooled.shape == (6, 2 * FEATURE_DIM)
+    np.testing.assert_allclose(pooled[:, FEATURE_DIM:], np.stack([video.std(axis=0) for video in videos]), rtol=1e-5)
+    baseline = fit_baseline(pooled, np.arange(6) % classes, classes)
     gru = build_model(FEATURE_DIM, classes, units=4, head_units=4)
     batch, mask = pad_sequences(videos, 12)
     batch[~mask] = 99.0
     alone = np.asarray(gru([batch, mask]))
-    for weight in (0.0, 0.3, 1.0):
-        mixed = with_appearance(gru, baseline, weight)
-        expected = weight * alone + (1 - weight) * baseline.probabilities(means)
+    combiners = [Combiner("weight", np.array([[w] * classes, [1 - w] * classes]), np.zeros(classes)) for w in (0.0, 0.3, 1.0)]
+    combiners.append(Combiner("classwise", rng.uniform(0, 2, (2, classes)), rng.normal(size=classes)))
+    for combiner in combiners:
+        mixed = assemble(FEATURE_DIM, [gru], [baseline], combiner)
+        expected = combine(combiner, [alone, baseline.probabilities(pooled)])
         np.testing.assert_allclose(np.asarray(mixed([batch, mask])), expected, atol=1e-5)
     save_model(mixed, tmp_path / "mixed.keras", {"labels": list("abc")[:classes]})
     loaded, _ = load_model(tmp_path / "mixed.keras")
     np.testing.assert_allclose(np.asarray(loaded([batch, mask])), np.asarray(mixed([batch, mask])), atol=1e-6)
 
 
-def test_the_mix_weight_is_chosen_by_validation_cross_entropy():
-    labels = np.array([0, 1, 0, 1])
-    right, wrong, unsure = np.eye(2)[labels] * 0.9 + 0.05, np.eye(2)[1 - labels] * 0.9 + 0.05, np.full((4, 2), 0.5)
-    assert choose_mix_weight(labels, right, wrong)[0] == 1.0, "the GRU is right: all on the GRU"
-    assert choose_mix_weight(labels, unsure, right)[0] == 0.0, "the appearance model is right: all on it"
-    weight, losses = choose_mix_weight(labels, right, right)
-    assert weight == 0.5 and len(losses) == 11, "a tie: an even mix"
+def test_a_part_reads_its_own_columns_and_only_the_frames_with_a_person():
+    """A GRU on a part: other columns never change its output, nor do frames whose presence score is 0 (masked like
+    padding); a video without a person in any frame still gets a prediction (every frame counts then)."""
+    rng = np.random.default_rng(3)
+    presence = 2  # the part's own column 2 is its presence score
+    gru = build_model(2 * FEATURE_DIM, 3, units=4, head_units=4, part=(FEATURE_DIM, 2 * FEATURE_DIM, presence))
+    video = rng.normal(size=(6, 2 * FEATURE_DIM)).astype(np.float32)
+    video[:, FEATURE_DIM + presence] = 1.0
+    gap = video[[0, 1, 1, 2, 3, 4, 5]].copy()
+    gap[2, FEATURE_DIM:] = 0.0  # an inserted frame where the person is lost: the pose part is all zeros
+    other = video.copy()
+    other[:, :FEATURE_DIM] = rng.normal(size=(6, FEATURE_DIM))
+    nobody = np.zeros((5, 2 * FEATURE_DIM), np.float32)
+    batch, mask = pad_sequences([video, gap, other, nobody], 8)
+    found = np.asarray(gru([batch, mask]))
+    np.testing.assert_allclose(found[1], found[0], atol=1e-6)
+    np.testing.assert_allclose(found[2], found[0], atol=1e-6)
+    assert np.all(np.isfinite(found[3])) and np.isclose(found[3].sum(), 1.0)
 
 
 def test_saved_model_round_trip_keeps_metadata_and_outputs(tmp_path):

@@ -3,6 +3,7 @@
 import json
 import logging
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -101,9 +102,10 @@ class CountingReader:
     def __init__(self, reader):
         self.reader, self.reads = reader, []
 
-    def read(self, video, view=None):
+    def read(self, video, view=None, frames=None):
         self.reads.append((video.key, view))
-        return self.reader.read(video, view)
+        self.frames_read = getattr(self, "frames_read", 0) + (video.num_frames if frames is None else len(frames))
+        return self.reader.read(video, view, frames)
 
     def close(self):
         self.reader.close()
@@ -121,6 +123,7 @@ def test_a_training_epoch_reads_each_video_once_one_view_in_the_caches_order(cac
     keys = [video.key for video in source.videos]
     assert sorted(key for key, _ in reads) == sorted(keys), "one read per video"
     assert all(view is not None for _, view in reads), "only the chosen view is read"
+    assert source.reader.frames_read <= 8 * len(keys) < int(source.num_frames.sum()), "only the sampled frames are read"
     for window in range(3):  # each window's 16 videos are read in the cache's order
         places = [source.locality[keys.index(key)] for key, _ in reads[16 * window : 16 * window + 16]]
         assert places == sorted(places)
@@ -254,3 +257,46 @@ def test_training_reads_each_window_once_per_epoch(cache, tmp_path, monkeypatch)
     assert per_epoch >= 3
     # every epoch's windows, plus window 0 twice before the first (Keras reads two batches for their shapes, then re-plans)
     assert metrics["epochs"] * per_epoch <= len(windows) <= (metrics["epochs"] + 2) * per_epoch, windows
+
+
+# VmHWM, not ru_maxrss: Linux carries a parent's peak into ru_maxrss across fork and exec (here: the test's own arrays).
+TRAIN_PEAK = """
+import re, sys
+from pathlib import Path
+from framecache.train.config import TrainConfig
+from framecache.train.fit import run_training
+run_training(TrainConfig(features=sys.argv[1], run=sys.argv[2], in_memory=sys.argv[3], epochs=1, units=4, head_units=4,
+                         max_len=16, quiet=True))
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) // 1024)
+"""
+
+
+def _train_peak(cache: Path, run: Path, in_memory: str) -> int:
+    """Train on ``cache`` in a fresh process: its peak resident memory in MB."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", TRAIN_PEAK, str(cache), str(run), in_memory], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow  # two trainings in fresh processes (~40 s)
+def test_a_very_long_video_costs_stage_two_what_it_reads_not_what_it_holds(tmp_path):
+    """One video of 400,000 frames (100 MB of float16 features, 400 MB as float64) among short ones: streamed,
+    training reads only the frames it samples (max_len), so its peak stays near that of a cache of short videos."""
+    from framecache.common.cache import CacheWriter
+    from framecache.train.synthetic import synthetic_provenance
+
+    def cache(path: Path, long_frames: int | None) -> Path:
+        rng = np.random.default_rng(0)
+        with CacheWriter(path, synthetic_provenance(64, 2)) as writer:
+            for index in range(24):
+                frames = long_frames if index == 0 and long_frames else 30
+                features = rng.standard_normal((2, frames, 64)).astype(np.float16) + index % 2
+                writer.add_video(f"v/{index}.mp4", f"c{index % 2}", features, group=f"s{index % 6}")
+        return path
+
+    short = _train_peak(cache(tmp_path / "short.h5", None), tmp_path / "short", "no")
+    long = _train_peak(cache(tmp_path / "long.h5", 400_000), tmp_path / "long", "no")
+    assert long < short + 60, (short, long)  # MB; reading the long video whole would add 100-500 MB

@@ -1,14 +1,19 @@
-"""The baseline beside every result: logistic regression on each video's mean clean-view feature.
+"""The baseline beside every result: logistic regression on each video's mean and standard deviation over time.
 
 A GRU run also fits, on exactly the same training videos, a regularised
 logistic regression (scikit-learn; the features standardised on the training
 videos, classes weighted as the GRU's loss is) on one vector per video: its
-clean view's feature averaged over all its frames. It sees what a video looks
-like and nothing of how it moves, so the two side by side say whether temporal
-modelling helps on the data at hand.
+clean view's features pooled over all its frames, the mean and the standard
+deviation of each dimension (:func:`framecache.train.parts.pooled_features`;
+a pose part's frames without a person left out). It sees what a video looks
+like and how much it varies, nothing of the order of its frames, so the two
+side by side say whether temporal modelling helps on the data at hand. A run
+on several caches fits one per cache (a part of its model) and one on all of
+them together (the baseline of its reports).
 
-The mean features are read through the run's feature source (in memory or
+The pooled features are read through the run's feature source (in memory or
 streamed from the cache, as the GRU's batches are), one video at a time.
+Models saved by earlier versions pooled the mean alone (``pooling="mean"``).
 """
 
 from __future__ import annotations
@@ -19,26 +24,41 @@ from dataclasses import dataclass
 import numpy as np
 
 BASELINE_C = 1.0  # inverse L2 strength on standardised features (scikit-learn's default)
-DESCRIPTION = "logistic regression (L2, C=1, standardised) on each video's mean clean-view feature"
+POOLINGS = ("mean_std", "mean")  # what a baseline reads of a video; "mean": models saved before the standard deviation
+DESCRIPTION = "logistic regression (L2, C=1, standardised) on each video's mean and std over its frames (clean view)"
+DESCRIPTIONS = {"mean_std": DESCRIPTION, "mean": "logistic regression (L2, C=1, standardised) on each video's mean clean-view feature"}
+Span = tuple[int, int, "int | None"]  # a part's columns and presence column (see framecache.train.parts.FeaturePart)
 
 
-def mean_features(features, indices: np.ndarray) -> np.ndarray:
-    """float64 ``(len(indices), D)``: each video's clean view (view 0) averaged over all its frames.
+def pooled_inputs(features, indices: np.ndarray, spans: list[Span] | None = None, pooling: str = "mean_std",
+                  max_len: int | None = None, frame_step: int = 1) -> np.ndarray:
+    """float64 ``(len(indices), P)``: each video's clean view (view 0) pooled over its frames, part after part.
 
-    ``features`` is a feature source of :mod:`framecache.train.data` (or a list
-    of ``(views, T, D)`` arrays); videos are read in the cache's order.
+    ``spans``: the parts to read (default: every column as one part);
+    ``pooling``: ``mean_std`` (mean and standard deviation) or ``mean``;
+    ``max_len``, ``frame_step``: the frames the GRU sees at evaluation (what
+    the saved model pools; None: every frame). ``features`` is a feature
+    source of :mod:`framecache.train.data` (or a list of ``(views, T, D)``
+    arrays); videos are read in the cache's order, only the frames pooled.
     """
     from framecache.train.data import as_source
+    from framecache.train.parts import NUMPY_OPS, part_inputs, pooled_features
+    from framecache.train.sampling import time_steps
 
     source = as_source(features)
     indices = np.asarray(indices, dtype=np.int64)
-    means = np.zeros((len(indices), 0))
+    rows: list = [None] * len(indices)
     for row in np.argsort(source.locality[indices], kind="stable"):
-        frames = source.read(int(indices[row]), 0)
-        if means.shape[1] == 0:
-            means = np.zeros((len(indices), frames.shape[1]))
-        means[row] = frames.astype(np.float64).mean(axis=0)
-    return means
+        index = int(indices[row])
+        steps = None if max_len is None and frame_step == 1 else time_steps(int(source.num_frames[index]), max_len, frame_step)
+        frames = source.read(index, 0, steps).astype(np.float64)[None]
+        pieces = []
+        for start, stop, presence in spans or [(0, frames.shape[2], None)]:
+            part, mask = part_inputs(frames, np.ones(frames.shape[:2], dtype=bool), start, stop, presence, NUMPY_OPS)
+            pooled = pooled_features(part, mask, NUMPY_OPS)[0]
+            pieces.append(pooled if pooling == "mean_std" else pooled[: stop - start])
+        rows[row] = np.concatenate(pieces)
+    return np.asarray(rows, dtype=np.float64).reshape(len(indices), -1)
 
 
 @dataclass
@@ -57,6 +77,14 @@ class Baseline:
     classes: np.ndarray  # the codes the rows of coef belong to
     num_classes: int
     C: float = BASELINE_C
+    pooling: str = "mean_std"  # see POOLINGS
+    spans: list | None = None  # the parts it reads, (start, stop, presence) each; None: every column as one part
+    max_len: int | None = None  # the frames it pools (see pooled_inputs); None: every frame
+    frame_step: int = 1
+
+    def inputs(self, features, indices: np.ndarray) -> np.ndarray:
+        """What this baseline reads of the videos ``indices`` of a feature source."""
+        return pooled_inputs(features, indices, self.spans, self.pooling, self.max_len, self.frame_step)
 
     def probabilities(self, means: np.ndarray) -> np.ndarray:
         probabilities = np.zeros((len(means), self.num_classes))
@@ -82,8 +110,12 @@ class Baseline:
 
     def to_dict(self) -> dict:
         return {
-            "model": DESCRIPTION,
+            "model": DESCRIPTIONS[self.pooling],
             "C": self.C,
+            "pooling": self.pooling,
+            **({"spans": [list(span) for span in self.spans]} if self.spans is not None else {}),
+            "max_len": self.max_len,
+            "frame_step": self.frame_step,
             "num_classes": self.num_classes,
             "classes": self.classes.tolist(),
             "centre": self.centre.tolist(),
@@ -102,11 +134,19 @@ class Baseline:
             classes=np.asarray(values["classes"], dtype=np.int64),
             num_classes=int(values["num_classes"]),
             C=float(values.get("C", BASELINE_C)),
+            pooling=values.get("pooling", "mean"),
+            spans=[tuple(span) for span in values["spans"]] if "spans" in values else None,
+            max_len=values.get("max_len"),
+            frame_step=int(values.get("frame_step", 1)),
         )
 
 
-def fit_baseline(means: np.ndarray, labels: np.ndarray, num_classes: int, balanced: bool = True, seed: int = 0, C: float = BASELINE_C) -> Baseline:
-    """Standardise, then L2-regularised multinomial logistic regression (``balanced``: classes weighted inversely to their size)."""
+def fit_baseline(means: np.ndarray, labels: np.ndarray, num_classes: int, balanced: bool = True, seed: int = 0, C: float = BASELINE_C,
+                 spans: list[Span] | None = None, pooling: str = "mean_std", max_len: int | None = None, frame_step: int = 1) -> Baseline:
+    """Standardise, then L2-regularised multinomial logistic regression (``balanced``: classes weighted inversely to their size).
+
+    ``means``: the videos' :func:`pooled_inputs` made with ``spans``, ``pooling``, ``max_len`` and ``frame_step``
+    (recorded in the baseline)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -127,6 +167,10 @@ def fit_baseline(means: np.ndarray, labels: np.ndarray, num_classes: int, balanc
         classes=np.asarray(regression.classes_, dtype=np.int64),
         num_classes=num_classes,
         C=C,
+        pooling=pooling,
+        spans=None if spans is None else [tuple(span) for span in spans],
+        max_len=max_len,
+        frame_step=frame_step,
     )
 
 
@@ -139,10 +183,14 @@ class BaselineResult:
     test_probabilities: np.ndarray
 
 
-def baseline_split(features, labels: np.ndarray, split, num_classes: int, balanced: bool = True, seed: int = 0) -> BaselineResult:
-    """Fit on ``split.train``, predict ``split.val`` and ``split.test`` (a :class:`framecache.train.splits.Split`)."""
+def baseline_split(features, labels: np.ndarray, split, num_classes: int, balanced: bool = True, seed: int = 0,
+                   spans: list[Span] | None = None, pooling: str = "mean_std", max_len: int | None = None, frame_step: int = 1) -> BaselineResult:
+    """Fit on ``split.train``, predict ``split.val`` and ``split.test`` (a :class:`framecache.train.splits.Split`),
+    reading the parts ``spans`` (default: every column as one) pooled by ``pooling`` over the frames ``max_len`` and
+    ``frame_step`` keep (see :func:`pooled_inputs`)."""
     parts = np.concatenate([split.train, split.val, split.test])
-    means = mean_features(features, parts)
+    means = pooled_inputs(features, parts, spans, pooling, max_len, frame_step)
     train, val = len(split.train), len(split.train) + len(split.val)
-    model = fit_baseline(means[:train], np.asarray(labels)[split.train], num_classes, balanced, seed)
+    model = fit_baseline(means[:train], np.asarray(labels)[split.train], num_classes, balanced, seed, spans=spans, pooling=pooling,
+                         max_len=max_len, frame_step=frame_step)  # fmt: skip
     return BaselineResult(model, model.probabilities(means[train:val]), model.probabilities(means[val:]))

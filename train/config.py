@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from framecache.common.errors import FramecacheError
 from framecache.common.options import Interval, option, option_name, validate
 
+COMBINE_CHOICES = ("classwise", "weight")  # as train.combine.COMBINE_CHOICES (kept here: the CLI must not import Keras)
 BALANCE_CHOICES = ("oversample", "class-weight", "none")
 POOLING_CHOICES = ("mean", "last")
 INPUT_CHOICES = ("both", "centred", "raw")  # as train.model.INPUT_CHOICES (kept here: the CLI must not import Keras)
@@ -27,13 +28,15 @@ class TrainConfig:
 
     The model defaults (a GRU on centred inputs for the motion, its outputs
     averaged over time, mixed with a logistic regression on each video's mean
-    feature for the appearance, the weight chosen on the validation videos; 64
+    and std over time for the appearance, the weight chosen on the validation videos; 64
     units, learning rate 3e-3, patience 5, at most 50 epochs) were chosen by
     6-fold cross-validation across unseen subjects on demo data where motion
     decides and where appearance does; the figures are in docs/accuracy.md.
     """
 
-    features: str = option("features.h5", "HDF5 feature cache written by `framecache extract`")
+    features: str | list[str] = option("features.h5", "HDF5 feature cache written by `framecache extract`; several caches of the same "
+                                       "videos (one per backbone, e.g. pose.h5 cnn.h5) are joined by video path, each modelled "
+                                       "on its own and combined", many=True)
     run: str | None = option(None, "run folder for the model, metrics and plots (default runs/<timestamp>)")
     # the GRU
     units: int = option(64, "GRU units per layer", interval=POSITIVE)
@@ -46,8 +49,11 @@ class TrainConfig:
     # inputs and regularisation
     inputs: str = option("centred", "what the GRU reads per frame: the features with the video's mean subtracted (centred: motion only), "
                          "as they are (raw), or both side by side (both: motion and appearance)", choices=INPUT_CHOICES)
-    appearance: bool = option(True, "mix the GRU's class probabilities with the baseline's (logistic regression on each video's mean "
-                              "feature: appearance), the weight chosen on the validation videos")
+    appearance: bool = option(True, "combine the GRU's class probabilities with the baseline's (logistic regression on each video's "
+                              "mean and std over time: appearance), as --combine says")
+    combine: str = option("weight", "how the parts (the GRU and the baseline of each cache) are combined, fitted on the validation "
+                          "videos: one weight per part (weight), or a weight per part and class (classwise: stacking; it needs "
+                          "more validation videos per class than the demo has, see docs/accuracy.md)", choices=COMBINE_CHOICES)
     differences: bool = option(False, "append frame-to-frame feature differences to the GRU's inputs")
     noise: float = option(0.0, "std of Gaussian noise added to the scaled inputs while training (0: none)", interval=NON_NEGATIVE)
     input_dropout: float = option(0.0, "GRU dropout on its inputs (one mask per video)", interval=DROPOUT)
@@ -75,9 +81,20 @@ class TrainConfig:
     overwrite: bool = option(False, "replace the results in an existing run folder")
     quiet: bool = option(False, "warnings and the final summary only")
 
+    def __post_init__(self):
+        if isinstance(self.features, (list, tuple)) and len(self.features) == 1:
+            self.features = self.features[0]  # one cache: a path, as config.json has always held it
+
+    @property
+    def feature_paths(self) -> list[str]:
+        """The caches the run reads: one, or several to join."""
+        return [self.features] if isinstance(self.features, str) else list(self.features)
+
     def validate(self) -> TrainConfig:
         """Check values at the boundary; raise :class:`FramecacheError` naming the bad one."""
         validate(self)
+        if len(set(self.feature_paths)) < len(self.feature_paths):
+            raise FramecacheError(f"{option_name('features')} names a cache twice ({' '.join(self.feature_paths)}); name each once")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise FramecacheError(
                 f"{option_name('val_fraction')} + {option_name('test_fraction')} = "

@@ -1,20 +1,17 @@
 """The feature cache for training: metadata in memory, features in memory or streamed, and the one batcher.
 
-Every reader of features (the batches, the input statistics, the baseline,
-evaluation, ``load_features``) goes through a *feature source*:
-:class:`InMemoryFeatures` holds every video's float16 ``(views, T, D)``
-array; :class:`StreamedFeatures` reads one video's view from the cache when it
-is needed (one contiguous HDF5 read), so memory stays bounded however large
-the cache. :func:`load_cache` picks one (see :func:`choose_in_memory`); the
-labels, groups, splits and frame counts are always in memory. Both give the
-same batches, bit for bit, for the same seed.
+Every reader of features (batches, input statistics, baseline, evaluation,
+``load_features``) goes through a *feature source*: :class:`InMemoryFeatures`
+holds every video's float16 ``(views, T, D)`` array; :class:`StreamedFeatures`
+reads from the cache the frames asked for, one video's view at a time, so
+memory stays bounded however large the cache. :func:`load_cache` picks one
+(:func:`choose_in_memory`); labels, groups, splits and frame counts are always
+in memory. Both give the same batches, bit for bit, for the same seed.
 
-Training, validation, ``evaluate``, ``predict`` and ``framecache.load_features``
-all turn a source's sequences into model inputs with :class:`SequenceBatches`:
-it samples each video's time steps (:mod:`framecache.train.sampling`), reads
-them in the cache's order, and pads them with :func:`pad_sequences` (float32,
-one batch at a time, with the mask), so a video gets the same inputs, bit for
-bit, whichever path asks for it.
+Every path turns a source's sequences into model inputs with
+:class:`SequenceBatches`: it samples each video's time steps
+(:mod:`framecache.train.sampling`), reads just those in the cache's order, and
+pads them (:func:`pad_sequences`: float32, one batch at a time, with the mask).
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ import functools
 import logging
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -35,6 +32,7 @@ from framecache.common.dataset import encode_labels, oversample_indices
 from framecache.common.errors import FramecacheError
 from framecache.common.options import command_hint, option_name
 from framecache.common.provenance import Provenance
+from framecache.train.parts import FeaturePart, whole
 from framecache.train.sampling import READ_BLOCK, WINDOW_VIDEOS, epoch_order, sampled_length, time_steps
 
 log = logging.getLogger(__name__)
@@ -61,8 +59,9 @@ class FeatureSource(Sequence):
     locality: np.ndarray
 
     @abstractmethod
-    def read(self, index: int, view: int) -> np.ndarray:
-        """Video ``index``'s ``view``: float16 ``(T, D)``."""
+    def read(self, index: int, view: int, steps: np.ndarray | None = None) -> np.ndarray:
+        """Video ``index``'s ``view``: float16 ``(T, D)``; ``steps`` (increasing frame indices): only those frames,
+        and only those are read."""
 
     def __len__(self) -> int:
         return len(self.num_frames)
@@ -91,8 +90,8 @@ class InMemoryFeatures(FeatureSource):
         rounded to float16 as the cache stores features."""
         return cls([np.asarray(sequence).astype(np.float16)[None] for sequence in sequences])
 
-    def read(self, index: int, view: int) -> np.ndarray:
-        return self.arrays[index][view]
+    def read(self, index: int, view: int, steps: np.ndarray | None = None) -> np.ndarray:
+        return self.arrays[index][view] if steps is None else self.arrays[index][view][steps]
 
     def __getitem__(self, index: int) -> np.ndarray:
         return self.arrays[index]
@@ -114,8 +113,10 @@ class StreamedFeatures(FeatureSource):
         self.locality = video_locality(self.videos)
         self.reader = reader or FeatureReader(max_open=OPEN_FILES)
 
-    def read(self, index: int, view: int) -> np.ndarray:
-        return self.reader.read(self.videos[index], view)
+    def read(self, index: int, view: int, steps: np.ndarray | None = None) -> np.ndarray:
+        if steps is not None and len(steps) == self.num_frames[index]:
+            steps = None  # every frame: one contiguous read
+        return self.reader.read(self.videos[index], view, frames=steps)
 
     def __getitem__(self, index: int) -> np.ndarray:
         return self.reader.read(self.videos[index])
@@ -187,7 +188,6 @@ def choose_in_memory(setting: str, nbytes: int, available: int | None = None) ->
 def _gb(nbytes: int) -> str:
     return f"{nbytes / 1e9:.3g}"
 
-
 @dataclass
 class CachedVideos:
     """A feature cache for training: its metadata in memory, its features from a :class:`FeatureSource`."""
@@ -196,9 +196,26 @@ class CachedVideos:
     labels: np.ndarray  # int64 codes into ``classes``
     classes: list[str]
     videos: list[VideoMeta]  # what the cache records of each (path, group, split, source frames and rate)
-    provenance: Provenance
-    provenance_hash: str
-    cache_path: str
+    provenance: Provenance  # of the first cache (the only one, mostly)
+    provenance_hash: str  # of the features as the run reads them: a cache's, or joined caches' together
+    cache_path: str  # the cache, or the caches separated by spaces
+    parts: list[FeaturePart] = field(default_factory=list)  # each cache's columns (default: one cache, every column)
+
+    def __post_init__(self):
+        if not self.parts:
+            self.parts = [whole(self.provenance, self.provenance_hash, self.cache_path)]
+
+    @property
+    def backbone(self) -> str:
+        """The backbone, or the joined caches' backbones (``pose + efficientnet_lite0``)."""
+        return " + ".join(part.name for part in self.parts) if len(self.parts) > 1 else str(self.provenance.backbone)
+
+    @property
+    def spans(self) -> list[tuple[int, int, int | None]] | None:
+        """What the run's baseline reads: every part's columns and presence column, or None (one part, every frame counts)."""
+        if len(self.parts) == 1 and self.parts[0].presence is None:
+            return None
+        return [(part.start, part.stop, part.presence) for part in self.parts]
 
     @functools.cached_property
     def paths(self) -> list[str]:
@@ -206,13 +223,11 @@ class CachedVideos:
 
     @functools.cached_property
     def groups(self) -> list[str | None]:
-        """The CSV's group column (the subject; None where blank)."""
-        return [video.group for video in self.videos]
+        return [video.group for video in self.videos]  # the CSV's group column (the subject; None where blank)
 
     @functools.cached_property
     def splits(self) -> list[str | None]:
-        """The CSV's split column (None where blank)."""
-        return [video.split for video in self.videos]
+        return [video.split for video in self.videos]  # the CSV's split column (None where blank)
 
     @property
     def num_videos(self) -> int:
@@ -220,11 +235,13 @@ class CachedVideos:
 
     @property
     def feature_dim(self) -> int:
-        return int(self.provenance.feature_dim)
+        return int(self.parts[-1].stop)
 
     @property
     def weights(self) -> str:
-        return str(self.provenance.weights)
+        """The backbone's weights (``random``: none); for joined caches, each cache's, ``+`` between them."""
+        weights = [str(part.provenance.weights) for part in self.parts]
+        return weights[0] if len(set(weights)) == 1 else " + ".join(weights)
 
     @property
     def in_memory(self) -> bool:
@@ -234,14 +251,22 @@ class CachedVideos:
         self.features.close()
 
 
-def load_cache(path: str, classes: list[str] | None = None, in_memory: str = "auto") -> CachedVideos:
+def load_cache(path: str | list[str], classes: list[str] | None = None, in_memory: str = "auto") -> CachedVideos:
     """A feature cache's metadata, and its features in memory or streamed (``in_memory``: auto, yes, no).
 
-    ``classes`` fixes the label order (a trained model's classes); by default
-    the cache's sorted labels. Raises :class:`FramecacheError` for an empty
-    cache, or one with fewer than two classes when no order is given. The
-    choice between memory and streaming is logged with its reason.
+    ``path``: one cache, or several of the same videos (a list: joined by
+    video path, see :mod:`framecache.train.join`). ``classes`` fixes the label
+    order (a trained model's classes); by default the cache's sorted labels.
+    Raises :class:`FramecacheError` for an empty cache, or one with fewer than
+    two classes when no order is given. The choice between memory and
+    streaming is logged with its reason.
     """
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if len(paths) > 1:
+        from framecache.train.join import load_joined
+
+        return load_joined([str(item) for item in paths], classes, in_memory)
+    path = paths[0]
     with FeatureCache(path) as cache:
         videos = cache.videos
         if not videos:
@@ -250,13 +275,7 @@ def load_cache(path: str, classes: list[str] | None = None, in_memory: str = "au
         if cache.failures:
             log.warning("%d video(s) of %s failed during extraction and are left out (`%s` lists them)", len(cache.failures), path, command_hint("info", features=path))
         provenance, provenance_hash = cache.provenance, cache.provenance_hash
-        fixed_classes = classes is not None
-        labels, classes = encode_labels([video.label for video in videos], classes)
-        if not fixed_classes and len(classes) < 2:
-            raise FramecacheError(
-                f"feature cache {path} holds a single class ({classes[0]!r}, {len(videos)} videos); "
-                "a classifier needs at least two: add videos of another class to the CSV and extract again"
-            )
+        labels, classes = video_labels(videos, classes, path)
         keep, reason = choose_in_memory(in_memory, feature_bytes(cache))
         log.info("%s: %s", "in memory" if keep else "streamed from the cache", reason)
         if keep:  # read in the cache's order (file by file), kept in the listing's
@@ -268,15 +287,19 @@ def load_cache(path: str, classes: list[str] | None = None, in_memory: str = "au
     if not keep:  # the framecache command caps malloc arenas for this (framecache.process_setup)
         features = StreamedFeatures(videos, int(provenance.views))
     log.info("loaded %d videos, %d classes, %d view(s) of %d-d features from %s", len(videos), len(classes), provenance.views, provenance.feature_dim, path)
-    return CachedVideos(
-        features=features,
-        labels=labels,
-        classes=classes,
-        videos=videos,
-        provenance=provenance,
-        provenance_hash=provenance_hash,
-        cache_path=str(path),
-    )
+    return CachedVideos(features, labels, classes, videos, provenance, provenance_hash, str(path))
+
+
+def video_labels(videos: list[VideoMeta], classes: list[str] | None, path: str) -> tuple[np.ndarray, list[str]]:
+    """The videos' label codes and the class order (``classes``, or the sorted labels: at least two)."""
+    fixed_classes = classes is not None
+    labels, classes = encode_labels([video.label for video in videos], classes)
+    if not fixed_classes and len(classes) < 2:
+        raise FramecacheError(
+            f"feature cache {path} holds a single class ({classes[0]!r}, {len(videos)} videos); "
+            "a classifier needs at least two: add videos of another class to the CSV and extract again"
+        )
+    return labels, classes
 
 
 def pad_sequences(sequences: list[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -362,7 +385,7 @@ class SequenceBatches(keras.utils.PyDataset):
         rows = np.arange(first, min(first + self.window_batches * self.batch_size, len(self.order)))
         rows = rows[np.argsort(self.source.locality[self.order[rows]], kind="stable")]
         self._window, self._sequences = None, {}  # the previous window's frames go first
-        self._sequences = {int(row): self.source.read(int(self.order[row]), self.views[row])[self.frames[row]] for row in rows}
+        self._sequences = {int(row): self.source.read(int(self.order[row]), self.views[row], self.frames[row]) for row in rows}
         self._window = window
 
     def __getitem__(self, batch: int) -> tuple:

@@ -34,11 +34,11 @@ from framecache.common.errors import FramecacheError
 from framecache.common.notices import random_weights_warning
 from framecache.common.options import option_name
 from framecache.train import report
-from framecache.train.baseline import mean_features
 from framecache.train.data import SequenceBatches, load_cache
 from framecache.train.figures import bootstrap_intervals, classification_metrics, evaluation_baseline
 from framecache.train.metrics import EvaluationMetrics
 from framecache.train.model import load_model, predict_probabilities, read_metadata
+from framecache.train.parts import FeaturePart
 from framecache.train.run_folder import (
     CONFUSION_FILE,
     METRICS_FILE,
@@ -110,14 +110,25 @@ def plan_evaluation(paths: list[str], recorded: list[dict | None], split: str, f
     return plans, description, warnings
 
 
-def evaluate_run(run: str, features: str, split: str = "test", out: str | None = None) -> EvaluationMetrics:
-    """Metrics of the run's model(s) on ``features``: its test videos (default), every video of a new cache (``all``), or its train/val part."""
+def evaluate_run(run: str, features: str | list[str], split: str = "test", out: str | None = None) -> EvaluationMetrics:
+    """Metrics of the run's model(s) on ``features``: its test videos (default), every video of a new cache (``all``), or its train/val part.
+
+    ``features``: a cache, or (a run trained on several) the same number of caches, one per backbone, in the run's order."""
     model_paths = RunFolder.models(run)
     metadata = [read_metadata(path) for path in model_paths]
-    with FeatureCache(features) as cache:
-        for warning in metadata[0]["provenance"].check_features(cache.provenance, f"cache {features}"):
-            log.warning(warning)
-    data = load_cache(features, classes=metadata[0]["labels"])
+    paths = [features] if isinstance(features, str) else list(features)
+    recorded = [FeaturePart.from_json(values).provenance for values in metadata[0]["parts"]] if "parts" in metadata[0] else [metadata[0]["provenance"]]
+    if len(paths) != len(recorded):
+        raise FramecacheError(
+            f"the run {run} was trained on {len(recorded)} cache(s) ({', '.join(str(p.backbone) for p in recorded)}); "
+            f"pass as many to {option_name('features')}, in that order, got {len(paths)}"
+        )
+    for provenance, path in zip(recorded, paths):
+        with FeatureCache(path) as cache:
+            for warning in provenance.check_features(cache.provenance, f"cache {path}"):
+                log.warning(warning)
+    features = paths[0] if len(paths) == 1 else " ".join(paths)
+    data = load_cache(paths, classes=metadata[0]["labels"])
     try:
         plans, description, notes = plan_evaluation(data.paths, [entry.get("split") for entry in metadata], split, features, run)
         for note in notes:
@@ -136,7 +147,7 @@ def evaluate_run(run: str, features: str, split: str = "test", out: str | None =
             probabilities[row_of[plan]] += predict_probabilities(model, batches)
             counts[row_of[plan]] += 1
             if baseline_probabilities is not None:
-                baseline_probabilities[row_of[plan]] += baseline.probabilities(mean_features(data.features, plan))
+                baseline_probabilities[row_of[plan]] += baseline.probabilities(baseline.inputs(data.features, plan))
     finally:
         data.close()
     probabilities /= counts[:, None]

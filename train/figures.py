@@ -174,7 +174,8 @@ def evaluation_baseline(labels: np.ndarray, probabilities: np.ndarray, classes: 
     )
 
 
-def mixed_model_description(weight: float | None) -> str:
-    """What the run's model is when the appearance model is mixed in (``weight``: on the GRU; None: chosen per fold)."""
-    share = "chosen per fold on its validation videos" if weight is None else f"{weight:.1f} on the GRU, chosen on the validation videos"
-    return f"the GRU's class probabilities mixed with the baseline's ({share})"
+def combined_model_description(method: str, parts: list[str]) -> str:
+    """What the run's model is when it combines parts (``method``: the combiner; ``parts``: their names)."""
+    how = ("stacked class by class (a weight per part and class, fitted on the validation videos)" if method == "classwise"
+           else "mixed with one weight per part, chosen on the validation videos")  # fmt: skip
+    return f"{', '.join(parts)}: their class probabilities {how}"

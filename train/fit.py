@@ -30,10 +30,12 @@ from framecache.common.notices import random_weights_warning
 from framecache.common.options import option_name
 from framecache.train import report
 from framecache.train.baseline import BaselineResult, baseline_split
+from framecache.train.combine import Combiner, fit_combiner
 from framecache.train.config import TrainConfig
 from framecache.train.data import CachedVideos, SequenceBatches, load_cache
 from framecache.train.metrics import CVMetrics, PartSize, SplitMetrics
-from framecache.train.model import build_model, choose_mix_weight, predict_probabilities, save_model, with_appearance
+from framecache.train.model import assemble, build_model, predict_probabilities, save_model
+from framecache.train.parts import FeaturePart
 from framecache.train.results import cv_metrics, predictions, split_metrics
 from framecache.train.run_folder import RunFolder
 from framecache.train.sampling import sampled_length
@@ -79,27 +81,38 @@ class EpochLines(keras.callbacks.Callback):
 
 
 @dataclass
+class PartResult:
+    """One part of a run's model (a GRU or a baseline, on one cache's features) and its predictions."""
+
+    name: str  # "GRU", "baseline"; with several caches "GRU (pose)", "baseline (pose)", ...
+    val_probabilities: np.ndarray
+    test_probabilities: np.ndarray
+    best_epoch: int | None = None  # a GRU's: the epoch whose weights it keeps (1-based)
+
+
+@dataclass
 class FoldResult:
     """One trained model and its predictions on the validation and test parts."""
 
     split: Split
     model: keras.Model
-    history: pd.DataFrame
+    history: pd.DataFrame  # every GRU's epochs (with a "part" column when the run has several)
     val_probabilities: np.ndarray
     test_probabilities: np.ndarray
-    best_epoch: int  # 1-based: the epoch whose weights the model keeps
+    best_epoch: int  # 1-based: the epoch whose weights the (first) GRU keeps
     seconds: float
-    epoch_seconds: list[float] = field(default_factory=list)  # each epoch's wall-clock seconds (EpochTimes)
+    epoch_seconds: list[float] = field(default_factory=list)  # each epoch's wall-clock seconds (EpochTimes), every GRU
     epoch_cpu_seconds: list[float] = field(default_factory=list)  # and its CPU seconds
-    baseline: BaselineResult | None = None  # the logistic-regression baseline on the same split
-    gru_val_probabilities: np.ndarray | None = None  # the GRU alone (``model`` may mix in the appearance model)
-    gru_test_probabilities: np.ndarray | None = None
-    mix_weight: float | None = None  # the weight on the GRU's probabilities, chosen on validation; None: the GRU alone
-    mix_losses: list[float] | None = None  # validation cross-entropy of each weight 0, 0.1, ..., 1
+    baseline: BaselineResult | None = None  # the run's baseline (logistic regression on every cache's pooled features)
+    parts: list[PartResult] = field(default_factory=list)  # what the model combines, in order
+    combiner: Combiner | None = None  # None: the model is one GRU
+    combine_fit: dict | None = None  # what fitting the combiner recorded (fit_combiner)
 
     @property
     def epochs(self) -> int:
-        return len(self.history)
+        """Epochs the (first) GRU trained."""
+        histories = self.history[self.history["part"] == self.parts[0].name] if "part" in self.history else self.history
+        return len(histories)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -118,34 +131,17 @@ def class_weights(train_labels: np.ndarray, num_classes: int) -> dict[int, float
     return {int(code): float(weight) for code, weight in zip(codes, weights)}
 
 
-def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_file: Path, log_prefix: str = "") -> FoldResult:
-    """Train one GRU on ``split.train`` with early stopping on ``split.val``, fit the baseline on the same videos; predict val and test.
+def fit_gru(data: CachedVideos, split: Split, config: TrainConfig, part: FeaturePart | None, history_file: Path, log_prefix: str = "",
+            name: str = "framecache_gru"):
+    """Train one GRU (on ``part``'s columns and frames; None: every column and frame) on ``split.train`` with early
+    stopping on ``split.val``; ``name``: the Keras model's.
 
-    Keras logs each epoch's losses and accuracies to ``history_file`` (CSV).
-
-    With ``config.appearance`` the run's model mixes the GRU's probabilities
-    with the baseline's (see :func:`framecache.train.model.with_appearance`),
-    the weight chosen on ``split.val`` (:func:`framecache.train.model.choose_mix_weight`).
+    Returns the model, its history (also written to ``history_file``), the
+    best epoch (1-based) and the EpochTimes.
     """
-    seed_everything(config.seed, config.deterministic)
-    started = time.perf_counter()
     length = sampled_length(data.features.num_frames, config.max_len, config.frame_step)
-
-    def batches(indices: np.ndarray, train: bool = False) -> SequenceBatches:
-        return SequenceBatches(
-            data.features,
-            data.labels,
-            indices,
-            max_len=config.max_len,
-            frame_step=config.frame_step,
-            batch_size=config.batch_size,
-            train=train,
-            oversample=train and config.balance == "oversample",
-            seed=config.seed,
-            length=length,
-        )
-
-    statistics = input_statistics(data.features, split.train, config.inputs, config.differences, config.max_len, config.frame_step)
+    span = None if part is None else (part.start, part.stop, part.presence)
+    statistics = input_statistics(data.features, split.train, config.inputs, config.differences, config.max_len, config.frame_step, part)
     model = build_model(
         data.feature_dim,
         len(data.classes),
@@ -163,13 +159,15 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_fil
         recurrent_dropout=config.recurrent_dropout,
         l2=config.l2,
         pooling=config.pooling,
+        part=span,
+        name=name,
     )
     class_weight = class_weights(data.labels[split.train], len(data.classes)) if config.balance == "class-weight" else None
     epoch_times = EpochTimes()
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=1e-3, patience=config.patience, restore_best_weights=True)
     model.fit(
-        batches(split.train, train=True),
-        validation_data=batches(split.val),
+        sequence_batches(data, split.train, config, length, train=True),
+        validation_data=sequence_batches(data, split.val, config, length),
         epochs=config.epochs,
         shuffle=False,  # the batches' epoch plan shuffles, in an order the cache reads well; Keras must not reorder them
         class_weight=class_weight,
@@ -181,29 +179,93 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_fil
         ],
         verbose=0,  # one line per epoch, from EpochLines, through logging (--quiet hides it)
     )
-    gru_val, gru_test = predict_probabilities(model, batches(split.val)), predict_probabilities(model, batches(split.test))
-    baseline = baseline_split(data.features, data.labels, split, len(data.classes), balanced=config.balance != "none", seed=config.seed)
-    weight = losses = None
-    val_probabilities, test_probabilities = gru_val, gru_test
-    if config.appearance:
-        weight, losses = choose_mix_weight(data.labels[split.val], gru_val, baseline.val_probabilities)
-        model = with_appearance(model, baseline.model, weight)
-        val_probabilities, test_probabilities = predict_probabilities(model, batches(split.val)), predict_probabilities(model, batches(split.test))
+    return model, pd.read_csv(history_file), early_stopping.best_epoch + 1, epoch_times
+
+
+def sequence_batches(data: CachedVideos, indices: np.ndarray, config: TrainConfig, length: int, train: bool = False) -> SequenceBatches:
+    """The run's batches over ``indices``: training ones (random views and frames, per ``config``) or evaluation ones."""
+    return SequenceBatches(
+        data.features,
+        data.labels,
+        indices,
+        max_len=config.max_len,
+        frame_step=config.frame_step,
+        batch_size=config.batch_size,
+        train=train,
+        oversample=train and config.balance == "oversample",
+        seed=config.seed,
+        length=length,
+    )
+
+
+def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_file: Path, log_prefix: str = "") -> FoldResult:
+    """Fit every part of the run on ``split.train`` and combine them on ``split.val``; predict val and test.
+
+    The parts: per cache of the run (one, or several joined), a GRU with early
+    stopping on ``split.val`` and, with ``config.appearance``, a baseline on
+    the same training videos. Their probabilities on ``split.val`` fit the
+    combiner (``config.combine``, :mod:`framecache.train.combine`); the run's
+    model is all of them in one Keras model
+    (:func:`framecache.train.model.assemble`). The run's baseline is fitted
+    on every cache's pooled features. Keras logs each GRU's epochs to
+    ``history_file`` (CSV).
+    """
+    seed_everything(config.seed, config.deterministic)
+    started = time.perf_counter()
+    length = sampled_length(data.features.num_frames, config.max_len, config.frame_step)
+    several = len(data.parts) > 1
+    grus, baselines, parts, histories, times = [], [], [], [], EpochTimes()
+    best_epoch = None
+    for number, part in enumerate(data.parts, start=1):
+        prefix = f"{log_prefix}{part.name} " if several else log_prefix
+        masked = several or part.presence is not None  # the GRU reads a part of the columns, or of the frames
+        gru, history, best, epoch_times = fit_gru(data, split, config, part if masked else None, history_file, prefix,
+                                                  f"gru_{number}" if several else "framecache_gru")
+        best_epoch = best_epoch or best
+        name = f"GRU ({part.name})" if several else "GRU alone"
+        histories.append(history.assign(part=name) if several else history)
+        times.wall += epoch_times.wall
+        times.cpu += epoch_times.cpu
+        grus.append(gru)
+        val_batches, test_batches = sequence_batches(data, split.val, config, length), sequence_batches(data, split.test, config, length)
+        parts.append(PartResult(name, predict_probabilities(gru, val_batches), predict_probabilities(gru, test_batches), best))
+        if config.appearance:
+            spans = [(part.start, part.stop, part.presence)] if masked else None
+            fitted = baseline_split(data.features, data.labels, split, len(data.classes), config.balance != "none", config.seed, spans,
+                                    max_len=config.max_len, frame_step=config.frame_step)  # fmt: skip
+            baselines.append(fitted.model)
+            parts.append(PartResult(f"baseline ({part.name})" if several else "baseline", fitted.val_probabilities, fitted.test_probabilities))
+        else:
+            baselines.append(None)
+    history = pd.concat(histories, ignore_index=True)
+    history.to_csv(history_file, index=False)
+    if config.appearance and not several:
+        run_baseline = BaselineResult(baselines[0], parts[1].val_probabilities, parts[1].test_probabilities)
+    else:  # on every part's pooled features
+        run_baseline = baseline_split(data.features, data.labels, split, len(data.classes), config.balance != "none", config.seed,
+                                      data.spans, max_len=config.max_len, frame_step=config.frame_step)  # fmt: skip
+    combiner = combine_fit = None
+    if len(parts) > 1:
+        combiner, combine_fit = fit_combiner(config.combine, data.labels[split.val], [part.val_probabilities for part in parts])
+        model = assemble(data.feature_dim, grus, baselines, combiner)
+        val_probabilities = predict_probabilities(model, sequence_batches(data, split.val, config, length))
+        test_probabilities = predict_probabilities(model, sequence_batches(data, split.test, config, length))
+    else:
+        model, val_probabilities, test_probabilities = grus[0], parts[0].val_probabilities, parts[0].test_probabilities
     return FoldResult(
         split=split,
         model=model,
-        history=pd.read_csv(history_file),
+        history=history,
         val_probabilities=val_probabilities,
         test_probabilities=test_probabilities,
-        best_epoch=early_stopping.best_epoch + 1,
+        best_epoch=best_epoch,
         seconds=time.perf_counter() - started,
-        epoch_seconds=epoch_times.wall,
-        epoch_cpu_seconds=epoch_times.cpu,
-        baseline=baseline,
-        gru_val_probabilities=gru_val,
-        gru_test_probabilities=gru_test,
-        mix_weight=weight,
-        mix_losses=losses,
+        epoch_seconds=times.wall,
+        epoch_cpu_seconds=times.cpu,
+        baseline=run_baseline,
+        parts=parts,
+        combiner=combiner,
+        combine_fit=combine_fit,
     )
 
 
@@ -217,7 +279,7 @@ def model_metadata(data: CachedVideos, config: TrainConfig, split: Split | None 
         "framecache_version": __version__,
         "labels": data.classes,
         "feature_dim": data.feature_dim,
-        "backbone": data.provenance.backbone,
+        "backbone": data.backbone,
         "weights": data.weights,
         "provenance": data.provenance.to_dict(),
         "provenance_hash": data.provenance_hash,
@@ -225,6 +287,7 @@ def model_metadata(data: CachedVideos, config: TrainConfig, split: Split | None 
         "max_len": config.max_len,
         "frame_step": config.frame_step,
         "train_config": config.to_dict(),
+        **({"parts": [part.to_json() for part in data.parts]} if len(data.parts) > 1 else {}),
         **({"split": {part: [data.paths[index] for index in indices] for part, indices in split.parts().items()}} if split is not None else {}),
     }
 
@@ -288,13 +351,20 @@ def _train(config: TrainConfig, data: CachedVideos, run: RunFolder) -> SplitMetr
         run.write_predictions(pd.concat(tables))
     test = np.concatenate([result.split.test for result in results])
     run.write_metrics(metrics)
+    curves, best_epochs, names = [], [], []
+    for number, result in enumerate(results, start=1):
+        for part in [part for part in result.parts if part.best_epoch is not None]:
+            curves.append(result.history[result.history["part"] == part.name] if "part" in result.history else result.history)
+            best_epochs.append(part.best_epoch)
+            names.append(" ".join(filter(None, [f"fold {number}" if config.cv else "", part.name if len(data.parts) > 1 else ""])))
     report.write_reports(
         run.path,
         metrics,
-        cache_line=f"{data.cache_path} (backbone {data.provenance.backbone}, weights {data.weights})",
+        cache_line=f"{data.cache_path} (backbone {data.backbone}, weights {data.weights})",
         test_labels=data.labels[test],
         test_probabilities=np.concatenate([result.test_probabilities for result in results]),
-        histories=[result.history for result in results],
-        best_epochs=[result.best_epoch for result in results],
+        histories=curves,
+        best_epochs=best_epochs,
+        curve_names=names if any(names) else None,
     )
     return metrics

@@ -10,7 +10,9 @@ train --cv``), each candidate trains with the default settings but for its own
 train``'s defaults), exactly as ``framecache train`` does (:func:`fit_split`),
 and the baseline (:mod:`framecache.train.baseline`) fits on the same training
 videos. A candidate that mixes in the appearance model also reports its GRU
-alone (``<name>/gru``). With ``--views`` the test videos are also predicted
+alone (``<name>/gru``), the other combiner refitted on the same parts
+(``<name>/classwise`` or ``<name>/weight``) and, on one cache, version 0.3's
+mix with a mean-only baseline (``<name>/mean-baseline``). With ``--views`` the test videos are also predicted
 from every cached view and the probabilities averaged (test-time
 augmentation: ``<name>+views``).
 
@@ -43,9 +45,13 @@ CANDIDATES = {
     "centred+mix": {"inputs": "centred", "appearance": True},
     "raw+mix": {"inputs": "raw", "appearance": True},
     "both+mix": {"inputs": "both", "appearance": True},
+    "classwise": {"combine": "classwise"},  # the parts stacked class by class
+    "weight": {"combine": "weight"},  # one weight per part, for every class (framecache 0.3's mix)
 }
+OTHER_COMBINER = {"weight": "classwise", "classwise": "weight"}
 GRU_ALONE = "/gru"  # a candidate that mixes in the appearance model also reports its GRU alone, as "<name>/gru"
 BASELINE = "baseline"
+BASELINE_MEAN = "baseline/mean"  # the baseline on each video's mean alone (framecache 0.3's)
 
 
 def _figures(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict:
@@ -69,6 +75,7 @@ def measure_cache(path: str, candidates: list[str], cv: int, seeds: list[int], v
     ``progress(partial)``, if given, is called after every fold with the results so far.
     """
     from framecache.train.baseline import baseline_split
+    from framecache.train.combine import combine, fit_combiner
     from framecache.train.config import TrainConfig
     from framecache.train.data import SequenceBatches, load_cache
     from framecache.train.fit import fit_split
@@ -76,12 +83,12 @@ def measure_cache(path: str, candidates: list[str], cv: int, seeds: list[int], v
     from framecache.train.run_folder import RunFolder
     from framecache.train.splits import group_ids, make_folds
 
-    data = load_cache(path)
-    summary = {"path": path, "videos": data.num_videos, "classes": data.classes, "weights": data.weights, "backbone": data.provenance.backbone}
+    data = load_cache(path.split("+"))  # pose.h5+cnn.h5: caches of the same videos, joined
+    summary = {"path": path, "videos": data.num_videos, "classes": data.classes, "weights": data.weights, "backbone": data.backbone}
     names = np.asarray(data.classes, dtype=object)[data.labels]
     groups = group_ids(data.groups)
     cached_views = int(np.min(data.features.views))
-    results: dict[str, list] = {name: [] for name in [*candidates, BASELINE]}
+    results: dict[str, list] = {name: [] for name in [*candidates, BASELINE, BASELINE_MEAN]}
     for name in candidates:
         if TrainConfig(**CANDIDATES[name]).appearance:
             results[name + GRU_ALONE] = []
@@ -90,19 +97,36 @@ def measure_cache(path: str, candidates: list[str], cv: int, seeds: list[int], v
     with tempfile.TemporaryDirectory() as scratch:
         for seed in seeds:
             for fold, split in enumerate(make_folds(names, groups, cv, TrainConfig().val_fraction, seed)):
-                baseline = baseline_split(data.features, data.labels, split, len(data.classes), seed=seed)
+                baseline = baseline_split(data.features, data.labels, split, len(data.classes), seed=seed, spans=data.spans, max_len=TrainConfig().max_len)
                 results[BASELINE].append({"seed": seed, "fold": fold + 1, **_figures(data.labels[split.test], baseline.test_probabilities, data.classes),
                                           **_kept(split, baseline.val_probabilities, baseline.test_probabilities, data.labels)})
+                mean_only = baseline_split(data.features, data.labels, split, len(data.classes), seed=seed, spans=data.spans, pooling="mean", max_len=TrainConfig().max_len)
+                results[BASELINE_MEAN].append({"seed": seed, "fold": fold + 1, **_figures(data.labels[split.test], mean_only.test_probabilities, data.classes)})
                 for name in candidates:
-                    config = TrainConfig(features=path, quiet=True, seed=seed, **{**overrides, **CANDIDATES[name]}).validate()
+                    config = TrainConfig(features=path.split("+"), quiet=True, seed=seed, **{**overrides, **CANDIDATES[name]}).validate()
                     started = time.perf_counter()
                     result = fit_split(data, split, config, RunFolder(scratch).history_file)
                     row = {"seed": seed, "fold": fold + 1, "epochs": result.epochs, "seconds": time.perf_counter() - started}
                     results[name].append({**row, **_figures(data.labels[split.test], result.test_probabilities, data.classes),
-                                          **_kept(split, result.val_probabilities, result.test_probabilities, data.labels), "mix_weight": result.mix_weight})
+                                          **_kept(split, result.val_probabilities, result.test_probabilities, data.labels),
+                                          "part_weights": None if result.combiner is None else result.combiner.part_weights(),
+                                          "parts": {part.name: {"val_probabilities": np.round(part.val_probabilities, 5).tolist(),
+                                                                "test_probabilities": np.round(part.test_probabilities, 5).tolist()}
+                                                    for part in result.parts}})  # fmt: skip
+                    if result.combiner is not None:  # the other combiner, and version 0.3's mix, refitted on the same parts
+                        refits = {f"{name}/{OTHER_COMBINER[result.combiner.method]}": [part.val_probabilities for part in result.parts]}
+                        if len(data.parts) == 1:
+                            refits[f"{name}/mean-baseline"] = [result.parts[0].val_probabilities, mean_only.val_probabilities]
+                        tests = {f"{name}/{OTHER_COMBINER[result.combiner.method]}": [part.test_probabilities for part in result.parts],
+                                 f"{name}/mean-baseline": [result.parts[0].test_probabilities, mean_only.test_probabilities]}
+                        for refit, val_parts in refits.items():
+                            method = "weight" if refit.endswith("/mean-baseline") else OTHER_COMBINER[result.combiner.method]
+                            combiner, _ = fit_combiner(method, data.labels[split.val], val_parts)
+                            results.setdefault(refit, []).append({**row, **_figures(data.labels[split.test], combine(combiner, tests[refit]), data.classes)})
                     if name + GRU_ALONE in results:
-                        results[name + GRU_ALONE].append({**row, **_figures(data.labels[split.test], result.gru_test_probabilities, data.classes),
-                                                          **_kept(split, result.gru_val_probabilities, result.gru_test_probabilities, data.labels)})
+                        gru = result.parts[0]
+                        results[name + GRU_ALONE].append({**row, **_figures(data.labels[split.test], gru.test_probabilities, data.classes),
+                                                          **_kept(split, gru.val_probabilities, gru.test_probabilities, data.labels)})
                     if f"{name}+views" in results:
                         probabilities = np.mean(
                             [
@@ -147,7 +171,8 @@ def summarise(measured: dict, reference: str, metric: str = "balanced_accuracy")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m framecache.train.measure_defaults", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", action="append", required=True, metavar="NAME=PATH", help="a feature cache to measure on (repeat)")
+    parser.add_argument("--cache", action="append", required=True, metavar="NAME=PATH",
+                        help="a feature cache to measure on (repeat); PATH+PATH: caches of the same videos, joined")
     parser.add_argument("--candidates", default="default,raw", help=f"comma-separated, from {', '.join(CANDIDATES)} (default %(default)s)")
     parser.add_argument("--reference", default="default", help="the candidate the others are compared with, or 'baseline' (default %(default)s)")
     parser.add_argument("--cv", type=int, default=6, help="folds by subject (default %(default)s)")

@@ -89,7 +89,10 @@ def _decode(kind: Any, value: Any) -> Any:
     origin, arguments = typing.get_origin(kind), typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
         records = [argument for argument in arguments if isinstance(argument, type) and is_dataclass(argument)]
-        return _decode(records[0], value) if records and isinstance(value, Mapping) else value
+        if records and isinstance(value, Mapping):
+            return _decode(records[0], value)
+        others = [argument for argument in arguments if argument is not type(None)]
+        return _decode(others[0], value) if len(others) == 1 else value
     if origin is list:
         return [_decode(arguments[0], item) for item in value]
     if origin is dict:
@@ -217,19 +220,38 @@ class ValFigures(Figures):
 
 @record
 class SplitMix(Record):
-    """How the run's model mixes the GRU with the appearance model on one split, and the GRU alone."""
+    """How the run's model combines its parts on one split, and each part alone.
 
-    gru_weight: float
-    val_cross_entropy: dict[str, float]  # per weight "0.0" ... "1.0"
-    gru_alone: ValFigures
+    ``parts``: each part's test figures with its validation figures beside
+    them, in the combiner's order. Runs of framecache 0.3 and earlier recorded
+    only ``gru_weight``, ``val_cross_entropy`` and ``gru_alone`` (read back as they are).
+    """
+
+    method: str | None = optional()  # classwise | weight
+    part_weights: dict[str, float] | None = optional()  # each part's weight, averaged over the classes
+    fit: dict[str, float] | None = optional()  # the combiner's fit: validation cross-entropy (classwise) or of each grid point (weight)
+    parts: dict[str, ValFigures] | None = optional()
+    gru_weight: float | None = optional()
+    val_cross_entropy: dict[str, float] | None = optional()
+    gru_alone: ValFigures | None = optional()
+
+    def alone(self) -> dict[str, ValFigures]:
+        """Each part alone, by name (an earlier run's: its GRU)."""
+        return dict(self.parts) if self.parts else {"GRU alone": self.gru_alone}
 
 
 @record
 class CVMix(Record):
-    """The mix of a cross-validated run: each fold's weight, and the GRU alone (fold means and std)."""
+    """The combination of a cross-validated run: each fold's part weights, and each part alone (fold means and std)."""
 
-    gru_weights: list[float]
-    gru_alone: SpreadFigures
+    method: str | None = optional()
+    part_weights: list[dict[str, float]] | None = optional()
+    parts: dict[str, SpreadFigures] | None = optional()
+    gru_weights: list[float] | None = optional()
+    gru_alone: SpreadFigures | None = optional()
+
+    def alone(self) -> dict[str, SpreadFigures]:
+        return dict(self.parts) if self.parts else {"GRU alone": self.gru_alone}
 
 
 @record

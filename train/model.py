@@ -18,6 +18,7 @@ earlier version included).
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -27,7 +28,9 @@ import numpy as np
 from framecache.common.errors import FramecacheError
 from framecache.common.options import command_hint
 from framecache.common.provenance import Provenance
+from framecache.train.combine import FLOOR, Combiner
 from framecache.train.config import INPUT_CHOICES
+from framecache.train.parts import part_inputs, pooled_features
 from framecache.train.temporal import temporal_transform
 
 METADATA_NAME = "framecache.json"
@@ -66,7 +69,7 @@ class TemporalInputs(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="framecache")
 class MixProbabilities(keras.layers.Layer):
-    """``weight * p_gru + (1 - weight) * p_appearance``: two models' class probabilities mixed with a fixed weight."""
+    """``weight * p_gru + (1 - weight) * p_appearance``: how models saved by framecache 0.3 and earlier mix (loads them)."""
 
     def __init__(self, weight: float = 1.0, **kwargs):
         super().__init__(**kwargs)
@@ -83,40 +86,105 @@ class MixProbabilities(keras.layers.Layer):
         return {**super().get_config(), "weight": self.weight}
 
 
-def with_appearance(gru: keras.Model, baseline, weight: float) -> keras.Model:
-    """The GRU and an appearance model in one Keras model: their probabilities mixed, ``weight`` on the GRU's.
+@keras.saving.register_keras_serializable(package="framecache")
+class PartInputs(keras.layers.Layer):
+    """:func:`framecache.train.parts.part_inputs` as a layer: ``[features, mask]`` -> ``[part's features, part's mask]``."""
 
-    ``baseline`` (:class:`framecache.train.baseline.Baseline`, fitted on the
-    GRU's training videos) becomes layers reading the same ``(features,
-    mask)``: each video's mean feature over its valid steps, standardised, then
-    the logistic regression's linear layer and softmax. Padding never enters
-    it, and ``predict`` and ``evaluate`` need nothing but the saved model.
-    """
-    features, mask = gru.inputs
+    def __init__(self, start: int = 0, stop: int = 0, presence: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.stop, self.presence = int(start), int(stop), presence
+
+    def call(self, inputs):
+        features, mask = inputs
+        return list(part_inputs(features, mask, self.start, self.stop, self.presence, keras.ops))
+
+    def compute_output_shape(self, input_shape):
+        features, mask = input_shape
+        return [(*features[:-1], self.stop - self.start), tuple(mask)]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "start": self.start, "stop": self.stop, "presence": self.presence}
+
+
+@keras.saving.register_keras_serializable(package="framecache")
+class PooledInputs(keras.layers.Layer):
+    """:func:`framecache.train.parts.pooled_features` as a layer: ``[features, mask]`` -> ``(batch, 2 * D)`` (``mean_only``: ``D``)."""
+
+    def __init__(self, mean_only: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.mean_only = bool(mean_only)
+
+    def call(self, inputs):
+        features, mask = inputs
+        pooled = pooled_features(features, mask, keras.ops)
+        return pooled[:, : features.shape[-1]] if self.mean_only else pooled
+
+    def compute_output_shape(self, input_shape):
+        features = input_shape[0]
+        return (features[0], features[-1] * (1 if self.mean_only else 2))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mean_only": self.mean_only}
+
+
+@keras.saving.register_keras_serializable(package="framecache")
+class CombineParts(keras.layers.Layer):
+    """:func:`framecache.train.combine.combine` as a layer: the parts' class probabilities in, the run's out."""
+
+    def __init__(self, method: str = "classwise", weights: list | None = None, bias: list | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.method = method
+        self.part_weights = np.asarray(weights, dtype=np.float32)  # (parts, classes)
+        self.bias = np.asarray(bias, dtype=np.float32)
+
+    def call(self, inputs):
+        ops = keras.ops
+        if self.method == "weight":
+            return sum(ops.convert_to_tensor(self.part_weights[index]) * part for index, part in enumerate(inputs))
+        scores = sum(ops.convert_to_tensor(self.part_weights[index]) * ops.log(ops.clip(part, FLOOR, 1.0)) for index, part in enumerate(inputs))
+        return ops.softmax(scores + ops.convert_to_tensor(self.bias), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "method": self.method, "weights": self.part_weights.tolist(), "bias": self.bias.tolist()}
+
+
+def baseline_layers(features, mask, baseline, name: str):
+    """``baseline`` (:class:`framecache.train.baseline.Baseline`) as layers reading ``(features, mask)``: its parts pooled,
+    standardised, then the logistic regression's linear layer and softmax. Padding never enters it."""
+    spans = baseline.spans or [(0, features.shape[-1], None)]
+    pieces = []
+    for number, (start, stop, presence) in enumerate(spans):
+        x, m = features, mask
+        if (start, stop, presence) != (0, features.shape[-1], None):
+            x, m = PartInputs(start, stop, presence, name=f"{name}_part{number}")([features, mask])
+        pieces.append(PooledInputs(baseline.pooling == "mean", name=f"{name}_pooled{number}")([x, m]))
+    pooled = pieces[0] if len(pieces) == 1 else keras.layers.Concatenate(name=f"{name}_pooled")(pieces)
     kernel, bias = baseline.dense_weights()
-    mean = keras.layers.GlobalAveragePooling1D(name="mean_feature")(features, mask=mask)
-    scaled = keras.layers.Normalization(mean=baseline.centre, variance=baseline.scale**2, name="appearance_scale")(mean)
-    linear = keras.layers.Dense(len(bias), activation="softmax", name="appearance")
-    appearance = linear(scaled)
+    scaled = keras.layers.Normalization(mean=baseline.centre, variance=baseline.scale**2, name=f"{name}_scale")(pooled)
+    linear = keras.layers.Dense(len(bias), activation="softmax", name=name)
+    outputs = linear(scaled)
     linear.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-    outputs = MixProbabilities(weight, name="mix")([gru.output, appearance])
-    return keras.Model([features, mask], outputs, name="framecache_gru_appearance")
+    return outputs
 
 
-def choose_mix_weight(labels: np.ndarray, temporal: np.ndarray, appearance: np.ndarray, grid: int = 10) -> tuple[float, list[float]]:
-    """The weight on ``temporal`` (of ``0, 1/grid, ..., 1``) whose mix has the lowest cross-entropy on these (validation) videos.
+def assemble(feature_dim: int, grus: list[keras.Model], baselines: list, combiner: Combiner) -> keras.Model:
+    """The run's model: every part (the GRUs, then the baselines' layers, in ``combiner``'s order: GRU and baseline of
+    each feature set in turn) reading the same ``(features, mask)``, their probabilities combined by ``combiner``.
 
-    Returns the weight and the loss of every weight on the grid. Ties go to
-    the weight nearest 0.5 (an even mix), then to the GRU.
+    ``predict`` and ``evaluate`` need nothing but the saved model.
     """
-    labels = np.asarray(labels, dtype=np.int64)
-    weights = np.linspace(0.0, 1.0, grid + 1)
-    losses = []
-    for weight in weights:
-        mixed = weight * temporal + (1.0 - weight) * appearance
-        losses.append(float(-np.mean(np.log(np.clip(mixed[np.arange(len(labels)), labels], 1e-7, 1.0)))) if len(labels) else 0.0)
-    best = min(range(len(weights)), key=lambda index: (round(losses[index], 6), abs(weights[index] - 0.5), -weights[index]))
-    return float(weights[best]), losses
+    features = keras.Input(shape=(None, feature_dim), name="features")
+    mask = keras.Input(shape=(None,), dtype="bool", name="mask")
+    outputs = []
+    for number, (gru, baseline) in enumerate(zip(grus, baselines)):
+        outputs.append(gru([features, mask]))
+        if baseline is not None:
+            outputs.append(baseline_layers(features, mask, baseline, f"appearance{number if number else ''}"))
+    combined = CombineParts(combiner.method, combiner.weights.tolist(), combiner.bias.tolist(), name="combine")(outputs)
+    return keras.Model([features, mask], combined, name="framecache_parts")
 
 
 def build_model(
@@ -137,6 +205,8 @@ def build_model(
     recurrent_dropout: float = 0.0,
     l2: float = 0.0,
     pooling: str = "mean",
+    part: tuple[int, int, int | None] | None = None,
+    name: str = "framecache_gru",
 ) -> keras.Model:
     """A compiled GRU classifier: per-video transforms → scaled inputs → GRU layer(s) over the masked sequence → dense head → softmax.
 
@@ -150,7 +220,9 @@ def build_model(
     ``input_dropout`` / ``recurrent_dropout``: the GRU's dropout on its inputs /
     its state. ``l2``: weight decay on every kernel. ``pooling``: the head reads
     the GRU's outputs averaged over the valid steps (``"mean"``) or its last
-    state (``"last"``).
+    state (``"last"``). ``part``: ``(start, stop, presence)``, the columns it
+    reads of ``feature_dim`` and their presence column (see
+    :func:`framecache.train.parts.part_inputs`); default every column.
     """
     if pooling not in ("mean", "last"):
         raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
@@ -158,9 +230,11 @@ def build_model(
         raise ValueError(f"inputs must be one of {INPUT_CHOICES}, got {inputs!r}")
     features = keras.Input(shape=(None, feature_dim), name="features")
     mask = keras.Input(shape=(None,), dtype="bool", name="mask")
-    x = features
+    x, steps = features, mask
+    if part is not None and tuple(part) != (0, feature_dim, None):
+        x, steps = PartInputs(*part, name="part")([features, mask])
     if inputs != "raw" or differences:
-        x = TemporalInputs(centre=inputs != "raw", differences=differences, keep_raw=inputs == "both", name="temporal")([x, mask])
+        x = TemporalInputs(centre=inputs != "raw", differences=differences, keep_raw=inputs == "both", name="temporal")([x, steps])
     if mean is not None:
         x = keras.layers.Normalization(mean=mean, variance=variance, name="scale")(x)
     if noise > 0:
@@ -178,14 +252,14 @@ def build_model(
         )
         if bidirectional:
             recurrent = keras.layers.Bidirectional(recurrent, name=f"bigru{layer + 1}")
-        x = recurrent(x, mask=mask)
+        x = recurrent(x, mask=steps)
     if pooling == "mean":
-        x = keras.layers.GlobalAveragePooling1D(name="mean_over_time")(x, mask=mask)
+        x = keras.layers.GlobalAveragePooling1D(name="mean_over_time")(x, mask=steps)
     x = keras.layers.Dropout(dropout)(x)
     x = keras.layers.Dense(head_units, activation="relu", kernel_regularizer=regularizer(), name="head")(x)
     x = keras.layers.Dropout(dropout)(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer(), name="classes")(x)
-    model = keras.Model([features, mask], outputs, name="framecache_gru")
+    model = keras.Model([features, mask], outputs, name=name)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -231,7 +305,9 @@ def load_model(path: str | Path) -> tuple[keras.Model, dict]:
     """Load a saved model (Keras safe mode) and its framecache metadata."""
     metadata = read_metadata(path)
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)  # inference only
+        with warnings.catch_warnings():  # a combined model's GRUs were compiled for training; inference needs no optimizer
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)  # inference only
     except (ValueError, OSError, KeyError) as error:
         raise FramecacheError(f"cannot load the model {path} ({type(error).__name__}: {error}); train the run again") from None
     return model, metadata

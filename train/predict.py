@@ -17,6 +17,7 @@ The exit status is 1 only when every video failed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -46,8 +47,6 @@ def classify_features(model, metadata: dict, sequences: list[np.ndarray], batch_
 def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 3, folder_fps: float | None = None) -> list[dict]:
     """One result per path (a video file, or a folder of frames at ``folder_fps``), in order: the top classes with
     probabilities, or the error."""
-    from framecache.extract import embed
-
     model_paths = RunFolder.models(run)
     entries = [read_metadata(path) for path in model_paths]  # one per model: a cross-validation run has one per fold
     _check_same_features(model_paths, entries)
@@ -58,7 +57,7 @@ def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 
     warning = random_weights_warning(metadata["weights"])
     if warning:
         log.warning(warning)
-    embedded = embed.embed_videos(list(paths), metadata["provenance"], engine=engine, folder_fps=folder_fps)
+    embedded = embed_parts(list(paths), metadata, engine, folder_fps)
     for result in embedded:
         if result.features is not None and (result.features.ndim != 2 or result.features.shape[1] != metadata["feature_dim"]):
             raise FramecacheError(
@@ -88,6 +87,27 @@ def predict_videos(run: str, paths: list[str], engine: str = "auto", top: int = 
             line["ensemble"] = ensemble
         lines.append(line)
     return lines
+
+
+def embed_parts(paths: list[str], metadata: dict, engine: str, folder_fps: float | None) -> list:
+    """Stage one on ``paths`` with every backbone the run was trained on: one :class:`~framecache.extract.embed.EmbedResult` per video,
+    the parts' features side by side as the run joined its caches; a video that fails for one backbone fails."""
+    from framecache.extract import embed
+    from framecache.train.parts import FeaturePart
+
+    if "parts" not in metadata:
+        return embed.embed_videos(paths, metadata["provenance"], engine=engine, folder_fps=folder_fps)
+    parts = [FeaturePart.from_json(values) for values in metadata["parts"]]
+    each = [embed.embed_videos(paths, part.provenance, engine=engine, folder_fps=folder_fps) for part in parts]
+    joined = []
+    for results in zip(*each):
+        error = next((f"{part.name}: {result.error}" for part, result in zip(parts, results) if result.error is not None), None)
+        lengths = {len(result.features) for result in results if result.features is not None}
+        if error is None and len(lengths) > 1:
+            error = f"its backbones embedded {' and '.join(str(len(result.features)) for result in results)} frames; they must agree"
+        features = None if error is not None else np.concatenate([result.features for result in results], axis=1)
+        joined.append(dataclasses.replace(results[0], features=features, error=error))
+    return joined
 
 
 def _check_same_features(model_paths: list, entries: list[dict]) -> None:

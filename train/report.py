@@ -17,7 +17,6 @@ import pandas as pd
 from sklearn.metrics import classification_report, confusion_matrix
 
 from framecache.common.notices import RANDOM_WEIGHTS_TAG
-from framecache.train.figures import mixed_model_description
 from framecache.train.metrics import HEADLINE, CVMetrics, Figures, FoldSummary, Intervals, PartSize, SplitMetrics
 from framecache.train.run_folder import BASELINE_FILE, CONFUSION_FILE, CURVES_FILE, MODEL_FILE, REPORT_FILE, RUN_FILES
 
@@ -98,12 +97,13 @@ def plot_confusion(path: Path, matrix: list[list[int]], classes: list[str], titl
     figure.savefig(path, dpi=110)
 
 
-def plot_curves(path: Path, histories: list[pd.DataFrame], title: str, best_epochs: list[int] | None = None):
+def plot_curves(path: Path, histories: list[pd.DataFrame], title: str, best_epochs: list[int] | None = None, names: list[str] | None = None):
     """Loss and accuracy per epoch, training (dashed) and validation (solid); one colour per fold.
 
     ``best_epochs`` (1-based, one per history): the epoch whose weights early
     stopping restored, marked on both panels (a dotted line, and a dot on the
-    validation curve). Both panels have a legend. Returns the figure.
+    validation curve). ``names``: each history's name in the legend (default
+    ``fold 1``, ``fold 2``... where there are several). Both panels have a legend. Returns the figure.
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -112,7 +112,7 @@ def plot_curves(path: Path, histories: list[pd.DataFrame], title: str, best_epoc
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     for fold, history in enumerate(histories):
         colour = f"C{fold % 10}"
-        label = f"fold {fold + 1} " if len(histories) > 1 else ""
+        label = f"{names[fold]} " if names else f"fold {fold + 1} " if len(histories) > 1 else ""
         epochs = history["epoch"] + 1
         best = best_epochs[fold] if best_epochs is not None else None
         for axes, name in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
@@ -136,7 +136,7 @@ def plot_curves(path: Path, histories: list[pd.DataFrame], title: str, best_epoc
 
 
 def _model_name(metrics: RunOrFold) -> str:
-    """What to call the run's model: ``model`` when the appearance model is mixed in, else ``GRU``."""
+    """What to call the run's model: ``model`` when it combines parts (the GRU and the baseline...), else ``GRU``."""
     return "model" if metrics.mix is not None else "GRU"
 
 
@@ -144,7 +144,7 @@ def _rows(metrics: RunOrFold, part: str, intervals: bool = True) -> list[tuple[s
     """(name, figures, spread, interval) per model for one ``part`` of a run's metrics.
 
     ``part``: ``test`` (one split or fold), ``mean`` / ``pooled`` / ``val`` (a cross-validated run; ``val`` also one split).
-    Rows: the run's model, its GRU alone when the appearance model is mixed in, the baseline.
+    Rows: the run's model, each of its parts alone when it combines several, the baseline.
     ``intervals=False`` leaves the bootstrap intervals out (a fold's, whose method the notes do not describe).
     """
     name, baseline, mix = _model_name(metrics), metrics.baseline, metrics.mix
@@ -153,13 +153,13 @@ def _rows(metrics: RunOrFold, part: str, intervals: bool = True) -> list[tuple[s
     if part == "test":
         rows.append((name, metrics, None, metrics.ci if intervals else None))
         if mix:
-            rows.append(("GRU alone", mix.gru_alone, None, None))
+            rows += [(name, figures, None, None) for name, figures in mix.alone().items() if name != "baseline"]
         if baseline:
             rows.append(("baseline", baseline, None, baseline.ci if intervals else None))
     elif part == "mean":
         rows.append((name, metrics.mean, metrics.std, None))
         if mix:
-            rows.append(("GRU alone", mix.gru_alone, mix.gru_alone.spread, None))
+            rows += [(name, figures, figures.spread, None) for name, figures in mix.alone().items() if name != "baseline"]
         if baseline:
             rows.append(("baseline", baseline.mean, baseline.std, None))
     elif part == "pooled":
@@ -169,10 +169,17 @@ def _rows(metrics: RunOrFold, part: str, intervals: bool = True) -> list[tuple[s
     elif part == "val":
         rows.append((name, metrics.val, metrics.val_std if cv else None, None))
         if mix and not cv:
-            rows.append(("GRU alone", mix.gru_alone.val, None, None))
+            rows += [(name, figures.val, None, None) for name, figures in mix.alone().items() if name != "baseline"]
         if baseline:
             rows.append(("baseline", baseline.val, baseline.val_std if cv else None, None))
     return rows
+
+
+def _weights(mix) -> str:
+    """A fold's part weights, in words (an earlier run's: its one weight on the GRU)."""
+    if mix.part_weights:
+        return ", ".join(f"{name} {weight:.2f}" for name, weight in mix.part_weights.items())
+    return f"{mix.gru_weight:.1f} on the GRU"
 
 
 def _format_rows(rows: list, indent: str) -> list[str]:
@@ -184,7 +191,7 @@ def _notes(metrics: SplitMetrics | CVMetrics) -> list[str]:
     """The lines under the figures: what the model is, how the intervals were made, what the baseline is."""
     notes = []
     if metrics.mix is not None:
-        notes.append(f"model: {metrics.model or mixed_model_description(None)}")
+        notes.append(f"model: {metrics.model}")
     if metrics.ci is not None:
         notes.append(f"[ ]: {metrics.ci.method}")
     if metrics.baseline is not None:
@@ -200,6 +207,7 @@ def write_reports(
     test_probabilities: np.ndarray,
     histories: list[pd.DataFrame],
     best_epochs: list[int] | None = None,
+    curve_names: list[str] | None = None,
 ) -> None:
     """report.txt, confusion.png and curves.png of a run (for --cv: every fold's test videos pooled)."""
     lines = [f"run      {folder}", f"cache    {cache_line}"]
@@ -209,7 +217,7 @@ def write_reports(
     if cv:
         lines.append(f"{metrics.cv}-fold cross-validation ({metrics.split_method} folds)")
         for number, fold in enumerate(metrics.folds, start=1):
-            weight = f", weight {fold.mix.gru_weight:.1f} on the GRU" if fold.mix is not None else ""
+            weight = f", weights {_weights(fold.mix)}" if fold.mix is not None else ""
             lines.append(f"fold {number}: {format_split_sizes(fold.split_sizes)}{weight}")
             lines += _format_rows(_rows(fold, "test", intervals=False), "  ")
         lines.append("\ntest parts, mean ± std over the folds:")
@@ -235,7 +243,7 @@ def write_reports(
     flag = f" — {RANDOM_WEIGHTS_TAG}" if metrics.warning else ""
     title = f"{folder.name}: " + ("every fold's test videos" if cv else "test split") + flag
     plot_confusion(folder / CONFUSION_FILE, metrics.confusion_matrix, metrics.labels, title)
-    plot_curves(folder / CURVES_FILE, histories, f"{folder.name}: GRU training{flag}", best_epochs)
+    plot_curves(folder / CURVES_FILE, histories, f"{folder.name}: GRU training{flag}", best_epochs, curve_names)
 
 
 def console_summary(metrics: SplitMetrics | CVMetrics, folder: Path) -> str:

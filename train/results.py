@@ -20,8 +20,8 @@ from framecache.train.figures import (
     baseline_metrics,
     bootstrap_intervals,
     classification_metrics,
+    combined_model_description,
     headline,
-    mixed_model_description,
     with_std,
 )
 from framecache.train.metrics import (
@@ -50,13 +50,13 @@ def split_metrics(
     split, labels, classes = result.split, data.labels, data.classes
     test_groups = None if groups is None else groups[split.test]
     mix = None
-    if result.mix_weight is not None:
-        grid = (f"{weight:.1f}" for weight in np.linspace(0, 1, len(result.mix_losses)))
+    if result.combiner is not None:
         mix = SplitMix(
-            gru_weight=result.mix_weight,
-            val_cross_entropy=dict(zip(grid, np.round(result.mix_losses, 4).tolist())),
-            gru_alone=ValFigures(**headline(labels[split.test], result.gru_test_probabilities, classes),
-                                 val=headline(labels[split.val], result.gru_val_probabilities, classes)),
+            method=result.combiner.method,
+            part_weights={part.name: round(weight, 4) for part, weight in zip(result.parts, result.combiner.part_weights())},
+            fit=result.combine_fit,
+            parts={part.name: ValFigures(**headline(labels[split.test], part.test_probabilities, classes),
+                                         val=headline(labels[split.val], part.val_probabilities, classes)) for part in result.parts},
         )
     baseline = None
     if result.baseline is not None:
@@ -74,8 +74,8 @@ def split_metrics(
         seconds=result.seconds,
         epoch_seconds=[round(value, 4) for value in result.epoch_seconds],
         epoch_cpu_seconds=[round(value, 4) for value in result.epoch_cpu_seconds],
-        cache=CacheInfo(path=data.cache_path, provenance_hash=data.provenance_hash, backbone=data.provenance.backbone),
-        model=None if mix is None else mixed_model_description(result.mix_weight),
+        cache=CacheInfo(path=data.cache_path, provenance_hash=data.provenance_hash, backbone=data.backbone),
+        model=None if mix is None else combined_model_description(result.combiner.method, list(mix.parts)),
         mix=mix,
         baseline=baseline,
         warning=warning or None,
@@ -94,8 +94,9 @@ def cv_metrics(
     val_mean, val_std = aggregate_folds([fold.val for fold in folds])
     mix = None
     if all(fold.mix is not None for fold in folds):
-        alone_mean, alone_std = aggregate_folds([fold.mix.gru_alone for fold in folds])
-        mix = CVMix(gru_weights=[fold.mix.gru_weight for fold in folds], gru_alone=SpreadFigures(**with_std(alone_mean, alone_std)))
+        names = list(folds[0].mix.parts)
+        spreads = {name: SpreadFigures(**with_std(*aggregate_folds([fold.mix.parts[name] for fold in folds]))) for name in names}
+        mix = CVMix(method=folds[0].mix.method, part_weights=[fold.mix.part_weights for fold in folds], parts=spreads)
     baseline = None
     if all(fold.baseline is not None for fold in folds):
         baseline = baseline_cv_metrics([fold.baseline for fold in folds], data.labels[test],
@@ -120,7 +121,7 @@ def cv_metrics(
         epochs=int(round(np.mean([result.epochs for result in results]))),
         cache=folds[0].cache,
         note=CV_NOTE,
-        model=None if mix is None else mixed_model_description(None),
+        model=None if mix is None else combined_model_description(mix.method, list(mix.parts)),
         mix=mix,
         baseline=baseline,
         warning=warning or None,

@@ -75,6 +75,7 @@ def write_synthetic_cache(
     seed: int = 0,
     regime: str = "motion",
     folder: str = "videos",
+    backbone: str = "synthetic",
 ) -> Path:
     """Write a cache of ``videos`` synthetic videos; returns its path.
 
@@ -84,7 +85,7 @@ def write_synthetic_cache(
     ``regime``: what decides the class, ``motion``, ``appearance`` or ``both``
     (see the module docstring; ``both`` needs an even number of classes).
     ``folder``: the videos' CSV paths are ``<folder>/class<label>_<index>.mp4``
-    (another folder: videos no run trained on).
+    (another folder: videos no run trained on). ``backbone``: the name the provenance gives.
     """
     if regime not in REGIMES:
         raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
@@ -102,7 +103,7 @@ def write_synthetic_cache(
     looks_rng = np.random.default_rng([seed, 1])  # its own stream: the motion regime's draws stay as they were
     looks = APPEARANCE_SCALE * looks_rng.standard_normal((classes, feature_dim))
     path = Path(path)
-    with CacheWriter(path, synthetic_provenance(feature_dim, views, weights), overwrite=True) as cache:
+    with CacheWriter(path, synthetic_provenance(feature_dim, views, weights, backbone), overwrite=True) as cache:
         for index, label in enumerate(labels):
             position = int(np.sum(labels[:index] == label))
             subject = position % subjects if subjects else 0

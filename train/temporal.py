@@ -12,23 +12,13 @@ the statistics always describe what the layer outputs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import SimpleNamespace
 
 import numpy as np
 
 from framecache.common.errors import FramecacheError
 from framecache.train.data import FeatureSource, as_source
+from framecache.train.parts import NUMPY_OPS, FeaturePart, frames_of
 from framecache.train.sampling import time_steps
-
-# NumPy spelled as the part of keras.ops that temporal_transform uses.
-NUMPY_OPS = SimpleNamespace(
-    cast=lambda values, dtype: np.asarray(values).astype(dtype),
-    expand_dims=np.expand_dims,
-    sum=np.sum,
-    maximum=np.maximum,
-    concatenate=np.concatenate,
-    zeros_like=np.zeros_like,
-)
 
 
 def temporal_transform(features, mask, ops, centre: bool = False, differences: bool = False, keep_raw: bool = False):
@@ -71,11 +61,14 @@ def feature_statistics(
     frame_step: int = 1,
     centre: bool = False,
     differences: bool = False,
+    part: FeaturePart | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and variance of the model's inputs (for input scaling).
 
     Over view 0 of the given videos, sampled as at evaluation (every frame
-    without ``max_len``), after the ``centre`` / ``differences`` transforms.
+    without ``max_len``), ``part``'s columns and frames only (see
+    :func:`framecache.train.parts.part_inputs`; None: all), after the
+    ``centre`` / ``differences`` transforms.
     One pass, one video in memory at a time (read in the cache's order): each
     video's float64 mean and sum of squared deviations are merged into the
     running ones (Chan et al.), which keeps the variance exact where the
@@ -85,9 +78,10 @@ def feature_statistics(
     indices = np.asarray(indices, dtype=np.int64)
     count, mean, squares = 0, None, None
     for index in indices[np.argsort(source.locality[indices], kind="stable")]:
-        frames = source.read(int(index), 0)
-        if max_len is not None:
-            frames = frames[time_steps(len(frames), max_len, frame_step)]
+        steps = None if max_len is None else time_steps(int(source.num_frames[index]), max_len, frame_step)
+        frames = source.read(int(index), 0, steps)
+        if part is not None:
+            frames = frames_of(frames, part)
         inputs = temporal_inputs(frames, centre, differences)
         video_mean = inputs.mean(axis=0)
         video_squares = ((inputs - video_mean) ** 2).sum(axis=0)
@@ -106,7 +100,8 @@ def feature_statistics(
 
 
 def input_statistics(
-    features: FeatureSource | Sequence[np.ndarray], indices: np.ndarray, inputs: str, differences: bool, max_len: int, frame_step: int
+    features: FeatureSource | Sequence[np.ndarray], indices: np.ndarray, inputs: str, differences: bool, max_len: int, frame_step: int,
+    part: FeaturePart | None = None,
 ) -> dict[str, np.ndarray]:
     """The scaling statistics :func:`framecache.train.model.build_model` takes, over view 0 of the training videos ``indices``.
 
@@ -116,7 +111,7 @@ def input_statistics(
     """
 
     def statistics(centre: bool, with_differences: bool) -> tuple[np.ndarray, np.ndarray]:
-        return feature_statistics(features, indices, max_len, frame_step, centre=centre, differences=with_differences)
+        return feature_statistics(features, indices, max_len, frame_step, centre=centre, differences=with_differences, part=part)
 
     first = statistics(inputs != "raw", differences)  # raw (+ differences), or centred (+ differences)
     if inputs != "both":
