@@ -64,9 +64,27 @@ def test_baseline_split_fits_on_train_only():
     result = baseline_split(arrays, labels, split, 3)
     assert result.val_probabilities.shape == (6, 3) and result.test_probabilities.shape == (6, 3)
     assert (result.test_probabilities.argmax(axis=1) == labels[24:]).all(), "an easy appearance cue is learnt"
-    train_only = fit_baseline(pooled_inputs(arrays, split.train), labels[split.train], 3)
-    np.testing.assert_allclose(result.test_probabilities, train_only.probabilities(pooled_inputs(arrays, split.test)))
-    assert result.model.inputs(arrays, split.test).shape == (6, 10), "the fitted baseline reads its own inputs"
+    pooling = result.model.pooling
+    train_only = fit_baseline(pooled_inputs(arrays, split.train, pooling=pooling), labels[split.train], 3)
+    np.testing.assert_allclose(result.test_probabilities, train_only.probabilities(pooled_inputs(arrays, split.test, pooling=pooling)))
+    assert result.model.inputs(arrays, split.test).shape == (6, 10 if pooling == "mean_std" else 5), "it reads its own inputs"
+
+
+@pytest.mark.parametrize("cue", ["spread", "level"])
+def test_the_pooling_is_chosen_by_cross_validation_on_the_training_videos(cue):
+    """Classes that differ only in how much the frames vary need the std; where the level alone decides and the spread is
+    noise in many dimensions, the mean alone predicts the held-out training videos better."""
+    rng = np.random.default_rng(4)
+    labels = np.arange(36) % 2
+    groups = np.repeat(np.arange(6), 6)
+    if cue == "spread":
+        arrays = [(rng.normal(size=(1, 20, 4)) * (0.3 + 2.0 * label)).astype(np.float16) for label in labels]
+    else:
+        arrays = [(rng.normal(size=(1, 4, 40)) * rng.uniform(0.2, 3.0) + 0.8 * label).astype(np.float16) for label in labels]
+    split = Split(train=np.arange(24), val=np.arange(24, 30), test=np.arange(30, 36), method="group")
+    result = baseline_split(arrays, labels, split, 2, groups=groups)
+    assert result.model.pooling == ("mean_std" if cue == "spread" else "mean")
+    assert baseline_split(arrays, labels, split, 2, pooling="mean").model.pooling == "mean", "a pooling asked for is kept"
 
 
 def test_figures_from_confusion_agree_with_scikit_learn():

@@ -122,3 +122,17 @@ def test_predict_runs_every_backbone_of_the_run_and_agrees_with_its_predictions(
         assert line["label"] == row["predicted"]
         for entry in line["top"]:
             assert entry["p"] == pytest.approx(row[f"p_{entry['label']}"], abs=1e-5)
+
+
+def test_a_cache_with_fewer_views_gives_its_clean_view_for_the_others(caches, tmp_path):
+    """pose.h5 extracted with one view beside a CNN cache of two: training still draws the CNN's augmented view."""
+    from framecache.train.data import InMemoryFeatures
+    from framecache.train.join import JoinedFeatures
+
+    rng = np.random.default_rng(0)
+    two = InMemoryFeatures([rng.normal(size=(2, 5, 3)).astype(np.float16)])
+    one = InMemoryFeatures([rng.normal(size=(1, 5, 2)).astype(np.float16)])
+    joined = JoinedFeatures([one, two])
+    assert joined.views.tolist() == [2]
+    np.testing.assert_array_equal(joined.read(0, 1), np.concatenate([one.arrays[0][0], two.arrays[0][1]], axis=1))
+    np.testing.assert_array_equal(joined.read(0, 1, np.array([1, 3])), joined.read(0, 1)[[1, 3]])

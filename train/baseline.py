@@ -1,15 +1,17 @@
-"""The baseline beside every result: logistic regression on each video's mean and standard deviation over time.
+"""The baseline beside every result: logistic regression on each video's features pooled over time.
 
 A GRU run also fits, on exactly the same training videos, a regularised
 logistic regression (scikit-learn; the features standardised on the training
 videos, classes weighted as the GRU's loss is) on one vector per video: its
-clean view's features pooled over all its frames, the mean and the standard
-deviation of each dimension (:func:`framecache.train.parts.pooled_features`;
-a pose part's frames without a person left out). It sees what a video looks
-like and how much it varies, nothing of the order of its frames, so the two
-side by side say whether temporal modelling helps on the data at hand. A run
-on several caches fits one per cache (a part of its model) and one on all of
-them together (the baseline of its reports).
+clean view's features pooled over its frames, the mean of each dimension and,
+where cross-validation on the training videos prefers it
+(:func:`choose_pooling`), their standard deviation too
+(:func:`framecache.train.parts.pooled_features`; a pose part's frames without
+a person left out). It sees what a video looks like and how much it varies,
+nothing of the order of its frames, so the two side by side say whether
+temporal modelling helps on the data at hand. A run on several caches fits one
+per cache (a part of its model) and one on all of them together (the baseline
+of its reports).
 
 The pooled features are read through the run's feature source (in memory or
 streamed from the cache, as the GRU's batches are), one video at a time.
@@ -24,9 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 
 BASELINE_C = 1.0  # inverse L2 strength on standardised features (scikit-learn's default)
-POOLINGS = ("mean_std", "mean")  # what a baseline reads of a video; "mean": models saved before the standard deviation
-DESCRIPTION = "logistic regression (L2, C=1, standardised) on each video's mean and std over its frames (clean view)"
-DESCRIPTIONS = {"mean_std": DESCRIPTION, "mean": "logistic regression (L2, C=1, standardised) on each video's mean clean-view feature"}
+POOLINGS = ("mean_std", "mean")  # what a baseline reads of a video (models saved before the standard deviation: "mean")
+INNER_FOLDS = 3  # folds of the training videos that choose the pooling (choose_pooling)
+DESCRIPTION = ("logistic regression (L2, C=1, standardised) on each video's mean over its frames (clean view), and their std "
+               "where cross-validation on the training videos prefers it")
+DESCRIPTIONS = {"mean_std": "logistic regression (L2, C=1, standardised) on each video's mean and std over its frames (clean view)",
+                "mean": "logistic regression (L2, C=1, standardised) on each video's mean clean-view feature"}
 Span = tuple[int, int, "int | None"]  # a part's columns and presence column (see framecache.train.parts.FeaturePart)
 
 
@@ -183,14 +188,54 @@ class BaselineResult:
     test_probabilities: np.ndarray
 
 
+def choose_pooling(pooled: dict[str, np.ndarray], labels: np.ndarray, groups: np.ndarray | None, num_classes: int, balanced: bool,
+                   seed: int) -> tuple[str, dict[str, float]]:
+    """The pooling (of :data:`POOLINGS`) whose baseline predicts the training videos best by cross-validation on them.
+
+    ``pooled``: each pooling's inputs of the training videos, with their
+    ``labels`` and ``groups`` (subjects: folds never split one; None: by
+    video). :data:`INNER_FOLDS` folds; the mean cross-entropy on the held-out
+    videos decides, ties going to the mean and std. Returns the pooling and every pooling's loss.
+    """
+    from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+    from framecache.train.combine import cross_entropy
+
+    labels = np.asarray(labels)
+    distinct = len(set(groups.tolist())) if groups is not None else 0
+    if distinct >= 2:
+        folds = list(GroupKFold(min(INNER_FOLDS, distinct)).split(labels, groups=groups))
+    else:
+        smallest = int(np.min(np.bincount(labels)[np.unique(labels)]))
+        if smallest < 2:
+            return POOLINGS[0], {}
+        folds = list(StratifiedKFold(min(INNER_FOLDS, smallest), shuffle=True, random_state=seed).split(labels, labels))
+    losses = {}
+    for pooling in POOLINGS:
+        inputs = pooled[pooling]
+        held_out = [cross_entropy(labels[test], fit_baseline(inputs[train], labels[train], num_classes, balanced, seed).probabilities(inputs[test]))
+                    for train, test in folds]  # fmt: skip
+        losses[pooling] = round(float(np.mean(held_out)), 6)
+    return min(POOLINGS, key=lambda pooling: losses[pooling]), losses
+
+
 def baseline_split(features, labels: np.ndarray, split, num_classes: int, balanced: bool = True, seed: int = 0,
-                   spans: list[Span] | None = None, pooling: str = "mean_std", max_len: int | None = None, frame_step: int = 1) -> BaselineResult:
+                   spans: list[Span] | None = None, pooling: str = "auto", max_len: int | None = None, frame_step: int = 1,
+                   groups: np.ndarray | None = None) -> BaselineResult:
     """Fit on ``split.train``, predict ``split.val`` and ``split.test`` (a :class:`framecache.train.splits.Split`),
     reading the parts ``spans`` (default: every column as one) pooled by ``pooling`` over the frames ``max_len`` and
-    ``frame_step`` keep (see :func:`pooled_inputs`)."""
+    ``frame_step`` keep (see :func:`pooled_inputs`). ``pooling="auto"``: the one :func:`choose_pooling` prefers on
+    the training videos (``groups``: every video's subject, or None)."""
     parts = np.concatenate([split.train, split.val, split.test])
-    means = pooled_inputs(features, parts, spans, pooling, max_len, frame_step)
+    choices = POOLINGS if pooling == "auto" else (pooling,)
+    pooled = {choice: pooled_inputs(features, parts, spans, choice, max_len, frame_step) for choice in choices}
     train, val = len(split.train), len(split.train) + len(split.val)
-    model = fit_baseline(means[:train], np.asarray(labels)[split.train], num_classes, balanced, seed, spans=spans, pooling=pooling,
+    train_labels = np.asarray(labels)[split.train]
+    if pooling == "auto":
+        train_groups = None if groups is None else np.asarray(groups)[split.train]
+        pooling, _ = choose_pooling({choice: inputs[:train] for choice, inputs in pooled.items()}, train_labels, train_groups,
+                                    num_classes, balanced, seed)  # fmt: skip
+    means = pooled[pooling]
+    model = fit_baseline(means[:train], train_labels, num_classes, balanced, seed, spans=spans, pooling=pooling,
                          max_len=max_len, frame_step=frame_step)  # fmt: skip
     return BaselineResult(model, model.probabilities(means[train:val]), model.probabilities(means[val:]))

@@ -28,7 +28,7 @@ class TrainConfig:
 
     The model defaults (a GRU on centred inputs for the motion, its outputs
     averaged over time, mixed with a logistic regression on each video's mean
-    and std over time for the appearance, the weight chosen on the validation videos; 64
+    (and std) over time for the appearance, the weight chosen on the validation videos; 64
     units, learning rate 3e-3, patience 5, at most 50 epochs) were chosen by
     6-fold cross-validation across unseen subjects on demo data where motion
     decides and where appearance does; the figures are in docs/accuracy.md.
@@ -50,7 +50,7 @@ class TrainConfig:
     inputs: str = option("centred", "what the GRU reads per frame: the features with the video's mean subtracted (centred: motion only), "
                          "as they are (raw), or both side by side (both: motion and appearance)", choices=INPUT_CHOICES)
     appearance: bool = option(True, "combine the GRU's class probabilities with the baseline's (logistic regression on each video's "
-                              "mean and std over time: appearance), as --combine says")
+                              "mean, and std where it helps, over time: appearance), as --combine says")
     combine: str = option("weight", "how the parts (the GRU and the baseline of each cache) are combined, fitted on the validation "
                           "videos: one weight per part (weight), or a weight per part and class (classwise: stacking; it needs "
                           "more validation videos per class than the demo has, see docs/accuracy.md)", choices=COMBINE_CHOICES)

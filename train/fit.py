@@ -198,7 +198,8 @@ def sequence_batches(data: CachedVideos, indices: np.ndarray, config: TrainConfi
     )
 
 
-def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_file: Path, log_prefix: str = "") -> FoldResult:
+def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_file: Path, log_prefix: str = "",
+              groups: np.ndarray | None = None) -> FoldResult:
     """Fit every part of the run on ``split.train`` and combine them on ``split.val``; predict val and test.
 
     The parts: per cache of the run (one, or several joined), a GRU with early
@@ -208,12 +209,13 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_fil
     model is all of them in one Keras model
     (:func:`framecache.train.model.assemble`). The run's baseline is fitted
     on every cache's pooled features. Keras logs each GRU's epochs to
-    ``history_file`` (CSV).
+    ``history_file`` (CSV). ``groups``: :func:`~framecache.train.splits.group_ids` of the videos, where known.
     """
     seed_everything(config.seed, config.deterministic)
     started = time.perf_counter()
     length = sampled_length(data.features.num_frames, config.max_len, config.frame_step)
     several = len(data.parts) > 1
+    subjects = groups if groups is not None else group_ids(data.groups)  # the baselines' inner folds never split a subject
     grus, baselines, parts, histories, times = [], [], [], [], EpochTimes()
     best_epoch = None
     for number, part in enumerate(data.parts, start=1):
@@ -232,7 +234,7 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_fil
         if config.appearance:
             spans = [(part.start, part.stop, part.presence)] if masked else None
             fitted = baseline_split(data.features, data.labels, split, len(data.classes), config.balance != "none", config.seed, spans,
-                                    max_len=config.max_len, frame_step=config.frame_step)  # fmt: skip
+                                    max_len=config.max_len, frame_step=config.frame_step, groups=subjects)  # fmt: skip
             baselines.append(fitted.model)
             parts.append(PartResult(f"baseline ({part.name})" if several else "baseline", fitted.val_probabilities, fitted.test_probabilities))
         else:
@@ -243,7 +245,7 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_fil
         run_baseline = BaselineResult(baselines[0], parts[1].val_probabilities, parts[1].test_probabilities)
     else:  # on every part's pooled features
         run_baseline = baseline_split(data.features, data.labels, split, len(data.classes), config.balance != "none", config.seed,
-                                      data.spans, max_len=config.max_len, frame_step=config.frame_step)  # fmt: skip
+                                      data.spans, max_len=config.max_len, frame_step=config.frame_step, groups=subjects)  # fmt: skip
     combiner = combine_fit = None
     if len(parts) > 1:
         combiner, combine_fit = fit_combiner(config.combine, data.labels[split.val], [part.val_probabilities for part in parts])
@@ -333,7 +335,7 @@ def _train(config: TrainConfig, data: CachedVideos, run: RunFolder) -> SplitMetr
         folders.append(folder)
         sizes = {part: PartSize.from_json(size) for part, size in split.sizes(groups).items()}
         log.info("%ssplit (%s): %s", f"fold {number}/{len(splits)} " if config.cv else "", split.method, report.format_split_sizes(sizes))
-        result = fit_split(data, split, config, folder.history_file, f"fold {number}/{len(splits)} " if config.cv else "")
+        result = fit_split(data, split, config, folder.history_file, f"fold {number}/{len(splits)} " if config.cv else "", groups)
         save_model(result.model, folder.model_file, model_metadata(data, config, split))
         folder.write_baseline(result.baseline.model)
         metrics = split_metrics(data, result, sizes, warning, groups)

@@ -6,8 +6,8 @@ frames' features concatenated in the order the caches were given; the run
 models each cache's columns (a :class:`~framecache.train.parts.FeaturePart`)
 on its own and combines them. The caches must agree on what they share: a
 video's label, group and split (the CSV's) and its number of frames (the same
-frame sampling: ``--fps``, ``--frame-step``); views count as many as the
-cache with the fewest has.
+frame sampling: ``--fps``, ``--frame-step``); a video has as many views as
+the cache with the most (see :class:`JoinedFeatures`).
 """
 
 from __future__ import annotations
@@ -34,17 +34,22 @@ log = logging.getLogger(__name__)
 
 
 class JoinedFeatures(FeatureSource):
-    """Feature sources of the same videos side by side: ``read`` concatenates each one's frames along the feature axis."""
+    """Feature sources of the same videos side by side: ``read`` concatenates each one's frames along the feature axis.
+
+    A video has as many views as its source with the most; a source with
+    fewer gives its clean view (0) for the others, so a cache extracted with
+    one view (pose) still lets training draw the other cache's augmented views.
+    """
 
     def __init__(self, sources: list[FeatureSource]):
         self.sources = sources
         self.num_frames = sources[0].num_frames
-        self.views = np.min([source.views for source in sources], axis=0)
+        self.views = np.max([source.views for source in sources], axis=0)
         self.locality = sources[0].locality
         self.in_memory = all(getattr(source, "in_memory", True) for source in sources)
 
     def read(self, index: int, view: int, steps: np.ndarray | None = None) -> np.ndarray:
-        return np.concatenate([source.read(index, view, steps) for source in self.sources], axis=1)
+        return np.concatenate([source.read(index, view if view < source.views[index] else 0, steps) for source in self.sources], axis=1)
 
     def __getitem__(self, index: int) -> np.ndarray:
         views = int(self.views[index])
@@ -95,9 +100,10 @@ def join_caches(paths: list[str], in_memory: str) -> tuple[list[VideoMeta], Feat
                 sources.append(InMemoryFeatures([cache.features(video.key) for video in own]))
             else:
                 sources.append(StreamedFeatures(own, cache.num_views))
-        views = min(cache.num_views for cache in caches)
+        views = max(cache.num_views for cache in caches)
         if len({cache.num_views for cache in caches}) > 1:
-            log.info("the caches hold %s views per video: the run uses the first %d of each", "/".join(str(cache.num_views) for cache in caches), views)
+            log.info("the caches hold %s views per video: where one has fewer, its clean view stands in for the others",
+                     "/".join(str(cache.num_views) for cache in caches))  # fmt: skip
         return common, JoinedFeatures(sources), parts, views
     finally:
         for cache in caches:

@@ -97,7 +97,8 @@ def measure_cache(path: str, candidates: list[str], cv: int, seeds: list[int], v
     with tempfile.TemporaryDirectory() as scratch:
         for seed in seeds:
             for fold, split in enumerate(make_folds(names, groups, cv, TrainConfig().val_fraction, seed)):
-                baseline = baseline_split(data.features, data.labels, split, len(data.classes), seed=seed, spans=data.spans, max_len=TrainConfig().max_len)
+                baseline = baseline_split(data.features, data.labels, split, len(data.classes), seed=seed, spans=data.spans, max_len=TrainConfig().max_len,
+                                          groups=groups)
                 results[BASELINE].append({"seed": seed, "fold": fold + 1, **_figures(data.labels[split.test], baseline.test_probabilities, data.classes),
                                           **_kept(split, baseline.val_probabilities, baseline.test_probabilities, data.labels)})
                 mean_only = baseline_split(data.features, data.labels, split, len(data.classes), seed=seed, spans=data.spans, pooling="mean", max_len=TrainConfig().max_len)
