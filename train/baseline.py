@@ -27,7 +27,7 @@ import numpy as np
 
 BASELINE_C = 1.0  # inverse L2 strength on standardised features (scikit-learn's default)
 POOLINGS = ("mean_std", "mean")  # what a baseline reads of a video (models saved before the standard deviation: "mean")
-INNER_FOLDS = 3  # folds of the training videos that choose the pooling (choose_pooling)
+INNER_FOLDS = 5  # at most: folds of the training videos that choose the pooling (choose_pooling); fewer subjects, one each
 DESCRIPTION = ("logistic regression (L2, C=1, standardised) on each video's mean over its frames (clean view), and their std "
                "where cross-validation on the training videos prefers it")
 DESCRIPTIONS = {"mean_std": "logistic regression (L2, C=1, standardised) on each video's mean and std over its frames (clean view)",
