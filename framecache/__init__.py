@@ -6,7 +6,7 @@ process is in :mod:`framecache.process_setup`. TensorFlow loads only when a
 function needs it.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 from framecache.api import (  # noqa: E402
     PaddedFeatures,

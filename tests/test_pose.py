@@ -13,7 +13,7 @@ from framecache.common.errors import FramecacheError
 from framecache.data.footage import person_photo
 from framecache.extract.pose.detector import Crop
 from framecache.extract.pose.features import ANGLES, FEATURE_DIM, FEATURE_NAMES, pose_features
-from framecache.extract.pose.models import read_model_files
+from framecache.extract.pose.models import CompiledModel, read_model_files
 from framecache.extract.pose.tracker import FramePose, PoseEstimator
 
 POSE_MODELS = Path(__file__).resolve().parents[2] / "shared/weights/pose"
@@ -253,3 +253,11 @@ def test_fetching_the_models_says_why_it_cannot_and_keeps_what_is_there(tmp_path
     for name, _ in fetch.MEMBERS.values():
         (tmp_path / name).write_bytes(b"model")
     assert fetch.fetch_pose_models(tmp_path) == tmp_path  # already there: pip is not run
+
+
+@needs_models
+def test_the_pose_models_run_in_f32_as_the_provenance_says():
+    """OpenVINO would pick bfloat16 by itself on a CPU that has it; the features must not depend on the machine."""
+    files = read_model_files(POSE_MODELS, "lite")
+    compiled = CompiledModel(files.landmarks, threads=1)
+    assert str(compiled.compiled.get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")

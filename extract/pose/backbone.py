@@ -34,8 +34,9 @@ from framecache.extract.pose.tracker import MIN_PRESENCE, PoseEstimator
 
 POSE_BACKBONES = dict(zip(config.POSE_BACKBONES, ("full", "lite", "heavy")))  # name -> landmark model size
 POSE_FRAME_SIZE = 384
+# "in f32" came with pinning OpenVINO's precision: caches made before (bfloat16 where the CPU has it) are not resumed.
 PREPROCESSING = (f"frames letterboxed to {POSE_FRAME_SIZE} px; BlazePose detector (224 px letterbox, RGB -1..1) and "
-                 "landmark model (256 px rotated crop, RGB 0..1), tracked from frame to frame")  # fmt: skip
+                 "landmark model (256 px rotated crop, RGB 0..1), tracked from frame to frame; OpenVINO in f32")  # fmt: skip
 DEFAULT_WEIGHTS = ("mediapipe", "imagenet")
 BUNDLE_URL = "https://storage.googleapis.com/mediapipe-models/pose_landmarker/pose_landmarker_{size}/float16/latest/pose_landmarker_{size}.task"
 SCORE = FEATURE_NAMES.index("score")

@@ -88,7 +88,9 @@ class CompiledModel:
 
         core = ov.Core()
         model = _read_tflite(core, model_bytes)
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        # f32, as the provenance records: left to itself, OpenVINO runs these models in bfloat16 on a CPU that has it
+        # (AVX512-BF16, AMX), and pose features would differ from machine to machine (docs/benchmarks.md).
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", config)
