@@ -215,7 +215,7 @@ class CachedVideos:
         """What the run's baseline reads: every part's columns and presence column, or None (one part, every frame counts)."""
         if len(self.parts) == 1 and self.parts[0].presence is None:
             return None
-        return [(part.start, part.stop, part.presence) for part in self.parts]
+        return [part.span for part in self.parts]
 
     @functools.cached_property
     def paths(self) -> list[str]:

@@ -30,7 +30,7 @@ from framecache.common.notices import random_weights_warning
 from framecache.common.options import option_name
 from framecache.train import report
 from framecache.train.baseline import BaselineResult, baseline_split
-from framecache.train.combine import Combiner, fit_combiner
+from framecache.train.combine import Combiner, combine, fit_combiner
 from framecache.train.config import TrainConfig
 from framecache.train.data import CachedVideos, SequenceBatches, load_cache
 from framecache.train.metrics import CVMetrics, PartSize, SplitMetrics
@@ -140,7 +140,6 @@ def fit_gru(data: CachedVideos, split: Split, config: TrainConfig, part: Feature
     best epoch (1-based) and the EpochTimes.
     """
     length = sampled_length(data.features.num_frames, config.max_len, config.frame_step)
-    span = None if part is None else (part.start, part.stop, part.presence)
     statistics = input_statistics(data.features, split.train, config.inputs, config.differences, config.max_len, config.frame_step, part)
     model = build_model(
         data.feature_dim,
@@ -159,7 +158,7 @@ def fit_gru(data: CachedVideos, split: Split, config: TrainConfig, part: Feature
         recurrent_dropout=config.recurrent_dropout,
         l2=config.l2,
         pooling=config.pooling,
-        part=span,
+        part=None if part is None else part.span,
         name=name,
     )
     class_weight = class_weights(data.labels[split.train], len(data.classes)) if config.balance == "class-weight" else None
@@ -232,8 +231,8 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_fil
         val_batches, test_batches = sequence_batches(data, split.val, config, length), sequence_batches(data, split.test, config, length)
         parts.append(PartResult(name, predict_probabilities(gru, val_batches), predict_probabilities(gru, test_batches), best))
         if config.appearance:
-            spans = [(part.start, part.stop, part.presence)] if masked else None
-            fitted = baseline_split(data.features, data.labels, split, len(data.classes), config.balance != "none", config.seed, spans,
+            fitted = baseline_split(data.features, data.labels, split, len(data.classes), config.balance != "none", config.seed,
+                                    [part.span] if masked else None,
                                     max_len=config.max_len, frame_step=config.frame_step, groups=subjects)  # fmt: skip
             baselines.append(fitted.model)
             parts.append(PartResult(f"baseline ({part.name})" if several else "baseline", fitted.val_probabilities, fitted.test_probabilities))
@@ -249,9 +248,9 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_fil
     combiner = combine_fit = None
     if len(parts) > 1:
         combiner, combine_fit = fit_combiner(config.combine, data.labels[split.val], [part.val_probabilities for part in parts])
-        model = assemble(data.feature_dim, grus, baselines, combiner)
-        val_probabilities = predict_probabilities(model, sequence_batches(data, split.val, config, length))
-        test_probabilities = predict_probabilities(model, sequence_batches(data, split.test, config, length))
+        model = assemble(data.feature_dim, grus, baselines, combiner)  # computes what combine() does, on the same frames
+        val_probabilities = combine(combiner, [part.val_probabilities for part in parts])
+        test_probabilities = combine(combiner, [part.test_probabilities for part in parts])
     else:
         model, val_probabilities, test_probabilities = grus[0], parts[0].val_probabilities, parts[0].test_probabilities
     return FoldResult(

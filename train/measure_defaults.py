@@ -115,15 +115,14 @@ def measure_cache(path: str, candidates: list[str], cv: int, seeds: list[int], v
                                                                 "test_probabilities": np.round(part.test_probabilities, 5).tolist()}
                                                     for part in result.parts}})  # fmt: skip
                     if result.combiner is not None:  # the other combiner, and version 0.3's mix, refitted on the same parts
-                        refits = {f"{name}/{OTHER_COMBINER[result.combiner.method]}": [part.val_probabilities for part in result.parts]}
+                        other = OTHER_COMBINER[result.combiner.method]
+                        refits = [(f"{name}/{other}", other, result.parts)]
                         if len(data.parts) == 1:
-                            refits[f"{name}/mean-baseline"] = [result.parts[0].val_probabilities, mean_only.val_probabilities]
-                        tests = {f"{name}/{OTHER_COMBINER[result.combiner.method]}": [part.test_probabilities for part in result.parts],
-                                 f"{name}/mean-baseline": [result.parts[0].test_probabilities, mean_only.test_probabilities]}
-                        for refit, val_parts in refits.items():
-                            method = "weight" if refit.endswith("/mean-baseline") else OTHER_COMBINER[result.combiner.method]
-                            combiner, _ = fit_combiner(method, data.labels[split.val], val_parts)
-                            results.setdefault(refit, []).append({**row, **_figures(data.labels[split.test], combine(combiner, tests[refit]), data.classes)})
+                            refits.append((f"{name}/mean-baseline", "weight", [result.parts[0], mean_only]))
+                        for refit, method, fitted in refits:
+                            combiner, _ = fit_combiner(method, data.labels[split.val], [part.val_probabilities for part in fitted])
+                            combined = combine(combiner, [part.test_probabilities for part in fitted])
+                            results.setdefault(refit, []).append({**row, **_figures(data.labels[split.test], combined, data.classes)})
                     if name + GRU_ALONE in results:
                         gru = result.parts[0]
                         results[name + GRU_ALONE].append({**row, **_figures(data.labels[split.test], gru.test_probabilities, data.classes),

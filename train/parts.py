@@ -57,6 +57,11 @@ class FeaturePart:
     def feature_dim(self) -> int:
         return self.stop - self.start
 
+    @property
+    def span(self) -> tuple[int, int, int | None]:
+        """``(start, stop, presence)``: what a model reads of the joined features (see :func:`part_inputs`)."""
+        return self.start, self.stop, self.presence
+
     def to_json(self) -> dict:
         """What a saved model records of the part (``predict`` re-embeds with its provenance)."""
         return {"name": self.name, "start": self.start, "stop": self.stop, "presence": self.presence, "cache_path": self.cache_path,
