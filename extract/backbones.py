@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from framecache.common.errors import FramecacheError
 from framecache.common.options import check, option_name
 from framecache.common.provenance import BackboneDescription, Provenance
 from framecache.extract import engines, lite0
+from framecache.extract.interfaces import Finished, PendingFeatures
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +219,8 @@ def checked_frames(frames: np.ndarray, size: int) -> np.ndarray:
 class Backbone:
     """A frozen backbone in inference mode: uint8 frames in, float32 features out."""
 
-    def __init__(self, spec: BackboneSpec, description: BackboneDescription, engine: str, batch_size: int, run: Callable,
-                 precision: str = "f32"):
+    def __init__(self, spec: BackboneSpec, description: BackboneDescription, engine: str, batch_size: int,
+                 start: Callable[[np.ndarray], PendingFeatures], precision: str = "f32"):  # fmt: skip
         self.name = spec.name
         self.input_size = spec.input_size
         self.feature_dim = spec.feature_dim
@@ -228,22 +230,36 @@ class Backbone:
         self.precision = precision  # recorded in the provenance, unlike the engine
         self.batch_size = batch_size
         self.description = description  # what decides its features; the engine is not part of it
-        self._run = run  # uint8 (batch_size, size, size, 3) -> float32 (batch_size, feature_dim)
+        self._start = start  # uint8 (batch_size, size, size, 3) -> pending float32 (batch_size, feature_dim)
+
+    def start(self, frames: np.ndarray, streams: list | None = None) -> PendingFeatures:
+        """Begin embedding up to ``batch_size`` frames (see :meth:`Embedder.start`); a short batch is padded, so that
+        compiled shapes stay fixed, and its features trimmed."""
+        frames = checked_frames(frames, self.input_size)
+        count = len(frames)
+        if count > self.batch_size:
+            raise ValueError(f"a batch of {count} frames for a backbone built for {self.batch_size}")
+        if count < self.batch_size:
+            frames = np.concatenate([frames, np.zeros((self.batch_size - count, *frames.shape[1:]), frames.dtype)])
+        pending = self._start(np.ascontiguousarray(frames))
+        return pending if count == self.batch_size else _Trimmed(pending, count)
 
     def embed(self, frames: np.ndarray, streams: list | None = None) -> np.ndarray:
-        """uint8 ``(N, size, size, 3)`` RGB → float32 ``(N, feature_dim)``, in batches of exactly ``batch_size``.
+        """uint8 ``(N, size, size, 3)`` RGB → float32 ``(N, feature_dim)``, in batches of exactly ``batch_size``, two
+        at a time.
 
         ``streams`` (which video each run of frames is from) does not matter to a CNN: every frame is its own.
         """
         frames = checked_frames(frames, self.input_size)
-        shape = frames.shape[1:]
         features = np.empty((len(frames), self.feature_dim), np.float32)
+        pending: deque[tuple[int, PendingFeatures]] = deque()
         for start in range(0, len(frames), self.batch_size):
-            batch = frames[start : start + self.batch_size]
-            count = len(batch)
-            if count < self.batch_size:  # pad, so compiled shapes stay fixed; trimmed below
-                batch = np.concatenate([batch, np.zeros((self.batch_size - count, *shape), batch.dtype)])
-            features[start : start + count] = self._run(np.ascontiguousarray(batch))[:count]
+            if len(pending) == 2:
+                done, batch = pending.popleft()
+                features[done : done + self.batch_size] = batch.result()
+            pending.append((start, self.start(frames[start : start + self.batch_size])))
+        for done, batch in pending:
+            features[done : done + self.batch_size] = batch.result()
         return features
 
     def piece_passes(self, features: np.ndarray) -> bool:
@@ -253,6 +269,21 @@ class Backbone:
     def video_failure(self, frames: int, passed: bool) -> None:
         """No video fails for what a CNN's features say."""
         return None
+
+
+@dataclass(frozen=True, eq=False)
+class _Trimmed:
+    """A padded batch's features without the padding."""
+
+    pending: PendingFeatures
+    count: int
+
+    def result(self) -> np.ndarray:
+        return self.pending.result()[: self.count]
+
+    @property
+    def finished_at(self) -> float:
+        return self.pending.finished_at
 
 
 def check_precision(precision: str, engine: str = "auto") -> None:
@@ -358,11 +389,12 @@ def build_planned(plan: BackbonePlan, batch_size: int = 32, threads: int | None 
         if (plan.precision == "bf16") != ("bfloat16" in applied or applied == "bf16"):
             raise FramecacheError(f"OpenVINO compiled {plan.name} in {applied}, not {plan.precision}; "
                                   f"use {option_name('precision', 'f32')}")
-        run = engines.openvino_runner(compiled, streams)
+        start = engines.openvino_runner(compiled, streams)
     else:
         policy = "mixed_bfloat16" if plan.precision == "bf16" else "float32"
         run = engines.tensorflow_runner(engines.keras_model(spec, weights_file, policy), spec, batch_size)
-    return Backbone(spec, plan.description, plan.engine, batch_size, run, plan.precision)
+        start = lambda batch: Finished(run(batch))  # noqa: E731  (one batch at a time, on this thread)
+    return Backbone(spec, plan.description, plan.engine, batch_size, start, plan.precision)
 
 
 def _plan_pose(name: str, weights: str, engine: str, precision: str) -> BackbonePlan:

@@ -81,7 +81,7 @@ class BlockExtractor:
         self.report = report
         self.backbone = build_embedder(plan, config.batch_size, threads)
         self.writer = WriterProcess(config.out, plan.provenance, shard_videos=config.shard_videos)  # the driver made the root
-        self.decoders = DecoderPool(plan.decode, threads, decoder_class)
+        self.decoders = DecoderPool(plan.decode, threads, decoder_class, config.batch_size)
 
     def __call__(self, block: Block) -> BlockResult:
         started, started_at = time.monotonic(), time.time()

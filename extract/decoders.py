@@ -7,21 +7,31 @@ video is recorded as failed. Each worker talks to the driver over its own pipe
 mid-message cannot corrupt anyone else's channel. What a worker does with a
 file is its :class:`~framecache.extract.interfaces.Decoder`
 (:class:`~framecache.extract.views.ViewDecoder` unless a test passes another).
+The frames themselves go through shared memory, each worker's
+:class:`~framecache.extract.frame_ring.FrameRing`; the pipe carries only
+which rows hold them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
-from framecache.extract.messages import DecodeTask, End, Failed, Frames, Retire
+import numpy as np
+
+from framecache.extract.frame_ring import FrameRing, FrameRows, ring_rows
+from framecache.extract.messages import DecodeTask, End, Failed, Frames, Release, Retire
 from framecache.extract.processes import exit_detail, start_ignoring_sigint
 from framecache.extract.views import DecodeSettings, ViewDecoder, failure_reason
+
+log = logging.getLogger(__name__)
 
 TASKS_PER_WORKER = 2  # queued per decoder, so it never waits for the next path
 DECODE_TIMEOUT_S = 600.0  # a worker silent this long on one video is stuck: restart it
@@ -32,39 +42,81 @@ DECODE_TIMEOUT_S = 600.0  # a worker silent this long on one video is stuck: res
 DECORD_RECYCLE_FRAMES = 5000
 
 
-def decode_worker(connection: Connection, settings: DecodeSettings, decoder_class: type = ViewDecoder) -> None:
-    """Worker process: receive DecodeTasks, send back view frames chunk by chunk.
+def decode_worker(connection: Connection, settings: DecodeSettings, ring: FrameRing | None, decoder_class: type = ViewDecoder) -> None:
+    """Worker process: receive DecodeTasks, write their view frames into ``ring`` chunk by chunk and say where
+    (``None``: no ring could be made; the frames go through the pipe).
 
-    Messages sent: :class:`Frames` with views uint8 ``(V, n, size, size, 3)``,
+    Messages sent: :class:`Frames` naming the ring rows of each view's frames,
     then :class:`End`, or :class:`Failed` with the reason; :class:`Retire`
     before exiting to be replaced (decord leaks memory per decoded frame, even
     across readers). Exits when the pipe closes or on ``None``.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    import cv2
+
+    cv2.setNumThreads(1)  # the augmentation: OpenCV's threads cost 1.5x the CPU on a busy machine; the processes are the parallelism
     decoder = decoder_class(settings)
+    inbox = _Inbox(connection, len(ring.frames) if ring is not None else 0)
     decoded = 0
-    while True:
-        if settings.decoder == "decord" and decoded >= DECORD_RECYCLE_FRAMES:
-            connection.send(Retire())
-            return
-        try:
-            task: DecodeTask | None = connection.recv()
-        except (EOFError, OSError):
-            return  # the driver is gone
-        if task is None:
-            return
-        try:
-            video = decoder.open(task.path, task.key, task.fps)
-            offset = 0
-            for views in video:
-                connection.send(Frames(task.index, offset, views))
-                offset += views.shape[1]
-                decoded += views.shape[1] * max(1, settings.frame_step)
-            connection.send(End(task.index, offset, video.frames.source_frames, video.info.fps, video.info.header_frames))
-        except (EOFError, BrokenPipeError, ConnectionResetError):
-            return
-        except Exception as error:  # a bad video; keep the run going
-            connection.send(Failed(task.index, failure_reason(error)))
+    try:
+        while True:
+            if settings.decoder == "decord" and decoded >= DECORD_RECYCLE_FRAMES:
+                connection.send(Retire())
+                return
+            task = inbox.next_task()
+            try:
+                video = decoder.open(task.path, task.key, task.fps)
+                offset = 0
+                for views in video:
+                    count = views.shape[1]
+                    if ring is None:
+                        connection.send(Frames(task.index, offset, views=views))
+                    else:
+                        rows = inbox.free_rows(views.shape[0] * count)
+                        ring.frames[rows] = views.reshape(-1, *views.shape[2:])
+                        connection.send(Frames(task.index, offset, rows.reshape(views.shape[0], count)))
+                    offset += count
+                    decoded += count * max(1, settings.frame_step)
+                connection.send(End(task.index, offset, video.frames.source_frames, video.info.fps, video.info.header_frames))
+            except (_Stop, EOFError, BrokenPipeError, ConnectionResetError):
+                raise
+            except Exception as error:  # a bad video; keep the run going
+                connection.send(Failed(task.index, failure_reason(error)))
+    except (_Stop, EOFError, OSError):
+        return  # told to stop, or the driver is gone
+
+
+class _Stop(Exception):
+    """The driver said stop (``None``)."""
+
+
+class _Inbox:
+    """A worker's side of its pipe: tasks queue up, released ring rows become free again."""
+
+    def __init__(self, connection: Connection, rows: int):
+        self.connection = connection
+        self.tasks: deque[DecodeTask] = deque()
+        self.free: deque[int] = deque(range(rows))
+
+    def next_task(self) -> DecodeTask:
+        while not self.tasks:
+            self._receive()
+        return self.tasks.popleft()
+
+    def free_rows(self, count: int) -> np.ndarray:
+        """``count`` ring rows free to write, waiting for the driver to release some if need be."""
+        while len(self.free) < count:
+            self._receive()
+        return np.array([self.free.popleft() for _ in range(count)], np.int64)
+
+    def _receive(self) -> None:
+        message = self.connection.recv()
+        if message is None:
+            raise _Stop
+        if isinstance(message, Release):
+            self.free.extend(message.rows.tolist())
+        else:
+            self.tasks.append(message)
 
 
 @dataclass
@@ -73,11 +125,36 @@ class DecoderSlot:
 
     process: multiprocessing.process.BaseProcess
     connection: Connection
+    ring: FrameRing | None  # the frames it writes (None: they come through the pipe); a replacement process gets a new one
     tasks: deque[DecodeTask] = field(default_factory=deque)
     last_seen: float = field(default_factory=time.monotonic)
 
+    def releaser(self) -> Callable[[np.ndarray], None]:
+        """What hands read rows back to this process, and only to it: a replacement has its own ring and pipe."""
+        connection = self.connection
 
-DecoderMessage = Frames | End | Failed
+        def release(rows: np.ndarray) -> None:
+            with contextlib.suppress(OSError):  # the process has ended: its rows are no one's
+                connection.send(Release(rows))
+
+        return release
+
+
+@dataclass(frozen=True, eq=False)
+class Chunk:
+    """A decoded chunk as the driver receives it: each view's frames, still in the decoder's ring."""
+
+    index: int
+    offset: int  # of the chunk's first frame in the video's sampled frames
+    views: list[FrameRows]
+
+    @property
+    def frames(self) -> int:
+        """Frames per view."""
+        return len(self.views[0])
+
+
+DecoderMessage = Chunk | End | Failed
 
 
 class DecoderPool:
@@ -87,18 +164,33 @@ class DecoderPool:
     (a :class:`~framecache.extract.interfaces.Decoder`; tests pass one that crashes).
     """
 
-    def __init__(self, settings: DecodeSettings, count: int, decoder_class: type = ViewDecoder):
+    def __init__(self, settings: DecodeSettings, count: int, decoder_class: type = ViewDecoder, batch_size: int = 32):
         self.context = multiprocessing.get_context("spawn")
         self.settings = settings
         self.decoder_class = decoder_class
+        self.ring_rows = ring_rows(batch_size, settings.views, settings.chunk_frames)  # never fewer than a batch and a chunk
+        self.ring_failed = False
         self.slots: list[DecoderSlot] = [self._start() for _ in range(count)]
 
     def _start(self) -> DecoderSlot:
         ours, theirs = self.context.Pipe(duplex=True)
-        process = self.context.Process(target=decode_worker, args=(theirs, self.settings, self.decoder_class), daemon=True)
+        ring = self._make_ring()
+        process = self.context.Process(target=decode_worker, args=(theirs, self.settings, ring, self.decoder_class), daemon=True)
         start_ignoring_sigint(process)
         theirs.close()
-        return DecoderSlot(process, ours)
+        return DecoderSlot(process, ours, ring)
+
+    def _make_ring(self) -> FrameRing | None:
+        """A new process's ring; None where memory cannot be shared as a file here (a file size limit, ``ulimit -f``,
+        below its size): then frames go through the pipe, about 0.3 ms of CPU per frame more, said once."""
+        try:
+            return FrameRing(self.ring_rows, self.settings.size)
+        except OSError as error:
+            if not self.ring_failed:
+                log.warning("decoded frames go through pipes, more slowly: no shared memory of %.0f MB (%s)",
+                            self.ring_rows * self.settings.size**2 * 3 / 2**20, error.strerror or error)  # fmt: skip
+            self.ring_failed = True
+            return None
 
     def assign(self, todo: deque[DecodeTask]) -> None:
         """Give each worker tasks until it has TASKS_PER_WORKER queued."""
@@ -145,6 +237,11 @@ class DecoderPool:
         if isinstance(message, Retire):
             self._replace(slot)
             return []
+        if isinstance(message, Frames):
+            if message.rows is None:
+                return [Chunk(message.index, message.offset, [FrameRows.of(frames) for frames in message.views])]
+            release = slot.releaser()
+            return [Chunk(message.index, message.offset, [FrameRows(slot.ring.frames, rows, release) for rows in message.rows])]
         if isinstance(message, (End, Failed)):
             slot.tasks.popleft()
         return [message]
@@ -167,7 +264,7 @@ class DecoderPool:
         requeue = deque(slot.tasks)
         slot.connection.close()
         fresh = self._start()
-        slot.process, slot.connection, slot.tasks, slot.last_seen = fresh.process, fresh.connection, fresh.tasks, fresh.last_seen
+        slot.process, slot.connection, slot.ring, slot.tasks, slot.last_seen = fresh.process, fresh.connection, fresh.ring, fresh.tasks, fresh.last_seen
         self.assign(requeue)
 
     def restart_all(self) -> None:

@@ -6,9 +6,13 @@
     (decoder processes)           batches mixing videos,       then each video's
                                   through the Embedder         end or failure
 
-Each embedded piece (a run of one view's frames in a batch) goes to the
-writer as soon as its batch returns, cast once to what the cache stores; the
-driver keeps of a video only counts, so its memory does not grow with video length.
+A batch's frames are copied once, from the decoders' shared memory into the
+batch; the embedder runs it on its own threads while the driver takes the
+next chunks and starts the next batch (two at most), so that the backbone
+never waits for the driver. Each embedded piece (a run of one view's frames
+in a batch) goes to the writer as soon as its batch's features are taken,
+cast once to what the cache stores; the driver keeps of a video only
+counts, so its memory does not grow with video length.
 
 The same class runs a whole CSV on one machine (:mod:`framecache.extract.pipeline`)
 and each block of videos inside a Ray actor (:mod:`framecache.extract.blocks`).
@@ -21,6 +25,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,13 +35,15 @@ import pandas as pd
 
 from framecache.common.cache import stored_features
 from framecache.common.cli import interrupted, raise_interrupt
-from framecache.extract.decoders import DecoderPool
-from framecache.extract.interfaces import Embedder, ProgressReport, ShardSink
-from framecache.extract.messages import DecodeTask, End, Failed, FailureRecord, FeaturePiece, Frames, VideoRecord
+from framecache.extract.decoders import Chunk, DecoderPool
+from framecache.extract.frame_ring import FrameRows
+from framecache.extract.interfaces import Embedder, PendingFeatures, ProgressReport, ShardSink
+from framecache.extract.messages import DecodeTask, End, Failed, FailureRecord, FeaturePiece, VideoRecord
 
 log = logging.getLogger(__name__)
 
 WAIT_S = 0.5  # longest wait for decoded frames before checking the writer and the progress again
+PENDING_BATCHES = 2  # batches started and not yet taken: the embedder starts the next as soon as it ends one
 
 
 @dataclass
@@ -53,6 +60,13 @@ class ExtractSummary:
     relabeled: int = 0  # cached videos whose label, group or split the CSV changed: brought up to date
     failures: list[tuple[str, str]] = field(default_factory=list)
     blocks: list = field(default_factory=list)  # on Ray: each block's BlockResult, in the order they finished
+    embed_seconds: float = 0.0  # from the first batch's start to the last batch's end
+    embed_idle_seconds: float = 0.0  # of those, when the embedder had no batch: it waited for frames
+
+    @property
+    def embed_idle_share(self) -> float:
+        """The share of the embedding time in which the backbone waited for frames (0: never)."""
+        return self.embed_idle_seconds / self.embed_seconds if self.embed_seconds > 0 else 0.0
 
     @property
     def done(self) -> int:
@@ -89,7 +103,16 @@ class _Queued:
     index: int
     view: int
     offset: int
-    frames: np.ndarray  # uint8 (n, size, size, 3)
+    frames: FrameRows  # in a decoder's shared memory until copied into a batch
+
+
+@dataclass
+class _Batch:
+    """A batch handed to the embedder: which frames it holds, and its features to come."""
+
+    pieces: list[tuple[int, int, int, int]]  # (video index, view, offset, count), in the batch's order
+    features: PendingFeatures
+    started_at: float  # time.monotonic()
 
 
 class Driver:
@@ -121,18 +144,25 @@ class Driver:
         self.in_flight: dict[int, _Video] = {}
         self.ready: deque[_Queued] = deque()  # waiting for the backbone
         self.ready_frames = 0
+        self.running: deque[_Batch] = deque()  # started, features not yet taken
+        self.busy_until: float | None = None  # when the embedder ends the batches taken so far
         todo = deque(DecodeTask(index, row.abs_path, row.path, row.fps) for index, row in enumerate(rows.itertuples()))
         decoders = self.decoders
         main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
         previous_sigterm = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread else None
         try:
             decoders.assign(todo)
-            while todo or decoders.busy() or self.ready:
+            while todo or decoders.busy() or self.ready or self.running:
                 if interrupted():  # raised before, but swallowed by a library
                     raise KeyboardInterrupt
                 self.writer.check()  # a writer killed meanwhile (OOM killer) stops the run now
                 if self.ready_frames >= self.batch_size or (self.ready and not decoders.busy()):
-                    self._embed()  # a short batch only at the very end
+                    if len(self.running) == PENDING_BATCHES:
+                        self._take_features()
+                    self._start_batch()  # a short batch only at the very end
+                    continue
+                if self.running and (len(self.running) == PENDING_BATCHES or not decoders.busy()):
+                    self._take_features()
                     continue
                 for message in decoders.receive(timeout=WAIT_S):
                     self._handle(message)
@@ -141,6 +171,8 @@ class Driver:
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
+            for batch in self.running:  # the backbone reads their frames until it ends them
+                batch.features.result()
             if main_thread:
                 signal.signal(signal.SIGTERM, previous_sigterm)
 
@@ -148,12 +180,12 @@ class Driver:
         summary = self.summary
         self.progress.update(summary.done, summary.failed, summary.frames)
 
-    def _handle(self, message: Frames | End | Failed) -> None:
+    def _handle(self, message: Chunk | End | Failed) -> None:
         video = self.in_flight.setdefault(message.index, _Video())
-        if isinstance(message, Frames):
+        if isinstance(message, Chunk):
             for view, frames in enumerate(message.views):
                 self.ready.append(_Queued(message.index, view, message.offset, frames))
-            count = message.views.shape[0] * message.views.shape[1]
+            count = len(message.views) * message.frames
             video.pending += count
             self.ready_frames += count
         elif isinstance(message, End):
@@ -166,10 +198,11 @@ class Driver:
             self.ready_frames -= sum(len(item.frames) for item in queued)
             for item in queued:
                 self.ready.remove(item)
+                item.frames.drop()
             self._finish(message.index, message.reason)
 
-    def _embed(self) -> None:
-        """Run the next ``batch_size`` queued frames (of any videos) through the embedder."""
+    def _start_batch(self) -> None:
+        """Copy the next ``batch_size`` queued frames (of any videos) into a batch and start the embedder on it."""
         if self.embedder is None:
             self.embedder = self.build_embedder()
         pieces, taken = [], 0
@@ -177,28 +210,54 @@ class Driver:
             item = self.ready.popleft()
             room = self.batch_size - taken
             if len(item.frames) > room:
-                self.ready.appendleft(_Queued(item.index, item.view, item.offset + room, item.frames[room:]))
-                item = _Queued(item.index, item.view, item.offset, item.frames[:room])
+                head, rest = item.frames.split(room)
+                self.ready.appendleft(_Queued(item.index, item.view, item.offset + room, rest))
+                item = _Queued(item.index, item.view, item.offset, head)
             pieces.append(item)
             taken += len(item.frames)
         self.ready_frames -= taken
-        streams = [((item.index, item.view), item.offset, len(item.frames)) for item in pieces]  # a view's frames in order
-        features = self.embedder.embed(np.concatenate([item.frames for item in pieces]), streams)
+        batch = np.empty((taken, *pieces[0].frames.source.shape[1:]), np.uint8)
         start = 0
-        for item in pieces:
-            video = self.in_flight.get(item.index)
-            if video is not None:  # None: the video failed after these frames were queued
-                piece = features[start : start + len(item.frames)]
-                if item.view == 0:
-                    video.clean_frames += len(piece)
-                    video.passed = video.passed or self.embedder.piece_passes(piece)
-                self.writer.send(FeaturePiece(self.paths[item.index], item.view, item.offset, stored_features(piece)))
-                video.pending -= len(item.frames)
+        for item in pieces:  # the decoders may write these frames' rows again from here
+            item.frames.copy_to(batch[start : start + len(item.frames)])
             start += len(item.frames)
-        self.summary.frames += taken
+        streams = [((item.index, item.view), item.offset, len(item.frames)) for item in pieces]  # a view's frames in order
+        started_at = time.monotonic()
+        features = self.embedder.start(batch, streams)
+        self.running.append(_Batch([(item.index, item.view, item.offset, len(item.frames)) for item in pieces], features, started_at))
+
+    def _take_features(self) -> None:
+        """Wait for the oldest batch's features, send each of its pieces to the writer, finish the videos it ended."""
+        batch = self.running.popleft()
+        features = batch.features.result()
+        self._count_idle(batch)
+        start = 0
+        for index, view, offset, count in batch.pieces:
+            video = self.in_flight.get(index)
+            if video is not None:  # None: the video failed after these frames were queued
+                piece = features[start : start + count]
+                if view == 0:
+                    video.clean_frames += count
+                    video.passed = video.passed or self.embedder.piece_passes(piece)
+                self.writer.send(FeaturePiece(self.paths[index], view, offset, stored_features(piece)))
+                video.pending -= count
+            start += count
+        self.summary.frames += start
         for index in [i for i, v in self.in_flight.items() if v.num_frames is not None and v.pending == 0]:
             self._finish(index, None)
         self._report()
+
+    def _count_idle(self, batch: _Batch) -> None:
+        """Add to the summary's embedding time the span of ``batch`` (taken in the order started), and the gap before
+        it in which the embedder had nothing to do."""
+        summary = self.summary
+        if self.busy_until is None:
+            self.busy_until = batch.started_at
+        elif batch.started_at > self.busy_until:
+            summary.embed_idle_seconds += batch.started_at - self.busy_until
+        ended = max(batch.features.finished_at, batch.started_at)
+        summary.embed_seconds += max(0.0, ended - self.busy_until)
+        self.busy_until = max(self.busy_until, ended)
 
     def _finish(self, index: int, reason: str | None) -> None:
         """Tell the writer a video is done: all its pieces were sent, or why it failed (its pieces are then void)."""

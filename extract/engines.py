@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import random
+import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
@@ -299,18 +301,52 @@ def openvino_streams(batch_size: int, threads: int | None = None) -> int:
     return 2 if (threads or available_cores()) >= 2 and batch_size % 2 == 0 else 1
 
 
-def openvino_runner(compiled, streams: int) -> Callable:
-    """Run a batch as ``streams`` equal parts on as many infer requests at once."""
-    requests = [compiled.create_infer_request() for _ in range(streams)]
+PENDING_BATCHES = 2  # batches in OpenVINO at once: a stream that ends its half early starts on the next batch
 
-    def run(inputs: np.ndarray) -> np.ndarray:
-        for request, part in zip(requests, np.split(inputs, streams)):
-            request.start_async([part])
-        for request in requests:
+
+def openvino_runner(compiled, streams: int) -> Callable[[np.ndarray], _RequestGroup]:
+    """``start(batch)``: run a batch as ``streams`` equal parts on as many infer requests at once, without waiting.
+
+    Up to :data:`PENDING_BATCHES` batches run at once, each on its own group
+    of requests, taken in turn; a batch's features must be taken
+    (:meth:`_RequestGroup.result`) before its group is used again.
+    """
+    groups = [_RequestGroup([compiled.create_infer_request() for _ in range(streams)]) for _ in range(PENDING_BATCHES)]
+    turns = itertools.cycle(groups)
+    return lambda inputs: next(turns).start(inputs)
+
+
+class _RequestGroup:
+    """Infer requests that run one batch together, a part each (a :class:`~framecache.extract.interfaces.PendingFeatures`)."""
+
+    def __init__(self, requests: list):
+        self.requests = requests
+        self.inputs: np.ndarray | None = None  # the batch, shared with OpenVINO (not copied): kept until the group's next batch
+        self.taken = True
+        self.ended = [0.0] * len(requests)
+        for number, request in enumerate(requests):
+            request.set_callback(self._ended, number)
+
+    def _ended(self, number: int) -> None:  # on one of OpenVINO's threads
+        self.ended[number] = time.monotonic()
+
+    def start(self, inputs: np.ndarray) -> _RequestGroup:
+        if not self.taken:
+            raise RuntimeError(f"more than {PENDING_BATCHES} batches started before the first one's features were taken")
+        self.inputs, self.taken = inputs, False
+        for request, part in zip(self.requests, np.split(inputs, len(self.requests))):
+            request.start_async([part], share_inputs=True)
+        return self
+
+    def result(self) -> np.ndarray:
+        for request in self.requests:
             request.wait()
-        return np.concatenate([np.array(request.get_output_tensor(0).data, dtype=np.float32) for request in requests])
+        self.taken = True
+        return np.concatenate([np.array(request.get_output_tensor(0).data, dtype=np.float32) for request in self.requests])
 
-    return run
+    @property
+    def finished_at(self) -> float:
+        return max(self.ended)
 
 
 def openvino_has_bf16() -> bool:

@@ -4,6 +4,7 @@
 
     Decoder        a video file or frame folder -> its views, uint8 chunks   ViewDecoder (in the decoder processes)
     Embedder       uint8 frames  ->  float32 features                Backbone (built once per process)
+                   (started, then collected: PendingFeatures)
     ShardSink      embedded pieces -> closed shards of the cache     WriterProcess (the one writer arrangement)
     ProgressReport counts         -> a bar, lines, or a Ray tally    Progress, blocks' BlockProgress
 
@@ -12,6 +13,8 @@ Each is a :class:`typing.Protocol`: a test double needs only these methods.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -33,12 +36,42 @@ class Decoder(Protocol):
         ...
 
 
+class PendingFeatures(Protocol):
+    """One batch handed to an embedder: its features once computed."""
+
+    finished_at: float  # time.monotonic() when the computation ended; read after result()
+
+    def result(self) -> np.ndarray:
+        """Wait for the features: float32 ``(n, feature_dim)``."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class Finished:
+    """Features computed at once (:class:`PendingFeatures` of an embedder that runs one batch at a time)."""
+
+    features: np.ndarray
+    finished_at: float = field(default_factory=time.monotonic)
+
+    def result(self) -> np.ndarray:
+        return self.features
+
+
 class Embedder(Protocol):
     """The frozen backbone: uint8 RGB frames ``(n, size, size, 3)`` in, float32 features ``(n, feature_dim)`` out."""
+
+    batch_size: int  # frames per batch: :meth:`start` takes at most this many
 
     def embed(self, frames: np.ndarray, streams: list[tuple[object, int, int]] | None = None) -> np.ndarray:
         """``streams``: ``(stream, offset, count)`` for each run of ``frames``, in order: which video's view the run is
         from and where in it it starts (a pose backbone tracks a person along a stream; a CNN ignores it)."""
+        ...
+
+    def start(self, frames: np.ndarray, streams: list[tuple[object, int, int]] | None = None) -> PendingFeatures:
+        """Begin embedding one batch (at most ``batch_size`` frames; ``streams`` as for :meth:`embed`) and return at once
+        where the backbone runs on its own threads, so that the caller prepares the next batch meanwhile. At most two
+        batches may be pending: take the older one's :meth:`~PendingFeatures.result` before starting a third.
+        Batches are embedded in the order started."""
         ...
 
     def piece_passes(self, features: np.ndarray) -> bool:

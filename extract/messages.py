@@ -2,11 +2,13 @@
 
 ::
 
-    driver ── DecodeTask, None (stop) ──►  decode worker  ── Frames, End, Failed, Retire ──►  driver
+    driver ── DecodeTask, Release, None (stop) ──►  decode worker  ── Frames, End, Failed, Retire ──►  driver
     driver ── FeaturePiece, VideoRecord, FailureRecord, CloseShard, Close ──►  writer  ── Ready, WriterError, ShardClosed, Closed ──►  driver
 
 Every message is pickled by ``multiprocessing``; the classes live here, apart
-from the processes, so both sides import the same definitions.
+from the processes, so both sides import the same definitions. Decoded frames
+themselves do not go through the pipe: they are rows of the decoder's
+:class:`~framecache.extract.frame_ring.FrameRing`, and a message names the rows.
 """
 
 from __future__ import annotations
@@ -30,16 +32,25 @@ class DecodeTask:
     fps: float | None = None  # the CSV's fps for this row (a frame folder's rate)
 
 
+@dataclass(frozen=True, eq=False)
+class Release:
+    """These rows of the decoder's ring were read: it may write them again."""
+
+    rows: np.ndarray  # int64
+
+
 # -- decode worker → driver
 
 
 @dataclass(frozen=True, eq=False)
 class Frames:
-    """The next chunk of a video's frames, every view of it."""
+    """The next chunk of a video's frames, every view of it: written into the decoder's ring, or (a decoder without
+    one) sent along."""
 
     index: int
     offset: int  # of the chunk's first frame in the video's sampled frames
-    views: np.ndarray  # uint8 (views, n, size, size, 3)
+    rows: np.ndarray | None = None  # int64 (views, n): the ring's row holding each frame of each view
+    views: np.ndarray | None = None  # uint8 (views, n, size, size, 3), where there is no ring
 
 
 @dataclass(frozen=True)

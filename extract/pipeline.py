@@ -73,7 +73,7 @@ def run_extraction(config: ExtractConfig, decoder_class: type = ViewDecoder) -> 
         if len(todo):
             progress = Progress(summary.videos_total, summary.skipped, config.quiet, started)
             try:
-                with DecoderPool(plan.decode, min(config.workers, len(todo)), decoder_class) as decoders:
+                with DecoderPool(plan.decode, min(config.workers, len(todo)), decoder_class, config.batch_size) as decoders:
                     Driver(decoders, lambda: build_embedder(plan, config.batch_size), writer, progress,
                            config.views, config.batch_size).run(todo, summary)
             finally:

@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from framecache.extract.messages import DecodeTask, End, Failed, Frames
+from framecache.extract.decoders import Chunk
+from framecache.extract.frame_ring import FrameRows
+from framecache.extract.interfaces import Finished
+from framecache.extract.messages import DecodeTask, End, Failed
 from framecache.extract.views import VideoViews, ViewDecoder
 
 if TYPE_CHECKING:  # not imported in the decoder processes that load this module for its decoders
@@ -119,7 +122,7 @@ class SyntheticDecoders:
         values = (np.arange(self.sent, self.sent + count)[None, :] + 7 * np.arange(self.views)[:, None]) % 251
         values *= "EMPTY" not in task.key
         views = np.broadcast_to(values.astype(np.uint8)[..., None, None, None], (self.views, count, self.size, self.size, 3))
-        message = Frames(task.index, self.sent, np.ascontiguousarray(views))
+        message = Chunk(task.index, self.sent, [FrameRows.of(np.ascontiguousarray(frames)) for frames in views])
         self.sent += count
         return [message]
 
@@ -134,6 +137,9 @@ class FakeEmbedder:
 
     def embed(self, frames: np.ndarray, streams: list | None = None) -> np.ndarray:
         return features_of(frames[:, 0, 0, 0], self.feature_dim)
+
+    def start(self, frames: np.ndarray, streams: list | None = None) -> Finished:
+        return Finished(self.embed(frames, streams))
 
     def piece_passes(self, features: np.ndarray) -> bool:
         return bool(np.any(features[:, 0] > 0))

@@ -28,6 +28,7 @@ from framecache.common.errors import FramecacheError
 from framecache.common.options import option_name
 from framecache.common.provenance import BackboneDescription
 from framecache.extract.backbones import checked_frames
+from framecache.extract.interfaces import Finished
 from framecache.extract.pose.features import FEATURE_DIM, FEATURE_NAMES, pose_features
 from framecache.extract.pose.models import read_model_files
 from framecache.extract.pose.tracker import MIN_PRESENCE, PoseEstimator
@@ -127,6 +128,10 @@ class PoseBackbone:
             features.append(pose_features(poses, self.input_size))
             start += count
         return np.concatenate(features) if features else np.empty((0, self.feature_dim), np.float32)
+
+    def start(self, frames: np.ndarray, streams: list[tuple[object, int, int]] | None = None) -> Finished:
+        """:meth:`embed` at once: the tracker runs one frame after another, on this thread."""
+        return Finished(self.embed(frames, streams))
 
     def piece_passes(self, features: np.ndarray) -> bool:
         """Whether a person is found in any of these frames."""
