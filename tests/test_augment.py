@@ -238,3 +238,45 @@ def test_the_pose_preset_mirrors_tilts_shifts_and_zooms_and_is_a_pose_backbones_
     assert ExtractConfig(backbone="pose").augment_preset() == "pose" and ExtractConfig(backbone="pose_lite").augment_preset() == "pose"
     assert ExtractConfig().augment_preset() == "default", "a CNN's caches keep the preset, and so their provenance"
     assert ExtractConfig(backbone="pose", augment="light").augment_preset() == "light"
+
+
+# sha256 (first 16 hex digits) of views 1 and 2 of two videos (seed 3, start 5) of make_frames(6, 224, 224) and
+# make_frames(5, 47, 33), per preset: the pixels every preset made before its augmentation was made faster. A preset's
+# views may change only as a new preset (its own name in the provenance); these must then stay as they are.
+PRESET_PIXELS = {
+    (6, 224, 224): {"none": "8a4ab2f3e990e37f", "light": "5468c51f52d467a8", "default": "3e49d0e19c7e7f8d",
+                    "blur-noise": "da439b16b7cb98cf", "pose": "a7f983405288b6c2"},
+    (5, 47, 33): {"none": "33094c220a76f81d", "light": "73928c2ea43180ec", "default": "8120899a446abd8b",
+                  "blur-noise": "e7f104da694d657a", "pose": "13eb38471f19d5fe"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", list(PRESET_PIXELS))
+@pytest.mark.parametrize("preset", AUGMENT_PRESETS)
+def test_every_preset_keeps_its_pixels(shape: tuple[int, int, int], preset: str) -> None:
+    import hashlib
+
+    frames = make_frames(*shape)
+    digest = hashlib.sha256()
+    for view in (1, 2):
+        for key in ("a.mp4", "b/c.mp4"):
+            digest.update(ViewAugmenter(preset, seed=3)(frames, key, view, start=5).tobytes())
+    assert digest.hexdigest()[:16] == PRESET_PIXELS[shape][preset]
+
+
+def test_warp_through_rgba_is_opencvs_rgb_warp() -> None:
+    import cv2
+
+    from framecache.extract.augment import warp_affine
+
+    draw = random.Random(0)
+    for height, width in [(224, 224), (225, 223), (120, 160), (7, 9)]:
+        for flipped in (False, True):
+            frame = make_frames(1, height, width)[0]
+            frame = np.fliplr(frame) if flipped else frame  # a view, as after a horizontal flip
+            for _ in range(40):
+                matrix = cv2.getRotationMatrix2D((width / 2, height / 2), draw.uniform(-30, 30), draw.uniform(0.7, 1.3))
+                matrix[:, 1] += [draw.uniform(-0.3, 0.3), 0.0]
+                matrix[:, 2] += [draw.uniform(-20, 20), draw.uniform(-20, 20)]
+                expected = cv2.warpAffine(frame, matrix, (width, height), flags=cv2.INTER_LINEAR)
+                np.testing.assert_array_equal(warp_affine(frame, matrix), expected)
