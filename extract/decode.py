@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -236,16 +236,19 @@ def decoder_output_shape(info: VideoInfo, size: int, fit: str = "crop") -> tuple
     return (width, height) if info.rotation in (90, 270) else (height, width)
 
 
-def upright_square(frames: np.ndarray, rotation: int, size: int, fit: str = "crop") -> np.ndarray:
-    """Turn (n, H, W, 3) frames counter-clockwise by ``rotation`` degrees, then crop their central ``size x size``
-    (``crop``) or centre them on black ``size x size`` frames (``letterbox``)."""
-    if rotation:
-        frames = np.rot90(frames, k=rotation // 90, axes=(1, 2))
-    height, width = frames.shape[1:3]
-    if fit == "letterbox":
-        square = np.zeros((len(frames), size, size, 3), np.uint8)
-        top, left = (size - height) // 2, (size - width) // 2
-        square[:, top : top + height, left : left + width] = frames
-        return square
-    top, left = (height - size) // 2, (width - size) // 2
-    return np.ascontiguousarray(frames[:, top : top + size, left : left + size])
+def upright_square(frames: Sequence[np.ndarray], rotation: int, size: int, fit: str = "crop") -> np.ndarray:
+    """Turn frames ``(H, W, 3)`` (a list, or an array of them) counter-clockwise by ``rotation`` degrees, then crop
+    their central ``size x size`` (``crop``) or centre them on black ``size x size`` frames (``letterbox``): one new
+    array ``(n, size, size, 3)``, each frame copied once."""
+    square = (np.zeros if fit == "letterbox" else np.empty)((len(frames), size, size, 3), np.uint8)
+    for index, frame in enumerate(frames):
+        if rotation:
+            frame = np.rot90(frame, k=rotation // 90)
+        height, width = frame.shape[:2]
+        if fit == "letterbox":
+            top, left = (size - height) // 2, (size - width) // 2
+            square[index, top : top + height, left : left + width] = frame
+        else:
+            top, left = (height - size) // 2, (width - size) // 2
+            square[index] = frame[top : top + size, left : left + size]
+    return square

@@ -56,7 +56,7 @@ def decode_worker(connection: Connection, settings: DecodeSettings, ring: FrameR
 
     cv2.setNumThreads(1)  # the augmentation: OpenCV's threads cost 1.5x the CPU on a busy machine; the processes are the parallelism
     decoder = decoder_class(settings)
-    inbox = _Inbox(connection, len(ring.frames) if ring is not None else 0)
+    inbox = _Inbox(connection, ring, settings.views)
     decoded = 0
     try:
         while True:
@@ -65,22 +65,21 @@ def decode_worker(connection: Connection, settings: DecodeSettings, ring: FrameR
                 return
             task = inbox.next_task()
             try:
-                video = decoder.open(task.path, task.key, task.fps)
+                video = decoder.open(task.path, task.key, task.fps, inbox.place if ring is not None else None)
                 offset = 0
                 for views in video:
                     count = views.shape[1]
                     if ring is None:
                         connection.send(Frames(task.index, offset, views=views))
                     else:
-                        rows = inbox.free_rows(views.shape[0] * count)
-                        ring.frames[rows] = views.reshape(-1, *views.shape[2:])
-                        connection.send(Frames(task.index, offset, rows.reshape(views.shape[0], count)))
+                        connection.send(Frames(task.index, offset, inbox.rows_of(views)))
                     offset += count
                     decoded += count * max(1, settings.frame_step)
                 connection.send(End(task.index, offset, video.frames.source_frames, video.info.fps, video.info.header_frames))
             except (_Stop, EOFError, BrokenPipeError, ConnectionResetError):
                 raise
             except Exception as error:  # a bad video; keep the run going
+                inbox.unplace()
                 connection.send(Failed(task.index, failure_reason(error)))
     except (_Stop, EOFError, OSError):
         return  # told to stop, or the driver is gone
@@ -91,30 +90,81 @@ class _Stop(Exception):
 
 
 class _Inbox:
-    """A worker's side of its pipe: tasks queue up, released ring rows become free again."""
+    """A worker's side of its pipe and ring: tasks queue up; a chunk's views get free rows of the ring, in one run
+    where the ring has one (written in place), and rows the driver released become free again."""
 
-    def __init__(self, connection: Connection, rows: int):
+    def __init__(self, connection: Connection, ring: FrameRing | None, views: int):
         self.connection = connection
+        self.ring = ring
+        self.views = views
         self.tasks: deque[DecodeTask] = deque()
-        self.free: deque[int] = deque(range(rows))
+        self.free = np.ones(len(ring.frames) if ring is not None else 0, bool)
+        self.next_row = 0  # where the next run of rows starts, if free
+        self.placed: tuple[np.ndarray, np.ndarray] | None = None  # the rows given to the decoder, and the array there
 
     def next_task(self) -> DecodeTask:
         while not self.tasks:
             self._receive()
         return self.tasks.popleft()
 
-    def free_rows(self, count: int) -> np.ndarray:
-        """``count`` ring rows free to write, waiting for the driver to release some if need be."""
-        while len(self.free) < count:
+    def place(self, count: int) -> np.ndarray:
+        """Where the decoder writes the views of a chunk of ``count`` frames: ``(views, count, size, size, 3)`` rows of
+        the ring (a new array where no run of free rows is left; :meth:`rows_of` copies it in)."""
+        self.unplace()
+        rows = self._take(self.views * count)
+        shape = (self.views, count, *self.ring.frame_shape)
+        if rows[-1] - rows[0] + 1 == len(rows):
+            views = self.ring.frames[rows[0] : rows[-1] + 1].reshape(shape)
+        else:
+            views = np.empty(shape, np.uint8)
+        self.placed = rows, views
+        return views
+
+    def rows_of(self, views: np.ndarray) -> np.ndarray:
+        """The ring rows ``(views, n)`` now holding ``views``, the decoder's chunk (copied in unless written in place)."""
+        rows, placed = self.placed if self.placed is not None else (None, None)
+        self.placed = None
+        if placed is not views:
+            if rows is None or len(rows) != views.shape[0] * views.shape[1]:  # a decoder that did not ask for a place
+                self._give(rows)
+                rows = self._take(views.shape[0] * views.shape[1])
+            self.ring.frames[rows] = views.reshape(-1, *views.shape[2:])
+        elif not np.shares_memory(views, self.ring.frames):
+            self.ring.frames[rows] = views.reshape(-1, *views.shape[2:])
+        return rows.reshape(views.shape[0], views.shape[1])
+
+    def unplace(self) -> None:
+        """Free the rows of a place the decoder did not fill (it failed on the video)."""
+        if self.placed is not None:
+            self._give(self.placed[0])
+            self.placed = None
+
+    def _take(self, count: int) -> np.ndarray:
+        """``count`` free rows, waiting for the driver to release some if need be: the run from the last one taken,
+        or from the ring's start, or any free rows."""
+        while self.free.sum() < count:
             self._receive()
-        return np.array([self.free.popleft() for _ in range(count)], np.int64)
+        total = len(self.free)
+        for start in (self.next_row, 0):
+            if start + count <= total and self.free[start : start + count].all():
+                rows = np.arange(start, start + count)
+                break
+        else:
+            rows = np.flatnonzero(self.free)[:count]
+        self.free[rows] = False
+        self.next_row = (int(rows[-1]) + 1) % total
+        return rows
+
+    def _give(self, rows: np.ndarray | None) -> None:
+        if rows is not None:
+            self.free[rows] = True
 
     def _receive(self) -> None:
         message = self.connection.recv()
         if message is None:
             raise _Stop
         if isinstance(message, Release):
-            self.free.extend(message.rows.tolist())
+            self._give(message.rows)
         else:
             self.tasks.append(message)
 

@@ -76,7 +76,7 @@ def _iter_folder(files: list[str], info: VideoInfo, size: int, chunk_frames: int
                     f"the first frame {info.width}x{info.height}; resize them alike: {path}"
                 )
             chunk.append(cv2.resize(image, (width, height), interpolation=interpolation))
-        yield upright_square(np.stack(chunk), 0, size, fit)
+        yield upright_square(chunk, 0, size, fit)
 
 
 def _read(file: str, folder: str) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from framecache.extract.messages import FailureRecord, FeaturePiece, VideoRecord
-    from framecache.extract.views import DecodeSettings, VideoViews
+    from framecache.extract.views import DecodeSettings, Placer, VideoViews
 
 
 class Decoder(Protocol):
@@ -29,9 +29,9 @@ class Decoder(Protocol):
 
     def __init__(self, settings: DecodeSettings): ...
 
-    def open(self, path: str, key: str, fps: float | None = None) -> VideoViews:
+    def open(self, path: str, key: str, fps: float | None = None, place: Placer | None = None) -> VideoViews:
         """Open ``path`` (``key``, its CSV path, seeds the augmented views; ``fps``: a frame folder's rate from the CSV):
-        its header now, its view chunks as iterated.
+        its header now, its view chunks as iterated, each written where ``place(n)`` says (default: a new array).
         Raises :class:`~framecache.common.errors.FramecacheError` (or any exception: a failed video) for a bad file."""
         ...
 

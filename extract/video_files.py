@@ -154,14 +154,14 @@ def _iter_pyav(video: _PyAVVideo, frames: VideoFrames, wanted: Iterator[int], si
             buffer.append(scaler.reformat(frame, format="rgb24", width=width, height=height, interpolation="BILINEAR").to_ndarray())
             next_wanted = next(wanted, None)
             if len(buffer) == chunk_frames or next_wanted is None:
-                yield upright_square(np.stack(buffer), info.rotation, size, fit)
+                yield upright_square(buffer, info.rotation, size, fit)
                 buffer = []
             if next_wanted is None:
                 return
     frames.source_frames = decoded  # the stream ended (or broke) before the last wanted frame
     check_shortfall(decoded, info, frame_shortfall, path, video.error)
     if buffer:
-        yield upright_square(np.stack(buffer), info.rotation, size, fit)
+        yield upright_square(buffer, info.rotation, size, fit)
 
 
 def _iter_decord(reader: VideoReader, frames: VideoFrames, wanted: Iterator[int], size: int, chunk_frames: int,

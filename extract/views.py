@@ -7,7 +7,7 @@ one random transform per view applied to all its frames alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -79,6 +79,9 @@ class VideoViews:
         return self.chunks
 
 
+Placer = Callable[[int], np.ndarray]  # frames n -> uint8 (views, n, size, size, 3) to write a chunk's views into
+
+
 class ViewDecoder:
     """Decodes videos into their views with one set of :class:`DecodeSettings` (stage one's :class:`Decoder`)."""
 
@@ -89,8 +92,10 @@ class ViewDecoder:
         # Only views 1.. are augmented: a clean-only decoder needs no (valid) preset.
         self.augmenter = ViewAugmenter(settings.augment, settings.seed) if settings.views > 1 else None
 
-    def open(self, path: str, key: str, fps: float | None = None) -> VideoViews:
-        """Open ``path`` (its header read once); ``key`` (the CSV path) seeds the views; ``fps``: a frame folder's rate.
+    def open(self, path: str, key: str, fps: float | None = None, place: Placer | None = None) -> VideoViews:
+        """Open ``path`` (its header read once); ``key`` (the CSV path) seeds the views; ``fps``: a frame folder's rate;
+        ``place(n)``: where to write the views of a chunk of ``n`` frames (a decoder process's shared memory), by
+        default a new array.
 
         Raises :class:`FramecacheError` for a file that cannot be read (see
         :mod:`framecache.extract.decode`), here or while iterating, possibly
@@ -102,12 +107,19 @@ class ViewDecoder:
         frames = iter_frames(path, size=settings.size, frame_step=settings.frame_step, fps=settings.fps,
                              chunk_frames=settings.chunk_frames, backend=settings.decoder,
                              frame_shortfall=settings.frame_shortfall, folder_fps=fps or settings.folder_fps, fit=settings.fit)
-        return VideoViews(frames, self._views(frames, key))
+        return VideoViews(frames, self._views(frames, key, place))
 
-    def _views(self, frames: Iterable[np.ndarray], key: str) -> Iterator[np.ndarray]:
+    def _views(self, frames: Iterable[np.ndarray], key: str, place: Placer | None) -> Iterator[np.ndarray]:
         decoded = 0
         for chunk in frames:
-            yield np.stack([chunk] + [self.augmenter(chunk, key, view, start=decoded) for view in range(1, self.settings.views)])
+            shape = (self.settings.views, *chunk.shape)
+            views = np.empty(shape, np.uint8) if place is None else place(len(chunk))
+            if views.shape != shape:
+                raise RuntimeError(f"a place of shape {views.shape} for views of shape {shape}")
+            views[0] = chunk
+            for view in range(1, self.settings.views):
+                self.augmenter(chunk, key, view, start=decoded, out=views[view])
+            yield views
             decoded += len(chunk)
         if decoded == 0:
             raise FramecacheError("no frames could be decoded")

@@ -40,21 +40,21 @@ COUNT_DIR_ENV = "DOUBLES_COUNT_DIR"  # where CountingDecoder writes what it coun
 class CrashingDecoder(ViewDecoder):
     """Kills its own process with SIGSEGV on a path containing :data:`CRASH_MARKER`, as native decoder code would."""
 
-    def open(self, path: str, key: str, fps: float | None = None) -> VideoViews:
+    def open(self, path: str, key: str, fps: float | None = None, place=None) -> VideoViews:
         if CRASH_MARKER in path:
             os.kill(os.getpid(), signal.SIGSEGV)
-        return super().open(path, key, fps)
+        return super().open(path, key, fps, place)
 
 
 class ParentKillingDecoder(ViewDecoder):
     """Kills the process that started it (the Ray actor extracting the block) with SIGKILL, as the OOM killer or a
     lost node would, on a path containing :data:`KILL_MARKER`; then exits itself."""
 
-    def open(self, path: str, key: str, fps: float | None = None) -> VideoViews:
+    def open(self, path: str, key: str, fps: float | None = None, place=None) -> VideoViews:
         if KILL_MARKER in path:
             os.kill(os.getppid(), signal.SIGKILL)
             os._exit(1)
-        return super().open(path, key, fps)
+        return super().open(path, key, fps, place)
 
 
 class CountingDecoder(ViewDecoder):
