@@ -82,14 +82,22 @@ def time_backbone(backbone, frames: np.ndarray) -> tuple[float, float, float]:
 
 
 def augment_cpu_ms_per_frame(videos: list[np.ndarray], preset: str = "default") -> float:
-    """The augmentation preset alone: CPU milliseconds per augmented frame."""
+    """The augmentation preset alone, on one OpenCV thread as in the decoder processes: CPU milliseconds per augmented
+    frame."""
+    import cv2
+
     from framecache.extract.augment import ViewAugmenter
 
     augmenter = ViewAugmenter(preset, seed=0)
-    started = cpu_seconds()
-    for index, video in enumerate(videos):
-        augmenter(video, f"clip{index}", view=1)
-    return 1000 * (cpu_seconds() - started) / sum(len(video) for video in videos)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # as in the decoder processes
+    try:
+        started = cpu_seconds()
+        for index, video in enumerate(videos):
+            augmenter(video, f"clip{index}", view=1)
+        return 1000 * (cpu_seconds() - started) / sum(len(video) for video in videos)
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def baseline_model(warm_up: list[str]):
@@ -130,7 +138,8 @@ def extract_fps(csv: Path, out: Path, precision: str = "f32") -> tuple[float, di
 
     Also the CPU time per embedded frame of the whole process tree, and of its
     parts: this process (the scheduling loop and the backbone) and its
-    children (decoders and writer: they have exited when ``run_extraction`` returns).
+    children (decoders and writer: they have exited when ``run_extraction`` returns);
+    and the share of the embedding time in which the backbone waited for frames.
     """
     from framecache.extract.pipeline import run_extraction
 
@@ -142,7 +151,8 @@ def extract_fps(csv: Path, out: Path, precision: str = "f32") -> tuple[float, di
     own, children = cpu_seconds() - own, cpu_seconds(resource.RUSAGE_CHILDREN) - children
     per_frame = 1000 / summary.frames
     run = {"videos": summary.ok, "frames": summary.frames, "seconds": seconds, "cpu_ms_per_frame": (own + children) * per_frame,
-           "cpu_ms_per_frame_pipeline": own * per_frame, "cpu_ms_per_frame_children": children * per_frame}
+           "cpu_ms_per_frame_pipeline": own * per_frame, "cpu_ms_per_frame_children": children * per_frame,
+           "embed_idle_share": summary.embed_idle_share}
     return summary.frames / seconds, run
 
 
@@ -239,24 +249,40 @@ def startup_cpu_seconds(folder: Path, backbone_cpu_ms: float) -> dict:
 
 
 def transfer_cpu_ms_per_frame(chunk: np.ndarray, repeats: int = 20) -> float:
-    """CPU ms per decoded frame to send view frames from a decoder to the pipeline: pickle, pipe, unpickle (both ends)."""
+    """CPU ms per decoded frame for its view frames to cross from a decoder process into a batch, as extraction does:
+    the clean view copied into the decoder's shared-memory ring (augmented views are made there), the message naming
+    the rows, each view's rows copied into the batch, the message releasing them (both ends of both pipes)."""
     import multiprocessing
     import threading
 
-    from framecache.extract.messages import Frames
+    from framecache.extract.frame_ring import FrameRing, FrameRows
+    from framecache.extract.messages import Frames, Release
 
-    views = np.ascontiguousarray(np.stack([chunk] * VIEWS))
-    ours, theirs = multiprocessing.Pipe()
-    reader = threading.Thread(target=lambda: [theirs.recv() for _ in range(repeats)])
+    count = len(chunk)
+    ring = FrameRing(VIEWS * count, chunk.shape[1])
+    rows = np.arange(VIEWS * count).reshape(VIEWS, count)
+    decoder, driver = multiprocessing.Pipe()
+    batch = np.empty((count, *chunk.shape[1:]), np.uint8)
+
+    def drive() -> None:
+        for _ in range(repeats):
+            message = driver.recv()
+            for view_rows in message.rows:
+                FrameRows(ring.frames, view_rows, lambda done: driver.send(Release(done))).copy_to(batch)
+
+    reader = threading.Thread(target=drive)
     started = cpu_seconds()
     reader.start()
     for index in range(repeats):
-        ours.send(Frames(0, index, views))
+        ring.frames[:count] = chunk
+        decoder.send(Frames(0, index * count, rows))
+        for _ in range(VIEWS):
+            decoder.recv()
     reader.join()
     seconds = cpu_seconds() - started
-    ours.close()
-    theirs.close()
-    return 1000 * seconds / (repeats * len(chunk))
+    decoder.close()
+    driver.close()
+    return 1000 * seconds / (repeats * count)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

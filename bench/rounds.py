@@ -40,8 +40,8 @@ RATIOS = {
     "extract_over_backbone_bf16": ("extract_fps_bf16", "backbone_fps_bf16"),
     "profile_whole_over_parts_bf16": ("profile_whole_ms_bf16", "profile_parts_ms_bf16"),
 }
-HEADLINE_RATIOS = ("extract_over_backbone", "extract_over_backbone_cpu", "extract_over_baseline", "end_to_end_epoch_over_train_run",
-                   "profile_whole_over_parts")
+HEADLINE_RATIOS = ("extract_over_backbone", "extract_over_backbone_cpu", "extract_over_backbone_bf16", "extract_over_baseline",
+                   "end_to_end_epoch_over_train_run", "profile_whole_over_parts")
 STUDY_FRAMES = 250  # a synthetic study's videos: 10 s at 25 fps
 
 
@@ -189,6 +189,7 @@ class Bench:
             measured[_suffix("extract_fps", precision)] = fps
             for key in ("cpu_ms_per_frame", "cpu_ms_per_frame_pipeline", "cpu_ms_per_frame_children", "seconds"):
                 measured[_suffix(f"extract_{key}", precision)] = run[key]
+            measured[_suffix("extract_idle_share", precision)] = run["embed_idle_share"]
             measured["extract_frames"] = run["frames"]
         measured["baseline_fps"] = baseline[0] / baseline[1]
         backbones_alone()

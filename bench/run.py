@@ -20,8 +20,8 @@ from framecache.bench.rounds import HEADLINE_RATIOS, RATIOS, Bench, Plan, parse_
 from framecache.common.config import PRECISIONS
 from framecache.common.errors import FramecacheError
 
-TARGETS = {"extract_over_backbone": ">= 0.90", "extract_over_backbone_cpu": ">= 0.90", "extract_over_baseline": ">= 2",
-           "end_to_end_epoch_over_train_run": ">= 50", "profile_whole_over_parts": "<= 1.05"}
+TARGETS = {"extract_over_backbone": ">= 0.90", "extract_over_backbone_cpu": ">= 0.92", "extract_over_backbone_bf16": ">= 0.85",
+           "extract_over_baseline": ">= 2", "end_to_end_epoch_over_train_run": ">= 50", "profile_whole_over_parts": "<= 1.05"}
 TRAIN_MEMORY_ROUNDS = 2  # of stage two's streamed-vs-in-memory timing (framecache.bench.train_memory)
 
 
@@ -107,6 +107,8 @@ FIGURES = [  # (figure, what it is)
     ("backbone_fps_b16", "the default engine, f32, batch 16"),
     ("backbone_fps_b64", "the default engine, f32, batch 64"),
     ("extract_fps", "`make features` end to end: {clips} videos, {views} views, f32"),
+    ("extract_idle_share", "of its embedding time, the share the backbone waited for frames, f32"),
+    ("extract_idle_share_bf16", "the same at bf16"),
     ("baseline_fps", "decode each video whole, one Keras model.predict per video"),
     ("decode_fps_pyav", "decode + resize + crop only"),
     ("decode_fps_decord", "the same with decord"),
@@ -182,7 +184,7 @@ def format_report(results: dict) -> str:
         frames = figures["extract_frames"]["median"]
         rows += [
             (f"start-up of 2 processes and the backbone, over {frames:.0f} frames", f"{explained['startup_ms']:.3g}"),
-            ("frames crossing processes (pickle, pipe, unpickle)", f"{explained['transfer_ms']:.3g}"),
+            ("frames crossing processes (shared memory, rows named in messages)", f"{explained['transfer_ms']:.3g}"),
             ("parts + start-up + crossing", f"{explained['explained_ms']:.3g}"),
             ("left: CNN and decoders sharing 2 cores and caches, batching, writer", f"{explained['left_ms']:.3g}"),
         ]

@@ -81,9 +81,11 @@ def test_cpu_flags_from_cpuinfo():
 def test_report_shows_medians_spreads_and_the_precision_table():
     rounds = [
         {"backbone_fps": 200.0, "backbone_fps_bf16": 300.0, "extract_fps": 150.0, "extract_fps_bf16": 200.0, "baseline_fps": 50.0,
-         "end_to_end_epoch_s": 100.0, "train_run_s": 10.0, "profile_whole_ms": 11.0, "profile_parts_ms": 10.0, "load_average": 1.0},
+         "end_to_end_epoch_s": 100.0, "train_run_s": 10.0, "profile_whole_ms": 11.0, "profile_parts_ms": 10.0, "load_average": 1.0,
+         "extract_idle_share": 0.01},
         {"backbone_fps": 100.0, "backbone_fps_bf16": 160.0, "extract_fps": 80.0, "extract_fps_bf16": 100.0, "baseline_fps": 25.0,
-         "end_to_end_epoch_s": 200.0, "train_run_s": 20.0, "profile_whole_ms": 12.0, "profile_parts_ms": 10.0, "load_average": 3.5},
+         "end_to_end_epoch_s": 200.0, "train_run_s": 20.0, "profile_whole_ms": 12.0, "profile_parts_ms": 10.0, "load_average": 3.5,
+         "extract_idle_share": 0.03},
     ]
     results = {
         "plan": {"rounds": 2, "quick": True, "batch_size": 32, "clips": 4, "views": 2, "study_videos": 40, "engine": "openvino",
@@ -98,6 +100,8 @@ def test_report_shows_medians_spreads_and_the_precision_table():
     }
     report = format_report(results)
     assert "extract_over_backbone           | 0.775 (0.750–0.800, ±3%)" in report
+    assert "extract_over_backbone_bf16      | 0.646 (0.625–0.667, ±3%) | target >= 0.85" in report  # 200/300, 100/160
+    assert "extract_idle_share        | 0.0200 (0.0100–0.0300, ±50%)" in report
     assert "backbone_fps              | 150 (100–200, ±33%)" in report
     assert "0.99910" in report and "0.875" in report  # cosine and demo accuracy of bf16
     assert "test split of 8 videos" in report
