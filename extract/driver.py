@@ -119,9 +119,9 @@ class Driver:
     """Hand videos to the decoders, batch their frames (of any videos) through the embedder, send each embedded
     piece to the writer as it comes, then each video's end (or failure).
 
-    ``build_embedder`` is called when the first frames arrive (a run with only
-    unreadable files never builds the backbone); ``views`` and ``batch_size``
-    are the run's.
+    ``build_embedder`` is called as the run starts, once the decoder processes
+    were handed their first videos: the backbone compiles while they start
+    and decode; ``views`` and ``batch_size`` are the run's.
     """
 
     def __init__(self, decoders: DecoderPool, build_embedder: Callable[[], Embedder], writer: ShardSink,
@@ -152,6 +152,8 @@ class Driver:
         previous_sigterm = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread else None
         try:
             decoders.assign(todo)
+            if self.embedder is None:
+                self.embedder = self.build_embedder()
             while todo or decoders.busy() or self.ready or self.running:
                 if interrupted():  # raised before, but swallowed by a library
                     raise KeyboardInterrupt
@@ -203,8 +205,6 @@ class Driver:
 
     def _start_batch(self) -> None:
         """Copy the next ``batch_size`` queued frames (of any videos) into a batch and start the embedder on it."""
-        if self.embedder is None:
-            self.embedder = self.build_embedder()
         pieces, taken = [], 0
         while self.ready and taken < self.batch_size:
             item = self.ready.popleft()

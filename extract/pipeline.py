@@ -66,16 +66,18 @@ def run_extraction(config: ExtractConfig, decoder_class: type = ViewDecoder) -> 
         return run_on_ray(config, decoder_class)
     started = time.monotonic()
     plan = plan_run(config)
-    with WriterProcess(config.out, plan.provenance, config.overwrite, config.shard_videos) as writer:
+    # The decoder processes start first: they import and open their first files while the writer opens the cache,
+    # and the backbone compiles (in Driver.run) while they decode. A rerun with nothing left to do stops them unused.
+    with (DecoderPool(plan.decode, min(config.workers, len(plan.dataset)), decoder_class, config.batch_size) as decoders,
+          WriterProcess(config.out, plan.provenance, config.overwrite, config.shard_videos) as writer):  # fmt: skip
         todo = not_cached(plan.dataset, writer.done_paths)
         summary = ExtractSummary(videos_total=len(plan.dataset), skipped=len(plan.dataset) - len(todo))
         summary.relabeled = refresh_metadata(plan.dataset, writer.cached, plan.provenance.views, writer.send)
         if len(todo):
             progress = Progress(summary.videos_total, summary.skipped, config.quiet, started)
             try:
-                with DecoderPool(plan.decode, min(config.workers, len(todo)), decoder_class, config.batch_size) as decoders:
-                    Driver(decoders, lambda: build_embedder(plan, config.batch_size), writer, progress,
-                           config.views, config.batch_size).run(todo, summary)
+                Driver(decoders, lambda: build_embedder(plan, config.batch_size), writer, progress,
+                       config.views, config.batch_size).run(todo, summary)
             finally:
                 progress.close()
     summary.seconds = time.monotonic() - started
