@@ -171,10 +171,12 @@ WHAT = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m framecache.bench.stage_one_parts", description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=4)
+    parser.add_argument("--clips", type=int, default=4, help="bench clips to generate (at least 4)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.clips < 4:
+        parser.error(f"--clips {args.clips}: at least 4 (the clips are a labelled CSV: 2 classes of 2 videos or more)")
     results = measure(args.clips, args.seconds, args.repeats)
     print(f"CPU ms per frame, median (min-max) of {args.repeats} interleaved repeats")
     for name, figures in results.items():
