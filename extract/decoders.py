@@ -100,7 +100,7 @@ class _Inbox:
         self.tasks: deque[DecodeTask] = deque()
         self.free = np.ones(len(ring.frames) if ring is not None else 0, bool)
         self.next_row = 0  # where the next run of rows starts, if free
-        self.placed: tuple[np.ndarray, np.ndarray] | None = None  # the rows given to the decoder, and the array there
+        self.placed: tuple[np.ndarray, np.ndarray, bool] | None = None  # rows given to the decoder, the array, in the ring?
 
     def next_task(self) -> DecodeTask:
         while not self.tasks:
@@ -113,23 +113,20 @@ class _Inbox:
         self.unplace()
         rows = self._take(self.views * count)
         shape = (self.views, count, *self.ring.frame_shape)
-        if rows[-1] - rows[0] + 1 == len(rows):
-            views = self.ring.frames[rows[0] : rows[-1] + 1].reshape(shape)
-        else:
-            views = np.empty(shape, np.uint8)
-        self.placed = rows, views
+        in_ring = bool(rows[-1] - rows[0] + 1 == len(rows))
+        views = self.ring.frames[rows[0] : rows[-1] + 1].reshape(shape) if in_ring else np.empty(shape, np.uint8)
+        self.placed = rows, views, in_ring
         return views
 
     def rows_of(self, views: np.ndarray) -> np.ndarray:
         """The ring rows ``(views, n)`` now holding ``views``, the decoder's chunk (copied in unless written in place)."""
-        rows, placed = self.placed if self.placed is not None else (None, None)
+        count = views.shape[0] * views.shape[1]
+        rows, placed, in_ring = self.placed if self.placed is not None else (None, None, False)
         self.placed = None
-        if placed is not views:
-            if rows is None or len(rows) != views.shape[0] * views.shape[1]:  # a decoder that did not ask for a place
+        if placed is not views or not in_ring:
+            if rows is None or len(rows) != count:  # a decoder that did not ask for a place
                 self._give(rows)
-                rows = self._take(views.shape[0] * views.shape[1])
-            self.ring.frames[rows] = views.reshape(-1, *views.shape[2:])
-        elif not np.shares_memory(views, self.ring.frames):
+                rows = self._take(count)
             self.ring.frames[rows] = views.reshape(-1, *views.shape[2:])
         return rows.reshape(views.shape[0], views.shape[1])
 
