@@ -39,7 +39,7 @@ from framecache.common.errors import FramecacheError
 from framecache.common.options import check, option_name
 from framecache.common.provenance import BackboneDescription, Provenance
 from framecache.extract import engines, lite0
-from framecache.extract.interfaces import Finished, PendingFeatures
+from framecache.extract.interfaces import PENDING_BATCHES, Finished, PendingFeatures
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ class Backbone:
         features = np.empty((len(frames), self.feature_dim), np.float32)
         pending: deque[tuple[int, PendingFeatures]] = deque()
         for start in range(0, len(frames), self.batch_size):
-            if len(pending) == 2:
+            if len(pending) == PENDING_BATCHES:
                 done, batch = pending.popleft()
                 features[done : done + self.batch_size] = batch.result()
             pending.append((start, self.start(frames[start : start + self.batch_size])))

@@ -37,13 +37,12 @@ from framecache.common.cache import stored_features
 from framecache.common.cli import interrupted, raise_interrupt
 from framecache.extract.decoders import Chunk, DecoderPool
 from framecache.extract.frame_ring import FrameRows
-from framecache.extract.interfaces import Embedder, PendingFeatures, ProgressReport, ShardSink
+from framecache.extract.interfaces import PENDING_BATCHES, Embedder, PendingFeatures, ProgressReport, ShardSink
 from framecache.extract.messages import DecodeTask, End, Failed, FailureRecord, FeaturePiece, VideoRecord
 
 log = logging.getLogger(__name__)
 
 WAIT_S = 0.5  # longest wait for decoded frames before checking the writer and the progress again
-PENDING_BATCHES = 2  # batches started and not yet taken: the embedder starts the next as soon as it ends one
 
 
 @dataclass

@@ -45,6 +45,7 @@ import numpy as np
 from framecache.common.config import cache_folder
 from framecache.common.errors import FramecacheError
 from framecache.extract import lite0
+from framecache.extract.interfaces import PENDING_BATCHES
 
 if TYPE_CHECKING:
     from framecache.common.provenance import BackboneDescription
@@ -301,14 +302,12 @@ def openvino_streams(batch_size: int, threads: int | None = None) -> int:
     return 2 if (threads or available_cores()) >= 2 and batch_size % 2 == 0 else 1
 
 
-PENDING_BATCHES = 2  # batches in OpenVINO at once: a stream that ends its half early starts on the next batch
-
-
 def openvino_runner(compiled, streams: int) -> Callable[[np.ndarray], _RequestGroup]:
     """``start(batch)``: run a batch as ``streams`` equal parts on as many infer requests at once, without waiting.
 
-    Up to :data:`PENDING_BATCHES` batches run at once, each on its own group
-    of requests, taken in turn; a batch's features must be taken
+    Up to :data:`~framecache.extract.interfaces.PENDING_BATCHES` batches run
+    at once (a stream that ends its part early starts on the next batch), each
+    on its own group of requests, taken in turn; a batch's features must be taken
     (:meth:`_RequestGroup.result`) before its group is used again.
     """
     groups = [_RequestGroup([compiled.create_infer_request() for _ in range(streams)]) for _ in range(PENDING_BATCHES)]

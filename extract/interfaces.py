@@ -36,6 +36,9 @@ class Decoder(Protocol):
         ...
 
 
+PENDING_BATCHES = 2  # batches an Embedder runs at once: it starts the next as soon as it ends one
+
+
 class PendingFeatures(Protocol):
     """One batch handed to an embedder: its features once computed."""
 
@@ -69,8 +72,9 @@ class Embedder(Protocol):
 
     def start(self, frames: np.ndarray, streams: list[tuple[object, int, int]] | None = None) -> PendingFeatures:
         """Begin embedding one batch (at most ``batch_size`` frames; ``streams`` as for :meth:`embed`) and return at once
-        where the backbone runs on its own threads, so that the caller prepares the next batch meanwhile. At most two
-        batches may be pending: take the older one's :meth:`~PendingFeatures.result` before starting a third.
+        where the backbone runs on its own threads, so that the caller prepares the next batch meanwhile. At most
+        :data:`PENDING_BATCHES` may be pending: take the oldest one's :meth:`~PendingFeatures.result` before starting
+        another.
         Batches are embedded in the order started."""
         ...
 
