@@ -59,7 +59,9 @@ def scaler(frames: list) -> tuple[Callable[[], int], Callable[[], int], bool]:
     """RGB at the backbone's size: ``to_ndarray(width=...)`` per frame (a new scaler each) against one scaler a video."""
     import av
 
-    width, height = round(frames[0].width * SIZE / frames[0].height), SIZE
+    from framecache.extract.decode import resized_shape
+
+    height, width = resized_shape(frames[0].height, frames[0].width, SIZE)  # as extraction scales them
 
     def per_frame() -> list[np.ndarray]:
         return [frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR") for frame in frames]
