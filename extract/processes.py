@@ -6,6 +6,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 from multiprocessing import resource_tracker
 
 # A child's environment at start, where the user set none: NumPy's OpenBLAS starts a thread per core at import,
@@ -23,16 +24,37 @@ def start_ignoring_sigint(process: multiprocessing.process.BaseProcess) -> None:
     first line ignores it. This process keeps its handler all along, so a
     Ctrl-C meanwhile is taken by another of its threads, or by this one once
     unblocked, and still interrupts the run. (Ignoring SIGINT here instead
-    would let another thread swallow it.)
+    would let another thread swallow it.) Another thread's Ctrl-C is handled
+    in the main thread, so while the main thread starts a child its handler
+    waits too: a KeyboardInterrupt halfway through the start would close the
+    pipe the child reads its start-up from, and the child would die with a
+    traceback.
     """
     # Started first, on its own: its start unblocks SIGINT in this thread.
     resource_tracker.ensure_running()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    with _sigint_deferred():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            with _child_environment():
+                process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """In the main thread: a SIGINT that arrives meanwhile is raised again once the block ends, not in it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python runs signal handlers in the main thread only: this one is never interrupted
+        return
+    arrived = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
     try:
-        with _child_environment():
-            process.start()
+        yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, previous)
+        if arrived:
+            signal.raise_signal(signal.SIGINT)  # to the handler that was there before, now
 
 
 @contextlib.contextmanager
