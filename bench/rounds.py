@@ -57,7 +57,9 @@ class Plan:
     # runs at one of two speeds, at random (measured: 46 or 63-70 frames/s on one clip, the slower in 60-85 % of
     # calls; docs/benchmarks.md), so a round times eight calls for its mean to hold still.
     baseline_clips: int = 8
-    backbone_batches: int = 2  # batches of the default engine alone per slot (a slot before each phase, one at the end)
+    # Batches of each backbone in a ratio alone per slot (a slot before each phase, one at the end): TensorFlow's
+    # frames/s moved 62-70 between runs' medians with 2 (end-to-end / train run: 10.1-12.6), so 4.
+    backbone_batches: int = 4
     batch_sweep: tuple[int, ...] = (16, 64)  # other batch sizes of the default engine, for the record
     study_videos: int = 200  # videos of the synthetic study cache that training runs on
     long_minutes: tuple[float, ...] = (1.0, 10.0)  # the memory check's video lengths; () skips it
