@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from framecache.train.baseline import Baseline, baseline_split, fit_baseline, pooled_inputs
+from framecache.train.baseline import Baseline, baseline_split, fit_baseline, mean_columns, pooled_inputs
 from framecache.train.data import InMemoryFeatures
 from framecache.train.figures import bootstrap_intervals, classification_metrics, figures_from_confusion
 from framecache.train.splits import Split
@@ -35,6 +35,30 @@ def test_a_pose_parts_frames_without_a_person_are_left_out_of_its_pooling():
     np.testing.assert_allclose(pooled[0], [2.0, np.std([1, 3, 2]), 6.0, 1.0, 1.0, 0.0])
     np.testing.assert_allclose(pooled[1], [5.0, 1.0, 0.0, 0.0, 0.0, 0.0])
 
+
+
+@pytest.mark.parametrize("spans", [None, [(0, 2, None), (2, 5, 2)]])
+def test_the_mean_pooling_is_the_mean_std_poolings_mean_columns(spans):
+    """baseline_split reads the cache once and takes "mean" from "mean_std": the same values, part after part."""
+    rng = np.random.default_rng(3)
+    videos = [rng.normal(size=(1, length, 5)) for length in (4, 9, 6)]
+    videos[1][0, :3, 4] = 0.0  # the pose part's score: no person in three frames
+    mean_std = pooled_inputs(videos, np.arange(3), spans)
+    np.testing.assert_array_equal(mean_std[:, mean_columns(spans, mean_std.shape[1])], pooled_inputs(videos, np.arange(3), spans, "mean"))
+
+
+def test_a_baseline_chosen_on_the_mean_is_bit_identical_to_one_fitted_on_the_mean_pooling():
+    """The baseline's last bits depend on its inputs' layout (scikit-learn sums over rows), not only on their values."""
+    rng = np.random.default_rng(5)
+    labels = np.arange(300) % 3
+    arrays = [rng.normal(size=(1, 8, 6)) + 0.4 * label for label in labels]  # the level tells the class, the spread nothing
+    split = Split(train=np.arange(0, 240), val=np.arange(240, 270), test=np.arange(270, 300), method="stratified")
+    result = baseline_split(arrays, labels, split, 3)
+    assert result.model.pooling == "mean"
+    alone = fit_baseline(pooled_inputs(arrays, split.train, pooling="mean"), labels[split.train], 3)
+    np.testing.assert_array_equal(result.model.centre, alone.centre)
+    np.testing.assert_array_equal(result.model.coef, alone.coef)
+    np.testing.assert_array_equal(result.test_probabilities, alone.probabilities(pooled_inputs(arrays, split.test, pooling="mean")))
 
 @pytest.mark.parametrize("classes", [2, 4])
 def test_the_saved_baseline_is_scikit_learns_logistic_regression(classes):

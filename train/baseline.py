@@ -52,7 +52,7 @@ def pooled_inputs(features, indices: np.ndarray, spans: list[Span] | None = None
 
     source = as_source(features)
     indices = np.asarray(indices, dtype=np.int64)
-    rows: list = [None] * len(indices)
+    pooled_rows: np.ndarray | None = None  # filled in place: one array of the result's size, no list of rows beside it
     for row in np.argsort(source.locality[indices], kind="stable"):
         index = int(indices[row])
         steps = None if max_len is None and frame_step == 1 else time_steps(int(source.num_frames[index]), max_len, frame_step)
@@ -62,8 +62,27 @@ def pooled_inputs(features, indices: np.ndarray, spans: list[Span] | None = None
             part, mask = part_inputs(frames, np.ones(frames.shape[:2], dtype=bool), start, stop, presence, NUMPY_OPS)
             pooled = pooled_features(part, mask, NUMPY_OPS)[0]
             pieces.append(pooled if pooling == "mean_std" else pooled[: stop - start])
-        rows[row] = np.concatenate(pieces)
-    return np.asarray(rows, dtype=np.float64).reshape(len(indices), -1)
+        pooled_row = np.concatenate(pieces)
+        if pooled_rows is None:
+            pooled_rows = np.empty((len(indices), len(pooled_row)), dtype=np.float64)
+        pooled_rows[row] = pooled_row
+    return pooled_rows if pooled_rows is not None else np.empty((0, 0), dtype=np.float64)
+
+
+def mean_columns(spans: list[Span] | None, width: int) -> np.ndarray:
+    """The columns of a ``mean_std`` :func:`pooled_inputs` (``width`` of them) that its ``mean`` pooling holds, in order.
+
+    Each part's ``mean_std`` pooling is its mean then its standard deviation,
+    so the ``mean`` pooling of the same spans is a selection of its columns:
+    take them with ``np.take(..., axis=1)``, which keeps rows contiguous (the
+    layout ``pooled_inputs`` returns; scikit-learn's sums, and so the
+    baseline's last bits, depend on it), unlike ``array[:, columns]``.
+    """
+    columns, offset = [], 0
+    for start, stop, _ in spans or [(0, width // 2, None)]:
+        columns.append(np.arange(offset, offset + stop - start))
+        offset += 2 * (stop - start)
+    return np.concatenate(columns)
 
 
 @dataclass
@@ -227,15 +246,19 @@ def baseline_split(features, labels: np.ndarray, split, num_classes: int, balanc
     ``frame_step`` keep (see :func:`pooled_inputs`). ``pooling="auto"``: the one :func:`choose_pooling` prefers on
     the training videos (``groups``: every video's subject, or None)."""
     parts = np.concatenate([split.train, split.val, split.test])
-    choices = POOLINGS if pooling == "auto" else (pooling,)
-    pooled = {choice: pooled_inputs(features, parts, spans, choice, max_len, frame_step) for choice in choices}
+    # The cache is read once: "mean" is a selection of "mean_std"'s columns (the same values), taken only where needed.
+    read = "mean" if pooling == "mean" else "mean_std"
+    means = pooled_inputs(features, parts, spans, read, max_len, frame_step)
     train, val = len(split.train), len(split.train) + len(split.val)
     train_labels = np.asarray(labels)[split.train]
     if pooling == "auto":
         train_groups = None if groups is None else np.asarray(groups)[split.train]
-        pooling, _ = choose_pooling({choice: inputs[:train] for choice, inputs in pooled.items()}, train_labels, train_groups,
-                                    num_classes, balanced, seed)  # fmt: skip
-    means = pooled[pooling]
+        mean_only = np.take(means[:train], mean_columns(spans, means.shape[1]), axis=1)
+        pooling, _ = choose_pooling({"mean_std": means[:train], "mean": mean_only}, train_labels, train_groups, num_classes,
+                                    balanced, seed)  # fmt: skip
+        del mean_only
+    if pooling != read:
+        means = np.take(means, mean_columns(spans, means.shape[1]), axis=1)
     model = fit_baseline(means[:train], train_labels, num_classes, balanced, seed, spans=spans, pooling=pooling,
                          max_len=max_len, frame_step=frame_step)  # fmt: skip
     return BaselineResult(model, model.probabilities(means[train:val]), model.probabilities(means[val:]))
