@@ -47,7 +47,7 @@ STUDY_FRAMES = 250  # a synthetic study's videos: 10 s at 25 fps
 
 @dataclass(frozen=True)
 class Plan:
-    """How much the bench measures: ``full`` (``make bench``, 9-14 minutes on 2 cores) or ``quick`` (development, ~1 minute)."""
+    """How much the bench measures: ``full`` (``make bench``, about 20 minutes on 2 cores) or ``quick`` (development, ~1 minute)."""
 
     rounds: int = 3
     clips: int = 8  # generated clips of ``seconds`` each, all extracted every round
@@ -159,11 +159,15 @@ class Bench:
 
         The backbone figures are their slots' frames over their slots' time, so
         they sample the machine over the whole round, as the extraction does;
-        the baseline runs half just before and half just after the f32 extraction.
+        the baseline runs half just before and half just after the f32 extraction,
+        and ``make train`` once before the extractions and once after them (its
+        figures are their mean), so that the training run too samples the round
+        that TensorFlow's frames/s in ``end_to_end_epoch_s`` come from.
         """
         measured: dict = {"load_average_start": os.getloadavg()[0]}
         timings = {name: [0.0, 0.0, 0] for name in self.backbones}  # seconds, CPU seconds, frames
         baseline = [0, 0.0]  # frames, seconds
+        train_runs: list[tuple[float, dict, dict]] = []  # seconds, metrics, config
 
         def backbones_alone() -> None:
             for name, backbone in self.backbones.items():
@@ -182,6 +186,8 @@ class Bench:
         except Exception as error:  # decord is optional
             self.skipped.setdefault("decord", f"{type(error).__name__}: {error}")
         measured["augment_cpu_ms_per_frame"] = phases.augment_cpu_ms_per_frame(videos)
+        backbones_alone()
+        train_runs.append(phases.train_run(self.study, self.folder / "run"))
         for precision in self.precisions:
             backbones_alone()
             if precision == "f32":
@@ -196,11 +202,12 @@ class Bench:
             measured["extract_frames"] = run["frames"]
         measured["baseline_fps"] = baseline[0] / baseline[1]
         backbones_alone()
-        seconds, metrics, config = phases.train_run(self.study, self.folder / "run")
-        measured["train_run_s"] = seconds
-        measured["train_epochs"] = int(metrics["epochs"])
-        measured["gru_epoch_s"] = float(metrics["seconds"]) / max(1, int(metrics["epochs"]))
-        frames_per_video = min(STUDY_FRAMES, int(config["max_len"]))  # what the GRU sees of each video per epoch
+        train_runs.append(phases.train_run(self.study, self.folder / "run"))
+        measured["train_run_s"] = float(np.mean([seconds for seconds, _, _ in train_runs]))
+        measured["train_epochs"] = int(train_runs[-1][1]["epochs"])  # the same in every run: the seed is fixed
+        measured["gru_epoch_s"] = float(np.mean([float(metrics["seconds"]) / max(1, int(metrics["epochs"]))
+                                                 for _, metrics, _ in train_runs]))
+        frames_per_video = min(STUDY_FRAMES, int(train_runs[-1][2]["max_len"]))  # what the GRU sees of each video per epoch
         measured["end_to_end_frames_per_epoch"] = self.plan.study_videos * frames_per_video
         backbones_alone()
 

@@ -112,8 +112,8 @@ FIGURES = [  # (figure, what it is)
     ("baseline_fps", "decode each video whole, one Keras model.predict per video"),
     ("decode_fps_pyav", "decode + resize + crop only"),
     ("decode_fps_decord", "the same with decord"),
-    ("train_run_s", "one `make train` on {study} synthetic videos x 250 frames x 2 views"),
-    ("gru_epoch_s", "one GRU epoch of that run"),
+    ("train_run_s", "one `make train` on {study} synthetic videos x 250 frames x 2 views (mean of a round's two)"),
+    ("gru_epoch_s", "one GRU epoch of those runs"),
     ("end_to_end_epoch_s", "one epoch through TensorFlow's CNN (measured fps) + one GRU epoch"),
 ]
 PROFILE = [  # (figure, what it is)
