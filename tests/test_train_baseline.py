@@ -36,15 +36,16 @@ def test_a_pose_parts_frames_without_a_person_are_left_out_of_its_pooling():
     np.testing.assert_allclose(pooled[1], [5.0, 1.0, 0.0, 0.0, 0.0, 0.0])
 
 
-
-@pytest.mark.parametrize("spans", [None, [(0, 2, None), (2, 5, 2)]])
-def test_the_mean_pooling_is_the_mean_std_poolings_mean_columns(spans):
-    """baseline_split reads the cache once and takes "mean" from "mean_std": the same values, part after part."""
-    rng = np.random.default_rng(3)
-    videos = [rng.normal(size=(1, length, 5)) for length in (4, 9, 6)]
-    videos[1][0, :3, 4] = 0.0  # the pose part's score: no person in three frames
-    mean_std = pooled_inputs(videos, np.arange(3), spans)
-    np.testing.assert_array_equal(mean_std[:, mean_columns(spans, mean_std.shape[1])], pooled_inputs(videos, np.arange(3), spans, "mean"))
+def test_the_mean_pooling_is_each_parts_mean_alone():
+    """pooling="mean" keeps each part's mean columns of "mean_std" (mean_columns), the pose part's empty frames left out."""
+    frames = np.array([[1.0, 5.0, 1.0], [3.0, 0.0, 0.0], [2.0, 7.0, 1.0]])  # as in the test above
+    nobody = np.zeros((2, 3))
+    nobody[:, 0] = [4.0, 6.0]
+    spans = [(0, 1, None), (1, 3, 1)]
+    pooled = pooled_inputs([frames[None], nobody[None]], np.arange(2), spans=spans, pooling="mean")
+    np.testing.assert_array_equal(pooled, [[2.0, 6.0, 1.0], [5.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(mean_columns(spans, 6), [0, 2, 3])
+    np.testing.assert_array_equal(mean_columns(None, 8), [0, 1, 2, 3])
 
 
 def test_a_baseline_chosen_on_the_mean_is_bit_identical_to_one_fitted_on_the_mean_pooling():
@@ -59,6 +60,7 @@ def test_a_baseline_chosen_on_the_mean_is_bit_identical_to_one_fitted_on_the_mea
     np.testing.assert_array_equal(result.model.centre, alone.centre)
     np.testing.assert_array_equal(result.model.coef, alone.coef)
     np.testing.assert_array_equal(result.test_probabilities, alone.probabilities(pooled_inputs(arrays, split.test, pooling="mean")))
+
 
 @pytest.mark.parametrize("classes", [2, 4])
 def test_the_saved_baseline_is_scikit_learns_logistic_regression(classes):

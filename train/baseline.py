@@ -60,12 +60,12 @@ def pooled_inputs(features, indices: np.ndarray, spans: list[Span] | None = None
         pieces = []
         for start, stop, presence in spans or [(0, frames.shape[2], None)]:
             part, mask = part_inputs(frames, np.ones(frames.shape[:2], dtype=bool), start, stop, presence, NUMPY_OPS)
-            pooled = pooled_features(part, mask, NUMPY_OPS)[0]
-            pieces.append(pooled if pooling == "mean_std" else pooled[: stop - start])
-        pooled_row = np.concatenate(pieces)
+            pieces.append(pooled_features(part, mask, NUMPY_OPS)[0])
+        pooled_row = np.concatenate(pieces)  # mean_std
         if pooled_rows is None:
-            pooled_rows = np.empty((len(indices), len(pooled_row)), dtype=np.float64)
-        pooled_rows[row] = pooled_row
+            kept = slice(None) if pooling == "mean_std" else mean_columns(spans, len(pooled_row))
+            pooled_rows = np.empty((len(indices), len(pooled_row[kept])), dtype=np.float64)
+        pooled_rows[row] = pooled_row[kept]
     return pooled_rows if pooled_rows is not None else np.empty((0, 0), dtype=np.float64)
 
 
