@@ -87,6 +87,28 @@ def readme_snippet() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+def test_features_are_stored_with_the_bits_numpys_float16_cast_gives():
+    """stored_features makes tiny values' float16 bits itself (NumPy's cast is slow there): the same bits as
+    ``astype(float16)`` at every float16 subnormal, halfway between two (ties go to even), next to those, at the
+    smallest normal, and for zeros, float32 subnormals, overflow, infinities and NaN."""
+    steps = np.arange(0, 1026, dtype=np.float64)
+    points = np.concatenate([steps, steps + 0.5]) * 2.0**-24  # float16 subnormals and the halfway points between them
+    tiny = points.astype(np.float32)
+    edges = np.concatenate([tiny, np.nextafter(tiny, np.float32(1)), np.nextafter(tiny, np.float32(0))])
+    special = np.array([0.0, 1e-45, 1e-40, 2.0**-14, 65504.0, 65520.0, 1e6, np.inf, np.nan], np.float32)
+    spread = np.random.default_rng(0).standard_normal(20_000).astype(np.float32) * np.float32(10.0) ** np.random.default_rng(1).integers(-9, 3, 20_000)
+    values = np.concatenate([edges, special, spread.astype(np.float32)])
+    values = np.concatenate([values, -values]).reshape(2, -1)
+    with np.errstate(over="ignore"):  # NumPy warns of the values beyond float16's largest, both ways
+        stored, expected = cache_module.stored_features(values), values.astype(np.float16)
+    assert stored.dtype == np.float16 and stored.shape == values.shape
+    np.testing.assert_array_equal(stored.view(np.uint16), expected.view(np.uint16))
+    assert (np.abs(stored[np.isfinite(stored)]) < 2.0**-14).mean() > 0.1  # the tiny values' own way was taken
+    doubles = values.astype(np.float64)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(cache_module.stored_features(doubles).view(np.uint16), doubles.astype(np.float16).view(np.uint16))
+
+
 def test_the_readme_snippet_reads_a_cache_as_documented(tmp_path):
     path = tmp_path / "features.h5"
     with CacheWriter(path, PROVENANCE, shard_videos=2) as writer:
