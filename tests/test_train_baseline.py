@@ -8,7 +8,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from framecache.train.baseline import Baseline, baseline_split, fit_baseline, mean_columns, pooled_inputs
+from framecache.train.baseline import (
+    INNER_FOLDS,
+    Baseline,
+    baseline_split,
+    choose_pooling,
+    fit_baseline,
+    mean_columns,
+    pooled_inputs,
+)
 from framecache.train.data import InMemoryFeatures
 from framecache.train.figures import bootstrap_intervals, classification_metrics, figures_from_confusion
 from framecache.train.splits import Split
@@ -60,6 +68,42 @@ def test_a_baseline_chosen_on_the_mean_is_bit_identical_to_one_fitted_on_the_mea
     np.testing.assert_array_equal(result.model.centre, alone.centre)
     np.testing.assert_array_equal(result.model.coef, alone.coef)
     np.testing.assert_array_equal(result.test_probabilities, alone.probabilities(pooled_inputs(arrays, split.test, pooling="mean")))
+
+
+def test_a_baseline_standardised_in_place_is_the_same_baseline():
+    """overwrite_means spares a copy of the inputs (100-200 MB on 10,000 videos): the inputs become standardised, the
+    baseline stays bit for bit the one fitted on a copy."""
+    rng = np.random.default_rng(6)
+    labels = np.arange(60) % 3
+    means = rng.normal(size=(60, 7)) * rng.uniform(0.1, 5.0, size=7) + labels[:, None]
+    kept = fit_baseline(means, labels, 3)
+    overwritten = means.copy()
+    in_place = fit_baseline(overwritten, labels, 3, overwrite_means=True)
+    for name in ("centre", "scale", "coef", "intercept"):
+        np.testing.assert_array_equal(getattr(in_place, name), getattr(kept, name), err_msg=name)
+    np.testing.assert_allclose(overwritten, (means - kept.centre) / kept.scale)
+
+
+def test_the_poolings_cross_validation_reads_the_mean_poolings_columns_fold_by_fold():
+    """choose_pooling takes the mean pooling as the mean-and-std inputs' mean columns, fold by fold: the same losses
+    as cross-validating a baseline on the mean pooling itself."""
+    from sklearn.model_selection import GroupKFold
+
+    from framecache.train.combine import cross_entropy
+
+    rng = np.random.default_rng(7)
+    labels = np.arange(48) % 2
+    groups = np.repeat(np.arange(8), 6)
+    arrays = [np.concatenate([rng.normal(size=(1, 5, 3)) + 0.5 * label, rng.normal(size=(1, 5, 2)) * (1 + label)], axis=2)
+              for label in labels]  # fmt: skip
+    spans = [(0, 3, None), (3, 5, None)]
+    videos = np.arange(48)
+    chosen, losses = choose_pooling(pooled_inputs(arrays, videos, spans), labels, groups, 2, True, 0, spans)
+    mean = pooled_inputs(arrays, videos, spans, pooling="mean")
+    folds = GroupKFold(min(INNER_FOLDS, 8)).split(labels, groups=groups)
+    expected = np.mean([cross_entropy(labels[test], fit_baseline(mean[train], labels[train], 2).probabilities(mean[test])) for train, test in folds])
+    assert losses["mean"] == round(float(expected), 6)
+    assert chosen == min(losses, key=losses.get) and set(losses) == {"mean", "mean_std"}
 
 
 @pytest.mark.parametrize("classes", [2, 4])

@@ -166,17 +166,19 @@ class Baseline:
 
 
 def fit_baseline(means: np.ndarray, labels: np.ndarray, num_classes: int, balanced: bool = True, seed: int = 0, C: float = BASELINE_C,
-                 spans: list[Span] | None = None, pooling: str = "mean_std", max_len: int | None = None, frame_step: int = 1) -> Baseline:
+                 spans: list[Span] | None = None, pooling: str = "mean_std", max_len: int | None = None, frame_step: int = 1,
+                 overwrite_means: bool = False) -> Baseline:  # fmt: skip
     """Standardise, then L2-regularised multinomial logistic regression (``balanced``: classes weighted inversely to their size).
 
     ``means``: the videos' :func:`pooled_inputs` made with ``spans``, ``pooling``, ``max_len`` and ``frame_step``
-    (recorded in the baseline)."""
+    (recorded in the baseline). ``overwrite_means``: standardise ``means`` in place instead of in a copy of them (the
+    same values; for a caller that no longer needs them: on 10,000 videos the copy is 100-200 MB)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     pipeline = make_pipeline(
-        StandardScaler(),
+        StandardScaler(copy=not overwrite_means),
         LogisticRegression(C=C, max_iter=5000, class_weight="balanced" if balanced else None, random_state=seed),
     )
     with warnings.catch_warnings():
@@ -207,14 +209,16 @@ class BaselineResult:
     test_probabilities: np.ndarray
 
 
-def choose_pooling(pooled: dict[str, np.ndarray], labels: np.ndarray, groups: np.ndarray | None, num_classes: int, balanced: bool,
-                   seed: int) -> tuple[str, dict[str, float]]:
+def choose_pooling(pooled: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, num_classes: int, balanced: bool,
+                   seed: int, spans: list[Span] | None = None) -> tuple[str, dict[str, float]]:
     """The pooling (of :data:`POOLINGS`) whose baseline predicts the training videos best by cross-validation on them.
 
-    ``pooled``: each pooling's inputs of the training videos, with their
-    ``labels`` and ``groups`` (subjects: folds never split one; None: by
-    video). :data:`INNER_FOLDS` folds; the mean cross-entropy on the held-out
-    videos decides, ties going to the mean and std. Returns the pooling and every pooling's loss.
+    ``pooled``: the training videos' ``mean_std`` :func:`pooled_inputs` of
+    ``spans`` (each fold takes its ``mean`` pooling's columns, :func:`mean_columns`,
+    with its rows), their ``labels`` and ``groups`` (subjects: folds never
+    split one; None: by video). :data:`INNER_FOLDS` folds; the mean
+    cross-entropy on the held-out videos decides, ties going to the mean and
+    std. Returns the pooling and every pooling's loss.
     """
     from sklearn.model_selection import GroupKFold, StratifiedKFold
 
@@ -229,13 +233,20 @@ def choose_pooling(pooled: dict[str, np.ndarray], labels: np.ndarray, groups: np
         if smallest < 2:
             return POOLINGS[0], {}
         folds = list(StratifiedKFold(min(INNER_FOLDS, smallest), shuffle=True, random_state=seed).split(labels, labels))
+    columns = {"mean_std": None, "mean": mean_columns(spans, pooled.shape[1])}
     losses = {}
     for pooling in POOLINGS:
-        inputs = pooled[pooling]
-        held_out = [cross_entropy(labels[test], fit_baseline(inputs[train], labels[train], num_classes, balanced, seed).probabilities(inputs[test]))
-                    for train, test in folds]  # fmt: skip
+        held_out = []
+        for train, test in folds:  # each fold's rows copied once, and standardised in that copy
+            model = fit_baseline(_rows(pooled, train, columns[pooling]), labels[train], num_classes, balanced, seed, overwrite_means=True)
+            held_out.append(cross_entropy(labels[test], model.probabilities(_rows(pooled, test, columns[pooling]))))
         losses[pooling] = round(float(np.mean(held_out)), 6)
     return min(POOLINGS, key=lambda pooling: losses[pooling]), losses
+
+
+def _rows(pooled: np.ndarray, rows: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
+    """A copy of ``pooled``'s ``rows`` (of its ``columns``; None: all), rows contiguous as in ``pooled``."""
+    return pooled[rows] if columns is None else pooled[np.ix_(rows, columns)]
 
 
 def baseline_split(features, labels: np.ndarray, split, num_classes: int, balanced: bool = True, seed: int = 0,
@@ -245,20 +256,17 @@ def baseline_split(features, labels: np.ndarray, split, num_classes: int, balanc
     reading the parts ``spans`` (default: every column as one) pooled by ``pooling`` over the frames ``max_len`` and
     ``frame_step`` keep (see :func:`pooled_inputs`). ``pooling="auto"``: the one :func:`choose_pooling` prefers on
     the training videos (``groups``: every video's subject, or None)."""
-    parts = np.concatenate([split.train, split.val, split.test])
-    # The cache is read once: "mean" is a selection of "mean_std"'s columns (the same values), taken only where needed.
+    # The training videos are pooled first and alone: what the fit holds is theirs only. "mean" is a selection of
+    # "mean_std"'s columns (the same values), so they are read once for both.
     read = "mean" if pooling == "mean" else "mean_std"
-    means = pooled_inputs(features, parts, spans, read, max_len, frame_step)
-    train, val = len(split.train), len(split.train) + len(split.val)
+    means = pooled_inputs(features, split.train, spans, read, max_len, frame_step)
     train_labels = np.asarray(labels)[split.train]
     if pooling == "auto":
         train_groups = None if groups is None else np.asarray(groups)[split.train]
-        mean_only = np.take(means[:train], mean_columns(spans, means.shape[1]), axis=1)
-        pooling, _ = choose_pooling({"mean_std": means[:train], "mean": mean_only}, train_labels, train_groups, num_classes,
-                                    balanced, seed)  # fmt: skip
-        del mean_only
+        pooling, _ = choose_pooling(means, train_labels, train_groups, num_classes, balanced, seed, spans)
     if pooling != read:
         means = np.take(means, mean_columns(spans, means.shape[1]), axis=1)
-    model = fit_baseline(means[:train], train_labels, num_classes, balanced, seed, spans=spans, pooling=pooling,
-                         max_len=max_len, frame_step=frame_step)  # fmt: skip
-    return BaselineResult(model, model.probabilities(means[train:val]), model.probabilities(means[val:]))
+    model = fit_baseline(means, train_labels, num_classes, balanced, seed, spans=spans, pooling=pooling, max_len=max_len,
+                         frame_step=frame_step, overwrite_means=True)  # fmt: skip
+    del means
+    return BaselineResult(model, model.probabilities(model.inputs(features, split.val)), model.probabilities(model.inputs(features, split.test)))
