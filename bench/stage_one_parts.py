@@ -157,7 +157,7 @@ def cast(features: np.ndarray) -> tuple[Callable[[], int], Callable[[], int], bo
 
 
 def measure(clips: int = 4, seconds: float = 10.0, repeats: int = 5) -> dict:
-    """Every pair on ``clips`` bench clips of ``seconds``: ``{name: {"before": ..., "after": ..., "same_pixels": ...}}``."""
+    """Every pair on ``clips`` bench clips of ``seconds``: ``{name: {"before": ..., "after": ..., "same_output": ...}}``."""
     import av
 
     from framecache.extract.backbones import build_backbone

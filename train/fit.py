@@ -222,10 +222,11 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_fil
     # TensorFlow's memory grows, which it keeps. Neither draws from the other's random numbers.
     baseline = partial(baseline_split, data.features, data.labels, split, len(data.classes), config.balance != "none", config.seed,
                        max_len=config.max_len, frame_step=config.frame_step, groups=subjects)  # fmt: skip
-    run_baseline = baseline(data.spans) if not config.appearance or several else None  # on every part's pooled features
     masked = [several or part.presence is not None for part in data.parts]  # a GRU reads a part of the columns, or of the frames
     part_baselines = [baseline([part.span] if reads_part else None) if config.appearance else None
                       for part, reads_part in zip(data.parts, masked)]  # fmt: skip
+    # The run's baseline: the one part's own, or one on every part's pooled features.
+    run_baseline = part_baselines[0] if config.appearance and not several else baseline(data.spans)
     for number, (part, reads_part, fitted) in enumerate(zip(data.parts, masked, part_baselines), start=1):
         prefix = f"{log_prefix}{part.name} " if several else log_prefix
         gru, history, best, epoch_times = fit_gru(data, split, config, part if reads_part else None, history_file, prefix,
@@ -243,8 +244,6 @@ def fit_split(data: CachedVideos, split: Split, config: TrainConfig, history_fil
             parts.append(PartResult(f"baseline ({part.name})" if several else "baseline", fitted.val_probabilities, fitted.test_probabilities))
     history = pd.concat(histories, ignore_index=True)
     history.to_csv(history_file, index=False)
-    if run_baseline is None:  # one part, with its baseline: the run's
-        run_baseline = BaselineResult(baselines[0], parts[1].val_probabilities, parts[1].test_probabilities)
     combiner = combine_fit = None
     if len(parts) > 1:
         combiner, combine_fit = fit_combiner(config.combine, data.labels[split.val], [part.val_probabilities for part in parts])
