@@ -20,7 +20,7 @@ OUT ?= features.h5
 FEATURES ?= $(OUT)
 DEMO_DIR := data/demo
 
-.PHONY: help setup features info merge train predict evaluate compare sweep demo demo-data test test-slow lint bench bench-ray clean
+.PHONY: help setup features info merge train predict evaluate compare sweep demo demo-data test test-slow lint bench bench-gpu bench-ray clean
 
 help:
 	@echo "make demo        demo data -> CNN and pose features -> GRU beside its baseline, 6-fold subject CV (a few minutes)"
@@ -34,6 +34,7 @@ help:
 	@echo "make compare     [RUNS=runs]  table of all runs"
 	@echo "make sweep       FEATURES=features.h5 [GRID=grid.json SWEEP='--units 32,64' SWEEP_OUT=folder]  (every INPUTS unless given)"
 	@echo "make features    ... RAY=local WORKERS=2 | RAY=auto | RAY=ray://head:10001  stage one on a Ray cluster (installs Ray)"
+	@echo "make bench-gpu   [BENCH_OUT=bench/results-gpu.json]  on a GPU: installs TensorFlow's CUDA build; the quick bench on it, with 1, 2, 4, ... decoding processes"
 	@echo "make bench-ray   [WORKERS=2]  Ray's overhead against the single-machine pipeline"
 	@echo "make bench       [QUICK=1 ROUNDS=3 ACCURACY=1 TRAIN_MEMORY=0 PRECISIONS=f32,bf16 CSV=your.csv BENCH_OUT=bench/results.json POSE_MODELS=folder]  stage one and two in interleaved rounds, the pose backbone where its models are"
 	@echo "Every option of 'framecache COMMAND --help' is a Make variable: --max-len -> MAX_LEN=, or ARGS='...'."
@@ -116,6 +117,18 @@ lint: $(STAMP)
 # CSV= only when given (make's own default CSV is the demo's, for features): then it is in the environment.
 bench: $(STAMP)
 	$(FRAMECACHE) bench --out $(or $(BENCH_OUT),bench/results.json) $(ARGS)
+
+# The GPU check: TensorFlow's CUDA build (the [gpu] extra, installed once), then the quick bench on TensorFlow's engine
+# (what auto picks on a GPU) at f32 and bf16, on 16 ten-second clips (a GPU embeds the quick bench's 4 short ones in less
+# than its start-up), with 1, 2, 4, ... decoding processes up to the cores (docs/benchmarks.md, "On a GPU").
+GPU_STAMP := $(VENV)/.gpu-stamp
+$(GPU_STAMP): $(STAMP)
+	@echo "installing TensorFlow's CUDA build (framecache's [gpu] extra) into $(VENV)"
+	@$(PY) -m pip install --quiet -e '.[dev,gpu]' >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@touch $(GPU_STAMP)
+
+bench-gpu: $(GPU_STAMP)
+	$(FRAMECACHE) bench --quick --engine tensorflow --clips 16 --seconds 10 --out $(or $(BENCH_OUT),bench/results-gpu.json) $(ARGS)
 
 # Stage one on a local Ray cluster of WORKERS single-CPU actors against the single-machine pipeline, side by side.
 bench-ray: $(RAY_STAMP)

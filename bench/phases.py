@@ -133,26 +133,30 @@ def extract_config(csv: Path, out: Path, **settings) -> ExtractConfig:
     return ExtractConfig(**{**values, **settings})
 
 
-def extract_fps(csv: Path, out: Path, precision: str = "f32") -> tuple[float, dict]:
+def extract_fps(csv: Path, out: Path, precision: str = "f32", **settings) -> tuple[float, dict]:
     """``make features`` end to end (default preset, ``VIEWS`` views, batch ``BATCH``): frames embedded per second.
 
     Also the CPU time per embedded frame of the whole process tree, and of its
     parts: this process (the scheduling loop and the backbone) and its
     children (decoders and writer: they have exited when ``run_extraction`` returns);
-    and the share of the embedding time in which the backbone waited for frames.
+    the share of the embedding time in which the backbone waited for frames;
+    and on a GPU, TensorFlow's memory in use before the run and at its peak.
+    ``settings`` change other fields of the extraction (``engine``, ``workers``).
     """
+    from framecache.bench.gpu import PeakMemory
     from framecache.extract.pipeline import run_extraction
 
-    config = extract_config(csv, out, precision=precision)
+    config = extract_config(csv, out, precision=precision, **settings)
     started = time.perf_counter()
     own, children = cpu_seconds(), cpu_seconds(resource.RUSAGE_CHILDREN)
-    summary = run_extraction(config)
+    with PeakMemory() as gpu_memory:
+        summary = run_extraction(config)
     seconds = time.perf_counter() - started
     own, children = cpu_seconds() - own, cpu_seconds(resource.RUSAGE_CHILDREN) - children
     per_frame = 1000 / summary.frames
     run = {"videos": summary.ok, "frames": summary.frames, "seconds": seconds, "cpu_ms_per_frame": (own + children) * per_frame,
            "cpu_ms_per_frame_pipeline": own * per_frame, "cpu_ms_per_frame_children": children * per_frame,
-           "embed_idle_share": summary.embed_idle_share}
+           "embed_idle_share": summary.embed_idle_share, "gpu_before_mb": gpu_memory.before_mb, "gpu_peak_mb": gpu_memory.peak_mb}
     return summary.frames / seconds, run
 
 
@@ -235,14 +239,14 @@ def long_video(folder: Path, minutes: float) -> Path:
     return csv
 
 
-def startup_cpu_seconds(folder: Path, backbone_cpu_ms: float) -> dict:
+def startup_cpu_seconds(folder: Path, backbone_cpu_ms: float, engine: str = "auto") -> dict:
     """CPU seconds an extraction spends whatever its length: start the decoder and writer processes, build the backbone.
 
     Measured on an extraction of four 5-frame clips; the backbone's share of its
     pipeline time (``backbone_cpu_ms`` per frame, padded batches included) is taken out.
     """
     csv = make_clips(folder, 4, 0.2)
-    _, run = extract_fps(csv, folder / "tiny.h5")
+    _, run = extract_fps(csv, folder / "tiny.h5", engine=engine)
     batches = -(-run["frames"] // BATCH)
     pipeline = run["cpu_ms_per_frame_pipeline"] * run["frames"] / 1000 - batches * BATCH * backbone_cpu_ms / 1000
     return {"pipeline": max(0.0, pipeline), "children": run["cpu_ms_per_frame_children"] * run["frames"] / 1000}

@@ -39,6 +39,9 @@ RATIOS = {
     "extract_bf16_over_f32": ("extract_fps_bf16", "extract_fps"),
     "extract_over_backbone_bf16": ("extract_fps_bf16", "backbone_fps_bf16"),
     "profile_whole_over_parts_bf16": ("profile_whole_ms_bf16", "profile_parts_ms_bf16"),
+    # Decoding's share of the whole extraction's CPU: on a GPU, where the backbone costs the CPU little, the most of it.
+    "decode_share": ("profile_decode_ms", "profile_whole_ms"),
+    "decode_share_bf16": ("profile_decode_ms", "profile_whole_ms_bf16"),
 }
 HEADLINE_RATIOS = ("extract_over_backbone", "extract_over_backbone_cpu", "extract_over_backbone_bf16", "extract_over_baseline",
                    "end_to_end_epoch_over_train_run", "profile_whole_over_parts")
@@ -99,8 +102,9 @@ def parse_precisions(text: str) -> list[str]:
 class Bench:
     """One bench run: the built backbones and models live across rounds; each round appends its figures."""
 
-    def __init__(self, plan: Plan, folder: Path, csv: Path, precisions: list[str], log=print):
+    def __init__(self, plan: Plan, folder: Path, csv: Path, precisions: list[str], engine: str = "auto", log=print):
         self.plan, self.folder, self.csv, self.log = plan, folder, csv, log
+        self.engine_option = engine  # as asked (auto, openvino, tensorflow); self.engine: the one that runs
         self.rounds: list[dict] = []
         self.skipped: dict[str, str] = {}  # precision -> why it is not measured here
         self.precisions = self._supported(precisions)
@@ -122,7 +126,7 @@ class Bench:
         kept = []
         for precision in precisions:
             try:
-                check_precision(precision, "auto")
+                check_precision(precision, self.engine_option)
                 kept.append(precision)
             except FramecacheError as error:
                 self.skipped[precision] = str(error)
@@ -135,8 +139,8 @@ class Bench:
 
         built = {}
         for precision in self.precisions:
-            built[_suffix("backbone_fps", precision)] = build_backbone(BACKBONE, "none", engine="auto", batch_size=BATCH,
-                                                                       precision=precision)
+            built[_suffix("backbone_fps", precision)] = build_backbone(BACKBONE, "none", engine=self.engine_option,
+                                                                       batch_size=BATCH, precision=precision)
         self.engine = built["backbone_fps"].engine
         if self.engine != "tensorflow":
             built["backbone_fps_tensorflow"] = build_backbone(BACKBONE, "none", engine="tensorflow", batch_size=BATCH)
@@ -192,13 +196,15 @@ class Bench:
             backbones_alone()
             if precision == "f32":
                 baseline_half(self.baseline_halves[0])
-            fps, run = phases.extract_fps(self.csv, self.folder / f"features_{precision}.h5", precision)
+            fps, run = phases.extract_fps(self.csv, self.folder / f"features_{precision}.h5", precision, engine=self.engine_option)
             if precision == "f32":
                 baseline_half(self.baseline_halves[1])
             measured[_suffix("extract_fps", precision)] = fps
             for key in ("cpu_ms_per_frame", "cpu_ms_per_frame_pipeline", "cpu_ms_per_frame_children", "seconds"):
                 measured[_suffix(f"extract_{key}", precision)] = run[key]
             measured[_suffix("extract_idle_share", precision)] = run["embed_idle_share"]
+            if run["gpu_peak_mb"] is not None:
+                measured[_suffix("extract_gpu_peak_mb", precision)] = run["gpu_peak_mb"]
             measured["extract_frames"] = run["frames"]
         measured["baseline_fps"] = baseline[0] / baseline[1]
         backbones_alone()
@@ -226,7 +232,7 @@ class Bench:
         results: dict = {}
         (self.folder / "tiny").mkdir()
         backbone_ms = stats.summarise(measured["backbone_cpu_ms"] for measured in self.rounds)["median"]
-        startup = phases.startup_cpu_seconds(self.folder / "tiny", backbone_ms)
+        startup = phases.startup_cpu_seconds(self.folder / "tiny", backbone_ms, engine=self.engine_option)
         results["startup_cpu_s_pipeline"], results["startup_cpu_s_children"] = startup["pipeline"], startup["children"]
         results["transfer_cpu_ms_per_embedded_frame"] = phases.transfer_cpu_ms_per_frame(self.frames[:BATCH]) / VIEWS
         results["cache_mb_per_video_minute"] = cache_mb(self.study) / (self.plan.study_videos * STUDY_FRAMES / 25 / 60)

@@ -14,11 +14,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from framecache.bench import machine, phases, pose, stats
+from framecache.bench import gpu, machine, phases, pose, stats, workers
 from framecache.bench.phases import BACKBONE, BATCH, VIEWS
 from framecache.bench.rounds import HEADLINE_RATIOS, RATIOS, Bench, Plan, parse_precisions
-from framecache.common.config import PRECISIONS
+from framecache.common.config import ENGINES, PRECISIONS
 from framecache.common.errors import FramecacheError
+from framecache.common.options import check
+from framecache.extract.engines import available_cores
 
 TARGETS = {"extract_over_backbone": ">= 0.90", "extract_over_backbone_cpu": ">= 0.92", "extract_over_backbone_bf16": ">= 0.85",
            "extract_over_baseline": ">= 2", "end_to_end_epoch_over_train_run": ">= 50", "profile_whole_over_parts": "<= 1.05"}
@@ -50,20 +52,28 @@ def explain_profile(figures: dict, once: dict) -> dict:
 
 def run_bench(out: str = "bench/results.json", csv: str | None = None, clips: int | None = None, seconds: float | None = None,
               long_minutes: str | None = None, rounds: int | None = None, quick: bool = False, precisions: str = "f32,bf16",
-              accuracy: bool = False, train_memory: bool | None = None, pose_models: str | None = None) -> int:
-    """Measure stage one and two in interleaved rounds, then the pose backbone where its models are found (``pose_models``,
-    else its default folder); write the figures to ``out`` (JSON) and print a table."""
+              accuracy: bool = False, train_memory: bool | None = None, pose_models: str | None = None, engine: str = "auto",
+              workers_sweep: str = "auto") -> int:
+    """Measure stage one and two in interleaved rounds with the backbone on ``engine``, then extraction with each count of
+    decoding processes in ``workers_sweep`` (:func:`framecache.bench.workers.worker_counts`), then the pose backbone where
+    its models are found (``pose_models``, else its default folder); write the figures to ``out`` (JSON) and print a table."""
     started = time.perf_counter()
     plan = Plan.make(quick, rounds, clips, seconds, long_minutes, train_memory)
     asked = parse_precisions(precisions)
+    check("engine", engine, choices=ENGINES)
+    device = gpu.describe()
+    counts = workers.worker_counts(workers_sweep, available_cores(), gpu=bool(device))
     pose_folder, pose_found, _ = pose.find_pose_models(pose_models)
+    print(f"bench: engine {engine}, GPU: {device.get('gpu', 'none that TensorFlow sees')}; decoding processes compared: "
+          f"{', '.join(map(str, counts)) or 'none'}")
     print(f"bench: pose models in {pose_folder}: {', '.join(pose_found) or 'none, the pose section is skipped'}")
     with tempfile.TemporaryDirectory(prefix="framecache-bench-") as folder:
         folder = Path(folder)
         clips_csv = Path(csv) if csv else phases.make_clips(folder, plan.clips, plan.seconds)
-        bench = Bench(plan, folder, clips_csv, asked)
+        bench = Bench(plan, folder, clips_csv, asked, engine)
         bench.run()
         once = bench.once()
+        processes = workers.measure_workers(clips_csv, folder, bench.precisions, engine, counts, plan.rounds) if counts else None
         demo = None
         if accuracy:
             from framecache.bench.accuracy import demo_accuracy
@@ -81,12 +91,13 @@ def run_bench(out: str = "bench/results.json", csv: str | None = None, clips: in
     results = {
         "plan": {**asdict(plan), "quick": quick, "csv": csv, "precisions": bench.precisions, "skipped": bench.skipped,
                  "backbone": BACKBONE, "weights": "random", "views": VIEWS, "batch_size": BATCH, "engine": bench.engine},
-        "machine": {**machine.cpu_description(), **machine.versions()},
+        "machine": {**machine.cpu_description(), **device, **machine.versions()},
         "figures": stats.figures(bench.rounds),
         "ratios": stats.ratios(bench.rounds, RATIOS),
         "once": once,
         "accuracy": demo,
         "train_memory": streamed,
+        "decoding_processes": processes,
         "pose": poses,
         "profile_explained": explain_profile(stats.figures(bench.rounds), once),
         "rounds": bench.rounds,
@@ -109,6 +120,8 @@ FIGURES = [  # (figure, what it is)
     ("extract_fps", "`make features` end to end: {clips} videos, {views} views, f32"),
     ("extract_idle_share", "of its embedding time, the share the backbone waited for frames, f32"),
     ("extract_idle_share_bf16", "the same at bf16"),
+    ("extract_gpu_peak_mb", "on a GPU: TensorFlow's memory in use at its peak during the extraction, MB, f32"),
+    ("extract_gpu_peak_mb_bf16", "the same at bf16"),
     ("baseline_fps", "decode each video whole, one Keras model.predict per video"),
     ("decode_fps_pyav", "decode + resize + crop only"),
     ("decode_fps_decord", "the same with decord"),
@@ -176,6 +189,7 @@ def format_report(results: dict) -> str:
         tests = {values.get("test_videos") for values in accuracy.values()}
         lines += [f"demo: {demo['videos']} videos, {demo['backbone']} {demo['weights']} features, a GRU with the default "
                   f"settings and seed {demo['seed']}, test split of {', '.join(map(str, tests))} videos"]
+    lines += format_workers(results.get("decoding_processes"))
     lines += _train_memory_lines(results.get("train_memory"))
     lines += ["", "where stage one's CPU goes, ms per embedded frame (f32)"]
     rows = [(note.format(**context), stats.format_summary(figures[name])) for name, note in PROFILE if name in figures]
@@ -188,11 +202,32 @@ def format_report(results: dict) -> str:
             ("parts + start-up + crossing", f"{explained['explained_ms']:.3g}"),
             ("left: CNN and decoders sharing 2 cores and caches, batching, writer", f"{explained['left_ms']:.3g}"),
         ]
+    rows += [(f"decoding / whole extraction, a share ({precision})", stats.format_summary(ratios[name]))
+             for precision, name in (("f32", "decode_share"), ("bf16", "decode_share_bf16")) if name in ratios]
     lines += _table(("part", "ms"), rows)
-    lines += ["", "machine: " + machine.format_cpu(results["machine"]),
+    device = results["machine"]
+    lines += ["", "machine: " + machine.format_cpu(device),
+              *([f"GPU: {device['gpu']}, compute capability {device['gpu_compute_capability']}"] if "gpu" in device else []),
               "versions: " + ", ".join(f"{key} {results['machine'][key]}" for key in ("python", "tensorflow-cpu", "tensorflow", "keras",
                                                                                     "openvino") if key in results["machine"])]
     return "\n".join(lines)
+
+
+def format_workers(measured: dict | None) -> list[str]:
+    """The decoding-process sweep's rows (frames/s, idle share, GPU memory per count and precision) and, per precision, the
+    count that kept the backbone busy; nothing where the sweep did not run."""
+    if not measured:
+        return []
+    lines = ["", f"decoding processes (--workers), {measured['rounds']} interleaved rounds; the backbone counts as busy where it "
+             f"waited for frames at most {100 * measured['busy_idle_share']:.0f} % of its embedding time"]
+    rows = [(precision, count, *(stats.format_summary(figures[name]) for name in workers.FIGURES))
+            for precision, by_count in measured["by_precision"].items() for count, figures in by_count.items()]
+    lines += _table(("precision", "workers", "extract fps", "idle share", "GPU peak MB"), rows)
+    for precision, count in measured["keeps_backbone_busy"].items():
+        counts = ", ".join(map(str, measured["counts"]))
+        found = f"{count} decoding process{'es' if count > 1 else ''}" if count else f"none of {counts} decoding processes"
+        lines.append(f"kept busy at {precision} by: {found}")
+    return lines
 
 
 def _train_memory_lines(streamed: dict | None) -> list[str]:

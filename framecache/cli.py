@@ -220,6 +220,11 @@ def _bench_parser(parser: argparse.ArgumentParser) -> None:
                         "pose_landmark_<size>.tflite, or pose_landmarker_<size>.task): the pose backbone per size found, "
                         "alone and through stage one (default: where --backbone pose looks, $FRAMECACHE_CACHE/pose; "
                         "nothing is downloaded; none found: skipped)")
+    parser.add_argument("--engine", default="auto", choices=ENGINES, help="the backbone's engine, alone and in every "
+                        "extraction (auto: OpenVINO, TensorFlow on a GPU; tensorflow: what a GPU runs) (default %(default)s)")
+    parser.add_argument("--workers-sweep", default="auto", help="also extract with each of these counts of decoding processes, "
+                        "e.g. 1,2,4: frames/s, the backbone's idle share, GPU memory (auto: on a GPU 1, 2, 4, ... up to the "
+                        "cores; elsewhere none; none: skip) (default %(default)s)")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -227,7 +232,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     return run_bench(out=args.out, csv=args.csv, clips=args.clips, seconds=args.seconds, long_minutes=args.long_minutes,
                      rounds=args.rounds, quick=args.quick, precisions=args.precisions, accuracy=args.accuracy,
-                     train_memory=args.train_memory, pose_models=args.pose_models)
+                     train_memory=args.train_memory, pose_models=args.pose_models, engine=args.engine,
+                     workers_sweep=args.workers_sweep)
 
 
 # Flags that Make variables never set: their Make names mean something else in the Makefile

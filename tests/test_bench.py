@@ -2,11 +2,13 @@
 (measured only where the team's copy of MediaPipe's models is, ../shared/weights/pose; skipped otherwise)."""
 
 import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from framecache.bench import machine, pose, run, stats
+from framecache.bench import gpu, machine, pose, run, stats, workers
 from framecache.bench.rounds import RATIOS, Plan, parse_precisions, profile
 from framecache.bench.run import format_report
 from framecache.common.errors import FramecacheError
@@ -135,7 +137,7 @@ def test_report_shows_the_pose_section_or_why_it_was_skipped():
 class _NoCnnBench:
     """Stands in for the CNN rounds (minutes of work), so that only the pose section is run for real."""
 
-    def __init__(self, plan, folder, csv, precisions):
+    def __init__(self, plan, folder, csv, precisions, engine):
         self.rounds, self.precisions, self.skipped, self.engine = [{"backbone_fps": 100.0, "extract_fps": 90.0}], ["f32"], {}, "openvino"
 
     def run(self) -> None:
@@ -210,3 +212,99 @@ def test_stage_one_parts_measures_each_pair_and_both_ways_give_the_same_output()
     assert set(results) == set(WHAT)
     assert all(results[name]["same_output"] is True for name in ("scaler", "augmentation", "cast"))
     assert all(figures[way]["median"] > 0 for figures in results.values() for way in ("before", "after"))
+
+
+def test_the_decoding_process_counts_to_compare():
+    assert workers.worker_counts("auto", cores=16, gpu=True) == [1, 2, 4, 8, 16]
+    assert workers.worker_counts("auto", cores=6, gpu=True) == [1, 2, 4]
+    assert workers.worker_counts("auto", cores=16, gpu=False) == []  # on a CPU one decoder is the design
+    assert workers.worker_counts("none", cores=16, gpu=True) == []
+    assert workers.worker_counts("4, 1,2,2", cores=2, gpu=False) == [1, 2, 4]
+    for bad in ("0,2", "two", ","):
+        with pytest.raises(FramecacheError, match=re.escape(f"workers_sweep='{bad}' takes auto, none or a comma-separated list")):
+            workers.worker_counts(bad, cores=2, gpu=False)
+
+
+def test_the_sweep_interleaves_counts_and_finds_the_fewest_that_keep_the_backbone_busy(tmp_path, monkeypatch):
+    calls = []
+
+    def extract_fps(csv, out, precision, engine, workers):  # idle while fewer than 4 decoders feed it, bf16 sooner
+        calls.append((precision, engine, workers))
+        idle = max(0.0, 0.3 - 0.1 * workers) if precision == "f32" else 0.6 / workers
+        return 100.0 * workers, {"embed_idle_share": idle, "gpu_peak_mb": 500.0 + workers}
+
+    monkeypatch.setattr(workers.phases, "extract_fps", extract_fps)
+    measured = workers.measure_workers(tmp_path / "labels.csv", tmp_path, ["f32", "bf16"], "tensorflow", [1, 2, 4],
+                                       rounds=2, log=lambda line: None)
+    assert calls == 2 * [(precision, "tensorflow", count) for count in (1, 2, 4) for precision in ("f32", "bf16")]
+    assert measured["keeps_backbone_busy"] == {"f32": 4, "bf16": None}  # f32: idle 0.2, 0.1, 0; bf16: 0.6, 0.3, 0.15
+    figures = measured["by_precision"]["f32"]["2"]
+    assert figures["extract_fps"]["median"] == 200.0 and figures["gpu_peak_mb"]["median"] == 502.0
+    lines = run.format_workers(measured)
+    assert [cell.strip() for cell in lines[3].split("|")] == ["f32", "1", "100 (100–100, ±0%)", "0.200 (0.200–0.200, ±0%)",
+                                                             "501 (501–501, ±0%)"]
+    assert lines[-2:] == ["kept busy at f32 by: 4 decoding processes", "kept busy at bf16 by: none of 1, 2, 4 decoding processes"]
+    assert run.format_workers(None) == []  # the sweep did not run
+
+
+def test_gpu_memory_is_read_from_tensorflow_where_it_has_a_gpu(monkeypatch):
+    class Experimental:
+        def __init__(self):
+            self.used = {"current": 300 * 2**20, "peak": 900 * 2**20}
+
+        def reset_memory_stats(self, device):
+            assert device == "GPU:0"
+            self.used["peak"] = self.used["current"]
+
+        def get_memory_info(self, device):
+            return dict(self.used)
+
+    experimental = Experimental()
+    fake = type(sys)("tensorflow")
+    fake.config = type(sys)("config")
+    fake.config.experimental = experimental
+    monkeypatch.setitem(sys.modules, "tensorflow", fake)
+    monkeypatch.setattr(gpu, "tensorflow_sees_gpu", lambda: True)
+    with gpu.PeakMemory() as memory:
+        assert memory.before_mb == 300.0
+        experimental.used["peak"] = 1200 * 2**20  # the run's activations
+    assert memory.peak_mb == 1200.0
+    monkeypatch.setattr(gpu, "tensorflow_sees_gpu", lambda: False)
+    with gpu.PeakMemory() as memory:
+        pass
+    assert memory.before_mb is None and memory.peak_mb is None and gpu.describe() == {}
+
+
+def test_the_report_shows_decodings_share_and_the_gpu():
+    rounds = [{"profile_decode_ms": 1.0, "profile_whole_ms": 10.0, "profile_whole_ms_bf16": 5.0, "backbone_fps": 1.0,
+               "extract_fps": 1.0, "extract_gpu_peak_mb": 640.0}]
+    results = {"plan": {"rounds": 1, "quick": True, "batch_size": 32, "clips": 16, "views": 2, "study_videos": 40,
+                        "engine": "tensorflow", "precisions": ["f32", "bf16"], "skipped": {}},
+               "figures": stats.figures(rounds), "ratios": stats.ratios(rounds, RATIOS), "once": {},
+               "machine": {"cpu": "Test CPU", "cores": 16, "gpu": "NVIDIA H100 80GB HBM3", "gpu_compute_capability": "9.0"}}
+    report = format_report(results).splitlines()
+    assert "decoding / whole extraction, a share (f32)" in next(line for line in report if "(f32)" in line and "| 0.100" in line)
+    assert any(line.startswith("decoding / whole extraction, a share (bf16)") and "| 0.200" in line for line in report)
+    assert any(line.startswith("extract_gpu_peak_mb ") and "| 640 " in line for line in report)
+    assert "GPU: NVIDIA H100 80GB HBM3, compute capability 9.0" in report
+
+
+def test_make_bench_takes_the_engine_and_the_sweep_as_make_variables(monkeypatch):
+    from framecache.cli import build_parser
+
+    assert (build_parser().parse_args(["bench"]).engine, build_parser().parse_args(["bench"]).workers_sweep) == ("auto", "auto")
+    monkeypatch.setenv("FRAMECACHE_MAKE", "1")
+    monkeypatch.setenv("ENGINE", "tensorflow")
+    monkeypatch.setenv("WORKERS_SWEEP", "1,2")
+    args = build_parser().parse_args(["bench"])
+    assert (args.engine, args.workers_sweep) == ("tensorflow", "1,2")
+
+
+def test_a_bad_sweep_is_refused_in_the_flags_terms_before_anything_runs(tmp_path, capsys):
+    from framecache.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--workers-sweep", "0", "--out", str(tmp_path / "results.json")])
+    assert exit_info.value.code == 2
+    assert "--workers-sweep 0 takes auto, none or a comma-separated list" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
