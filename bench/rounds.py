@@ -23,8 +23,9 @@ import numpy as np
 
 from framecache.bench import phases, stats
 from framecache.bench.phases import BACKBONE, BATCH, SIZE, VIEWS
-from framecache.common.config import PRECISIONS
+from framecache.common.config import AT_LEAST_ONE, PRECISIONS
 from framecache.common.errors import FramecacheError
+from framecache.common.options import Interval, check, option_name
 
 # Ratios, each computed within a round: name -> (numerator, denominator).
 RATIOS = {
@@ -45,6 +46,7 @@ RATIOS = {
 }
 HEADLINE_RATIOS = ("extract_over_backbone", "extract_over_backbone_cpu", "extract_over_backbone_bf16", "extract_over_baseline",
                    "end_to_end_epoch_over_train_run", "profile_whole_over_parts")
+MIN_CLIPS = 4  # phases.make_clips labels its clips with 2 classes in turn; the dataset needs 2 videos per class
 STUDY_FRAMES = 250  # a synthetic study's videos: 10 s at 25 fps
 
 
@@ -85,8 +87,11 @@ class Plan:
         if long_minutes is not None and not quick:
             changes["long_minutes"] = tuple(float(value) for value in long_minutes.split(",") if value.strip())
         plan = cls(**{**asdict(base), **changes})
-        if plan.rounds < 1 or plan.clips < 1 or plan.seconds <= 0:
-            raise FramecacheError(f"--rounds and --clips must be >= 1 and --seconds > 0, got {plan.rounds}, {plan.clips}, {plan.seconds}")
+        check("rounds", plan.rounds, int, AT_LEAST_ONE)
+        check("seconds", plan.seconds, float, Interval(0, None, "neither"))
+        if plan.clips < MIN_CLIPS:
+            raise FramecacheError(f"{option_name('clips', plan.clips)}: the generated clips are {MIN_CLIPS // 2} classes, and a "
+                                  f"class needs 2 videos; give {MIN_CLIPS} or more")
         return plan
 
 
@@ -95,7 +100,8 @@ def parse_precisions(text: str) -> list[str]:
     asked = [value.strip() for value in text.split(",") if value.strip()]
     unknown = [value for value in asked if value not in PRECISIONS]
     if unknown:
-        raise FramecacheError(f"--precisions takes a comma-separated list of {', '.join(PRECISIONS)}, got {', '.join(unknown)}")
+        raise FramecacheError(f"{option_name('precisions', text)}: give a comma-separated list of {', '.join(PRECISIONS)}; "
+                              f"{', '.join(unknown)} is not one")
     return list(dict.fromkeys(["f32", *asked]))
 
 

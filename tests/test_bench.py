@@ -64,13 +64,15 @@ def test_profile_per_embedded_frame():
 
 def test_options():
     assert parse_precisions("bf16") == ["f32", "bf16"] and parse_precisions("f32,f32") == ["f32"]
-    with pytest.raises(FramecacheError, match="--precisions takes"):
+    with pytest.raises(FramecacheError, match="precisions='f32,int4': give a comma-separated list of f32, bf16; int4 is not one"):
         parse_precisions("f32,int4")
     quick = Plan.make(quick=True)
     assert quick.rounds == 2 and quick.long_minutes == () and quick.clips < Plan().clips
     assert Plan.make(rounds=5, long_minutes="1,2").rounds == 5 and Plan.make(long_minutes="1,2").long_minutes == (1.0, 2.0)
-    with pytest.raises(FramecacheError, match="--rounds"):
+    with pytest.raises(FramecacheError, match="rounds must be >= 1, got 0"):
         Plan.make(rounds=0)
+    with pytest.raises(FramecacheError, match="clips=2: the generated clips are 2 classes, and a class needs 2 videos; give 4"):
+        Plan.make(clips=2)
 
 
 def test_cpu_flags_from_cpuinfo():
@@ -308,3 +310,22 @@ def test_a_bad_sweep_is_refused_in_the_flags_terms_before_anything_runs(tmp_path
     assert exit_info.value.code == 2
     assert "--workers-sweep 0 takes auto, none or a comma-separated list" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_end_to_end_on_tensorflow_here(tmp_path, monkeypatch):
+    """make bench-gpu's command, shortened, on the CPU: every section it writes on a GPU but the GPU's own fields."""
+    monkeypatch.setenv("FRAMECACHE_CACHE", str(tmp_path / "cache"))  # no pose models: that section is skipped
+    out = tmp_path / "results.json"
+    assert run.run_bench(out=str(out), quick=True, rounds=1, clips=4, seconds=1.0, engine="tensorflow",
+                         workers_sweep="1,2") == 0
+    results = json.loads(out.read_text())
+    assert results["plan"]["engine"] == "tensorflow" and "bf16" in results["plan"]["skipped"]  # bf16 needs the GPU
+    assert results["ratios"]["extract_over_backbone"]["median"] > 0 and 0 < results["ratios"]["decode_share"]["median"] < 1
+    sweep = results["decoding_processes"]
+    assert sweep["counts"] == [1, 2] and set(sweep["by_precision"]["f32"]) == {"1", "2"}
+    assert sweep["by_precision"]["f32"]["2"]["extract_fps"]["median"] > 0
+    idle = {int(count): figures["idle_share"]["median"] for count, figures in sweep["by_precision"]["f32"].items()}
+    busy = [count for count in sorted(idle) if idle[count] <= workers.BUSY_IDLE_SHARE]
+    assert sweep["keeps_backbone_busy"]["f32"] == (busy[0] if busy else None)
+    assert "gpu" not in results["machine"] and "extract_gpu_peak_mb" not in results["figures"]
