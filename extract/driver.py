@@ -35,6 +35,7 @@ import pandas as pd
 
 from framecache.common.cache import stored_features
 from framecache.common.cli import interrupted, raise_interrupt
+from framecache.common.options import option_name
 from framecache.extract.decoders import Chunk, DecoderPool
 from framecache.extract.frame_ring import FrameRows
 from framecache.extract.interfaces import PENDING_BATCHES, Embedder, PendingFeatures, ProgressReport, ShardSink
@@ -43,6 +44,10 @@ from framecache.extract.messages import DecodeTask, End, Failed, FailureRecord, 
 log = logging.getLogger(__name__)
 
 WAIT_S = 0.5  # longest wait for decoded frames before checking the writer and the progress again
+# A run whose backbone waited for frames this share of its embedding time, over at least this many seconds, was held
+# back by decoding: ExtractSummary.decoding_notice says so where cores were left for more decoding processes.
+STARVED_SHARE = 0.25
+STARVED_MIN_SECONDS = 10.0
 
 
 @dataclass
@@ -66,6 +71,19 @@ class ExtractSummary:
     def embed_idle_share(self) -> float:
         """The share of the embedding time in which the backbone waited for frames (0: never)."""
         return self.embed_idle_seconds / self.embed_seconds if self.embed_seconds > 0 else 0.0
+
+    def decoding_notice(self, workers: int, cores: int) -> str | None:
+        """Where decoding held the backbone back (it waited for frames ``STARVED_SHARE`` of a long enough run) and the
+        machine has cores beyond the ``workers`` decoding processes and one for the backbone: what to change; else None.
+
+        On a GPU the backbone needs little CPU, so one decoding process cannot feed it.
+        """
+        if self.embed_seconds < STARVED_MIN_SECONDS or self.embed_idle_share < STARVED_SHARE or workers + 1 >= cores:
+            return None
+        more = min(2 * workers, cores - 1)
+        return (f"the backbone waited for decoded frames {100 * self.embed_idle_share:.0f} % of its time: decoding held this run "
+                f"back, and this machine has {cores} cores for {workers} decoding process{'es' if workers > 1 else ''}; "
+                f"{option_name('workers', more)} or more may be faster")
 
     @property
     def done(self) -> int:

@@ -214,3 +214,17 @@ def test_the_command_sets_its_process_up_first(monkeypatch, capsys, command, rea
         framecache_main([command, "--help"])
     assert exit_info.value.code == 0
     assert calls == [{"reads_caches": reads_caches}]
+
+
+def test_make_features_says_when_decoding_held_the_backbone_back(monkeypatch, caplog):
+    from framecache.extract import engines, pipeline
+    from framecache.extract.driver import ExtractSummary
+
+    starved = ExtractSummary(videos_total=2, ok=2, frames=500, seconds=50.0, embed_seconds=40.0, embed_idle_seconds=30.0)
+    monkeypatch.setattr(pipeline, "run_extraction", lambda config: starved)
+    monkeypatch.setattr(engines, "available_cores", lambda: 16)
+    monkeypatch.setenv("FRAMECACHE_MAKE", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        framecache_main(["extract", "--csv", "labels.csv", "--out", "f.h5"])
+    assert exit_info.value.code == 0
+    assert "waited for decoded frames 75 % of its time" in caplog.text and "WORKERS=2 or more may be faster" in caplog.text
