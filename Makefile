@@ -36,7 +36,7 @@ help:
 	@echo "make features    ... RAY=local WORKERS=2 | RAY=auto | RAY=ray://head:10001  stage one on a Ray cluster (installs Ray)"
 	@echo "make bench-gpu   [BENCH_OUT=bench/results-gpu.json]  on a GPU: installs TensorFlow's CUDA build; the quick bench on it, with 1, 2, 4, ... decoding processes"
 	@echo "make bench-ray   [WORKERS=2]  Ray's overhead against the single-machine pipeline"
-	@echo "make bench       [QUICK=1 ROUNDS=3 ACCURACY=1 TRAIN_MEMORY=0 PRECISIONS=f32,bf16 CSV=your.csv BENCH_OUT=bench/results.json POSE_MODELS=folder]  stage one and two in interleaved rounds, the pose backbone where its models are"
+	@echo "make bench       [QUICK=1 ROUNDS=3 ACCURACY=1 TRAIN_MEMORY=0 PRECISIONS=f32,bf16 CSV=your.csv BENCH_OUT=bench/results.json POSE_MODELS=folder ENGINE= WORKERS_SWEEP=1,2,4]  stage one and two in interleaved rounds, the pose backbone where its models are"
 	@echo "Every option of 'framecache COMMAND --help' is a Make variable: --max-len -> MAX_LEN=, or ARGS='...'."
 
 setup: $(STAMP)

@@ -73,4 +73,3 @@ def busiest(by_count: dict[str, dict]) -> int | None:
         if by_count[count]["idle_share"]["median"] <= BUSY_IDLE_SHARE:
             return int(count)
     return None
-
