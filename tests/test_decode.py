@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from framecache.common.errors import FramecacheError
-from framecache.extract.decode import BACKENDS, RESIZE_POLICY, VideoInfo, iter_frames, sample_indices
+from framecache.extract.decode import BACKENDS, RESIZE_POLICY, VideoInfo, iter_frames, resized_shape, sample_indices
 
 
 def write_test_video(path: Path, frames: np.ndarray, fps: int = 30, codec: str = "mpeg4") -> Path:
@@ -182,6 +182,27 @@ def test_pyav_matches_decord(videos: dict[str, Path], name: str) -> None:
     pyav_frames = np.concatenate(list(iter_frames(str(videos[name]), backend="pyav")))
     assert decord_frames.shape == pyav_frames.shape
     assert np.abs(decord_frames.astype(np.int16) - pyav_frames).mean() < 2.0
+
+
+@pytest.mark.parametrize("codec, height, width", [("libx264", 240, 320), ("mpeg4", 47, 33), ("mpeg4", 480, 120)])
+def test_pyav_frames_are_each_frame_scaled_bilinear_on_its_own_then_centre_cropped(
+    tmp_path: Path, codec: str, height: int, width: int
+) -> None:
+    """The clean view's pixels, as before the decoder was made faster: every frame through its own libswscale pass
+    (bilinear, to RGB, the shorter side to 224; ``VideoFrame.to_ndarray``), then its centre 224 x 224."""
+    frames = np.random.default_rng(0).integers(0, 255, (12, height, width, 3), dtype=np.uint8)  # noise: every pixel counts
+    path = write_test_video(tmp_path / ("noise.mp4" if codec == "libx264" else "noise.avi"), frames, codec=codec)
+    scaled_height, scaled_width = resized_shape(height, width, 224)
+    top, left = (scaled_height - 224) // 2, (scaled_width - 224) // 2
+    with av.open(str(path)) as container:
+        expected = np.stack([
+            frame.to_ndarray(format="rgb24", width=scaled_width, height=scaled_height, interpolation="BILINEAR")[
+                top : top + 224, left : left + 224]
+            for frame in container.decode(video=0)
+        ])  # fmt: skip
+    decoded = np.concatenate(list(iter_frames(str(path), backend="pyav", chunk_frames=5)))
+    assert len(expected) == 12
+    np.testing.assert_array_equal(decoded, expected)
 
 
 def test_resize_policy_is_recorded_as_text() -> None:
