@@ -74,11 +74,14 @@ class ExtractSummary:
 
     def decoding_notice(self, workers: int, cores: int) -> str | None:
         """Where decoding held the backbone back (it waited for frames ``STARVED_SHARE`` of a long enough run) and the
-        machine has cores beyond the ``workers`` decoding processes and one for the backbone: what to change; else None.
+        machine has cores beyond the ``workers`` decoding processes and one for the backbone, and the run had more videos
+        than decoding processes (each decodes one video at a time): what to change; else None.
 
         On a GPU the backbone needs little CPU, so one decoding process cannot feed it.
         """
         if self.embed_seconds < STARVED_MIN_SECONDS or self.embed_idle_share < STARVED_SHARE or workers + 1 >= cores:
+            return None
+        if self.ok + self.failed <= workers:
             return None
         more = min(2 * workers, cores - 1)
         return (f"the backbone waited for decoded frames {100 * self.embed_idle_share:.0f} % of its time: decoding held this run "

@@ -186,14 +186,15 @@ def test_the_embedders_idle_time_is_counted(tmp_path: Path) -> None:
 
 def test_a_run_held_back_by_decoding_says_how_many_decoding_processes_to_try() -> None:
     """Only where the backbone waited long enough, for long enough, and cores were left for more decoders."""
-    starved = ExtractSummary(videos_total=1, embed_seconds=40.0, embed_idle_seconds=20.0)
+    starved = ExtractSummary(videos_total=9, ok=8, failed=1, embed_seconds=40.0, embed_idle_seconds=20.0)
     notice = starved.decoding_notice(workers=1, cores=16)
     assert notice is not None and notice.startswith("the backbone waited for decoded frames 50 % of its time")
     assert "this machine has 16 cores for 1 decoding process; workers=2 or more may be faster" in notice
     assert "workers=6 or more" in starved.decoding_notice(workers=4, cores=7)  # never more than the cores less one
     assert starved.decoding_notice(workers=1, cores=2) is None  # the backbone needs the other core
-    assert ExtractSummary(videos_total=1, embed_seconds=40.0, embed_idle_seconds=4.0).decoding_notice(1, 16) is None
-    assert ExtractSummary(videos_total=1, embed_seconds=4.0, embed_idle_seconds=3.0).decoding_notice(1, 16) is None  # too short
+    assert starved.decoding_notice(workers=9, cores=16) is None  # a decoding process per video already
+    assert ExtractSummary(videos_total=9, ok=9, embed_seconds=40.0, embed_idle_seconds=4.0).decoding_notice(1, 16) is None
+    assert ExtractSummary(videos_total=9, ok=9, embed_seconds=4.0, embed_idle_seconds=3.0).decoding_notice(1, 16) is None  # short
 
 
 def test_openvino_runs_two_batches_at_once_and_says_when_each_ended() -> None:
