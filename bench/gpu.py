@@ -7,18 +7,16 @@ pays nothing for it.
 
 from __future__ import annotations
 
-from framecache.extract.engines import tensorflow_sees_gpu
+from framecache.extract.engines import tensorflow_gpu_details, tensorflow_sees_gpu
 
 DEVICE = "GPU:0"  # stage one runs one backbone per process, on the first GPU TensorFlow sees
 
 
 def describe() -> dict:
     """The GPU TensorFlow runs on: its name and compute capability; {} where TensorFlow has no GPU."""
-    if not tensorflow_sees_gpu():
+    details = tensorflow_gpu_details()
+    if not details:
         return {}
-    import tensorflow as tf
-
-    details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
     capability = details.get("compute_capability")
     return {"gpu": details.get("device_name", "unknown"),
             "gpu_compute_capability": ".".join(map(str, capability)) if capability else "unknown"}

@@ -77,7 +77,8 @@ class ExtractSummary:
         machine has cores beyond the ``workers`` decoding processes and one for the backbone, and the run had more videos
         than decoding processes (each decodes one video at a time): what to change; else None.
 
-        On a GPU the backbone needs little CPU, so one decoding process cannot feed it.
+        On a GPU the backbone needs little CPU, so one decoding process cannot feed it. A run on Ray measures no
+        embedding time here (its actors embed), so it gets no notice.
         """
         if self.embed_seconds < STARVED_MIN_SECONDS or self.embed_idle_share < STARVED_SHARE or workers + 1 >= cores:
             return None

@@ -136,14 +136,18 @@ def tensorflow_sees_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def tensorflow_gpu_has_bf16() -> bool:
-    """True where TensorFlow runs on a GPU with native bfloat16 (NVIDIA compute capability 8.0 or newer)."""
+def tensorflow_gpu_details() -> dict:
+    """What TensorFlow knows of the GPU it runs on (``device_name``, ``compute_capability``); {} where it has none."""
     if not tensorflow_sees_gpu():
-        return False
+        return {}
     import tensorflow as tf
 
-    details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
-    return tuple(details.get("compute_capability") or (0, 0)) >= (8, 0)
+    return tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+
+
+def tensorflow_gpu_has_bf16() -> bool:
+    """True where TensorFlow runs on a GPU with native bfloat16 (NVIDIA compute capability 8.0 or newer)."""
+    return tuple(tensorflow_gpu_details().get("compute_capability") or (0, 0)) >= (8, 0)
 
 
 def configure_tensorflow(threads: int | None) -> None:

@@ -53,12 +53,11 @@ def _extract(args: argparse.Namespace) -> int:
     for path, reason in summary.failures:
         print(f"failed: {path}: {reason}", file=sys.stderr)
     print(f"{config.out}: {summary.line()}")
-    if config.ray is None:  # on Ray, each actor's decoding processes are its own (--actor-cpus)
-        from framecache.extract.engines import available_cores
+    from framecache.extract.engines import available_cores
 
-        notice = summary.decoding_notice(config.workers, available_cores())
-        if notice:
-            logging.getLogger("framecache.extract").warning(notice)
+    notice = summary.decoding_notice(config.workers, available_cores())
+    if notice:
+        logging.getLogger("framecache.extract").warning(notice)
     if summary.interrupted:
         print("stopped early; run the same command again to resume", file=sys.stderr)
         return 130

@@ -271,10 +271,13 @@ def test_gpu_memory_is_read_from_tensorflow_where_it_has_a_gpu(monkeypatch):
         assert memory.before_mb == 300.0
         experimental.used["peak"] = 1200 * 2**20  # the run's activations
     assert memory.peak_mb == 1200.0
+    monkeypatch.setattr(gpu, "tensorflow_gpu_details", lambda: {"device_name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0)})
+    assert gpu.describe() == {"gpu": "NVIDIA H100 80GB HBM3", "gpu_compute_capability": "9.0"}
     monkeypatch.setattr(gpu, "tensorflow_sees_gpu", lambda: False)
+    monkeypatch.setattr(gpu, "tensorflow_gpu_details", lambda: {})
     with gpu.PeakMemory() as memory:
-        pass
-    assert memory.before_mb is None and memory.peak_mb is None and gpu.describe() == {}
+        assert memory.before_mb is None  # nothing is read where TensorFlow has no GPU
+    assert memory.peak_mb is None and gpu.describe() == {}
 
 
 def test_the_report_shows_decodings_share_and_the_gpu():
