@@ -221,8 +221,8 @@ def openvino_cache_dir() -> Path:
     return cache_folder("openvino")
 
 
-def _openvino_model_path(spec: BackboneSpec, description: BackboneDescription, batch_size: int) -> Path:
-    """The cached conversion's path: keyed by weights, batch size, versions and the code that builds the model."""
+def _openvino_model_path(spec: BackboneSpec, description: BackboneDescription) -> Path:
+    """The cached conversion's path: keyed by weights, versions and the code that builds the model (any batch size)."""
     openvino = import_openvino()
 
     # The code that makes the model: backbones.py (the specs), this module (random weights' seed, conversion), lite0.py.
@@ -230,13 +230,12 @@ def _openvino_model_path(spec: BackboneSpec, description: BackboneDescription, b
     code = hashlib.sha256(b"".join(source.read_bytes() for source in sources)).hexdigest()
     key = {
         "weights": description.weights_sha256 or f"random-seed{RANDOM_WEIGHTS_SEED}",
-        "batch_size": batch_size,
         "keras": version("keras"),
         "openvino": openvino.__version__,
         "code": code,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return openvino_cache_dir() / f"{spec.name}-b{batch_size}-{digest}.xml"
+    return openvino_cache_dir() / f"{spec.name}-{digest}.xml"
 
 
 def openvino_model(spec: BackboneSpec, description: BackboneDescription, weights_file: Path | None, batch_size: int, streams: int,
@@ -247,11 +246,12 @@ def openvino_model(spec: BackboneSpec, description: BackboneDescription, weights
     on ``threads`` CPU threads (default: OpenVINO's, every core);
     ``precision`` is OpenVINO's inference precision hint (the cached conversion is f32 either way).
 
-    Converting takes ~10 s (it imports TensorFlow); loading the cached
-    conversion ~0.5 s without TensorFlow.
+    The conversion is kept with its batch size open, and set to ``batch_size``
+    before compiling: the compiled shapes are fixed, and a run with another
+    batch size or another number of streams reads the same file. Converting
+    takes ~10 s (it imports TensorFlow); loading the cached conversion ~0.5 s
+    without TensorFlow.
     """
-    import warnings
-
     openvino = import_openvino()
     core = openvino.Core()
     config = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(streams), "INFERENCE_PRECISION_HINT": precision}
@@ -260,22 +260,31 @@ def openvino_model(spec: BackboneSpec, description: BackboneDescription, weights
         # OpenVINO pins its threads to cores, the same first cores in every process: two single-thread actors on
         # 2 cores then share one (measured: 47 frames/s each pinned, 77 each unpinned).
         config["ENABLE_CPU_PINNING"] = "NO"
-    path = _openvino_model_path(spec, description, batch_size)
+    path = _openvino_model_path(spec, description)
+    converted = None
     if path.is_file():
         with contextlib.suppress(RuntimeError):  # unreadable: convert again, replacing it
-            return core.compile_model(core.read_model(path), "CPU", config)
-    model = keras_model(spec, weights_file)
+            converted = core.read_model(path)
+    if converted is None:
+        converted = _converted(openvino, keras_model(spec, weights_file), spec)
+        with contextlib.suppress(OSError):  # a read-only cache only costs the conversion next time
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{os.getpid()}.{path.name}")
+            openvino.save_model(converted, partial, compress_to_fp16=False)
+            partial.with_suffix(".bin").replace(path.with_suffix(".bin"))
+            partial.replace(path)  # the .xml last: its presence means the pair is complete
+    converted.reshape([batch_size, spec.input_size, spec.input_size, 3])
+    return core.compile_model(converted, "CPU", config)
+
+
+def _converted(openvino, model, spec: BackboneSpec):
+    """The Keras ``model`` in OpenVINO, taking uint8 frames, its batch size left open (``-1``)."""
+    import warnings
+
     with warnings.catch_warnings(), _telemetry_declined():  # Keras warns that the tracer passes its input as a tuple
         warnings.simplefilter("ignore", UserWarning)
-        converted = openvino.convert_model(model, input=[(batch_size, spec.input_size, spec.input_size, 3)])
-    converted = _with_uint8_input(openvino, converted, spec)
-    with contextlib.suppress(OSError):  # a read-only cache only costs the conversion next time
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{os.getpid()}.{path.name}")
-        openvino.save_model(converted, partial, compress_to_fp16=False)
-        partial.with_suffix(".bin").replace(path.with_suffix(".bin"))
-        partial.replace(path)  # the .xml last: its presence means the pair is complete
-    return core.compile_model(converted, "CPU", config)
+        converted = openvino.convert_model(model, input=[(-1, spec.input_size, spec.input_size, 3)])
+    return _with_uint8_input(openvino, converted, spec)
 
 
 def _with_uint8_input(openvino, model, spec: BackboneSpec):

@@ -12,7 +12,7 @@ from conftest import make_provenance
 
 from framecache.common.errors import FramecacheError
 from framecache.common.provenance import BackboneDescription
-from framecache.extract import lite0
+from framecache.extract import engines, lite0
 from framecache.extract.backbones import (
     available_backbones,
     backbone_from_provenance,
@@ -60,15 +60,21 @@ def test_output_shape_for_any_number_of_frames(name):
     "name, weights, batch_size",  # 4: two OpenVINO streams of 2 frames; 3: one stream
     [("efficientnetb0", "none", 4), ("efficientnet_lite0", "imagenet", 4), pytest.param("mobilenet_v2", "none", 3, marks=pytest.mark.slow)],
 )
-def test_openvino_features_match_tensorflow(name, weights, batch_size):
+def test_openvino_features_match_tensorflow(name, weights, batch_size, monkeypatch):
     batch = frames(6, seed=1)
     openvino = build_backbone(name, weights, engine="openvino", batch_size=batch_size)
     tensorflow = build_backbone(name, weights, engine="tensorflow", batch_size=batch_size)
     assert openvino.engine == "openvino" and tensorflow.engine == "tensorflow"
     assert cosine(openvino.embed(batch), tensorflow.embed(batch)).min() >= 0.999
     assert openvino.description == tensorflow.description  # the engine is not part of the provenance
-    again = build_backbone(name, weights, engine="openvino", batch_size=batch_size)  # from the cached conversion
-    np.testing.assert_allclose(again.embed(batch), openvino.embed(batch), rtol=1e-5, atol=1e-6)
+
+    def converting_again(*args, **kwargs):
+        raise AssertionError("converted again: the cached conversion should serve every batch size")
+
+    monkeypatch.setattr(engines, "keras_model", converting_again)
+    for other_batch_size in (batch_size, 2 * batch_size + 1):  # the same requests; one stream of another size
+        again = build_backbone(name, weights, engine="openvino", batch_size=other_batch_size)
+        np.testing.assert_allclose(again.embed(batch), openvino.embed(batch), rtol=1e-5, atol=1e-6)
 
 
 def test_random_weights_are_reproducible_and_leave_global_random_state_alone():
