@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-
-# Converted OpenVINO models go to a fresh folder per test session, not the user's cache; the
-# processes of one pytest-xdist run share it (a conversion is written under a temporary name, then renamed).
-os.environ["FRAMECACHE_CACHE"] = (
-    os.path.join(tempfile.gettempdir(), "framecache-test-cache-" + os.environ["PYTEST_XDIST_TESTRUNUID"])
-    if "PYTEST_XDIST_TESTRUNUID" in os.environ
-    else tempfile.mkdtemp(prefix="framecache-test-cache-")
-)
-
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +12,18 @@ import pytest
 
 from framecache.common.provenance import Provenance
 
-os.makedirs(os.environ["FRAMECACHE_CACHE"], exist_ok=True)
+# Converted OpenVINO models go to a fresh folder per test session, not the user's cache, removed when the
+# session ends. pytest-xdist's workers inherit the folder from the process that started them (a conversion
+# is written under a temporary name, then renamed, so they share it safely); only that process removes it.
+_STARTED_THE_SESSION = "PYTEST_XDIST_WORKER" not in os.environ
+if _STARTED_THE_SESSION:
+    os.environ["FRAMECACHE_CACHE"] = tempfile.mkdtemp(prefix="framecache-test-cache-")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The session's converted models go with it."""
+    if _STARTED_THE_SESSION:
+        shutil.rmtree(os.environ["FRAMECACHE_CACHE"], ignore_errors=True)
 
 
 def make_provenance(**overrides) -> Provenance:

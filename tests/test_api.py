@@ -73,6 +73,7 @@ def test_no_fault_injection_in_the_product():
     assert offenders == []
 
 
+@pytest.mark.slow  # each example's function has fast tests of its own; the tutorial's usage runs below
 def test_every_docstring_example_runs(workspace, monkeypatch):
     monkeypatch.chdir(workspace)
     globs = {"framecache": framecache, "Path": Path}

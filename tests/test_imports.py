@@ -24,6 +24,8 @@ import textwrap
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # In a fresh interpreter: snapshot the process-wide state, import everything, compare.
@@ -132,6 +134,7 @@ def dependencies() -> list[str]:
     return sorted(name for name in found if name != "framecache" and name not in sys.stdlib_module_names)
 
 
+@pytest.mark.slow  # a fresh process importing every module and TensorFlow; the fast suite checks the set-up below
 def test_importing_every_public_module_changes_nothing_outside_framecache():
     assert {"numpy", "h5py", "keras"} <= set(dependencies())
     code = f"PACKAGES = {packages()!r}\nDEPENDENCIES = {dependencies()!r}\n" + CHILD

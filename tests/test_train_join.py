@@ -89,6 +89,7 @@ def test_make_features_with_two_caches_reaches_the_run(caches, tmp_path, monkeyp
         assert root.attrs["backbone"] == "motion_net"
 
 
+@pytest.mark.slow  # the fast suite predicts in tests/test_predict.py and evaluates a two-cache run above
 def test_predict_runs_every_backbone_of_the_run_and_agrees_with_its_predictions(caches, tmp_path, monkeypatch):
     """Stage one is replaced by each cache's clean view, chosen by the provenance it is asked for; a video one backbone
     cannot embed fails as a whole."""
