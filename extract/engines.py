@@ -261,20 +261,61 @@ def openvino_model(spec: BackboneSpec, description: BackboneDescription, weights
         # 2 cores then share one (measured: 47 frames/s each pinned, 77 each unpinned).
         config["ENABLE_CPU_PINNING"] = "NO"
     path = _openvino_model_path(spec, description)
-    converted = None
-    if path.is_file():
-        with contextlib.suppress(RuntimeError):  # unreadable: convert again, replacing it
-            converted = core.read_model(path)
+    converted = _cached_conversion(core, path)
     if converted is None:
-        converted = _converted(openvino, keras_model(spec, weights_file), spec)
-        with contextlib.suppress(OSError):  # a read-only cache only costs the conversion next time
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{os.getpid()}.{path.name}")
-            openvino.save_model(converted, partial, compress_to_fp16=False)
-            partial.with_suffix(".bin").replace(path.with_suffix(".bin"))
-            partial.replace(path)  # the .xml last: its presence means the pair is complete
+        with _one_converter_at_a_time(path):
+            converted = _cached_conversion(core, path)  # made by the process this one waited for
+            if converted is None:
+                converted = _converted(openvino, keras_model(spec, weights_file), spec)
+                with contextlib.suppress(OSError):  # a read-only cache only costs the conversion next time
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    partial = path.with_name(f".{os.getpid()}.{path.name}")
+                    openvino.save_model(converted, partial, compress_to_fp16=False)
+                    partial.with_suffix(".bin").replace(path.with_suffix(".bin"))
+                    partial.replace(path)  # the .xml last: its presence means the pair is complete
     converted.reshape([batch_size, spec.input_size, spec.input_size, 3])
     return core.compile_model(converted, "CPU", config)
+
+
+def _cached_conversion(core, path: Path):
+    """The conversion cached at ``path``, or None where there is none (or it cannot be read: it is converted again)."""
+    if path.is_file():
+        with contextlib.suppress(RuntimeError):
+            return core.read_model(path)
+    return None
+
+
+CONVERSION_WAIT_S = 600  # the longest a process waits for another's conversion before converting itself
+
+
+@contextlib.contextmanager
+def _one_converter_at_a_time(path: Path, wait_s: float = CONVERSION_WAIT_S):
+    """Hold the lock of ``path``'s conversion: processes sharing the cache folder (the Ray actors of a node, one per core
+    by default) convert one at a time, and those that waited read the first one's file, instead of each importing
+    TensorFlow and converting at once (~0.8 GB and ~10 s each). The lock goes with its process, however it ends; where
+    the folder cannot hold one (read-only, or a network file system without locks), or after ``wait_s``, each converts."""
+    import fcntl
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_name(f".{path.stem}.lock"), "a")  # closed below, releasing the lock
+    except OSError:
+        yield
+        return
+    with lock:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:  # another process is converting
+                if time.monotonic() > deadline:
+                    log.warning("waited %.0f s for another process converting %s; converting here too", wait_s, path.name)
+                    break
+                time.sleep(0.2)
+            except OSError:  # no locks on this file system
+                break
+        yield
 
 
 def _converted(openvino, model, spec: BackboneSpec):

@@ -77,6 +77,19 @@ def test_openvino_features_match_tensorflow(name, weights, batch_size, monkeypat
         np.testing.assert_allclose(again.embed(batch), openvino.embed(batch), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # three fresh processes, one of them converting (~10 s)
+def test_processes_sharing_the_cache_convert_once(tmp_path):
+    """Ray actors of a node start together: one converts, the others wait for it and read its file (no TensorFlow)."""
+    code = ("import sys; from framecache.extract.backbones import build_backbone; "
+            "build_backbone('mobilenet_v2', 'none', engine='openvino', batch_size=2); "
+            "print('converted' if 'tensorflow' in sys.modules else 'read')")  # fmt: skip
+    env = dict(os.environ, FRAMECACHE_CACHE=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="2")
+    processes = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    outcomes = sorted(process.communicate(timeout=300)[0].strip() for process in processes)
+    assert outcomes == ["converted", "read", "read"]
+    assert len(list((tmp_path / "cache" / "openvino").glob("*.xml"))) == 1
+
+
 def test_random_weights_are_reproducible_and_leave_global_random_state_alone():
     np.random.seed(123)
     expected = np.random.random()
