@@ -293,9 +293,13 @@ def _one_converter_at_a_time(path: Path, wait_s: float = CONVERSION_WAIT_S):
     """Hold the lock of ``path``'s conversion: processes sharing the cache folder (the Ray actors of a node, one per core
     by default) convert one at a time, and those that waited read the first one's file, instead of each importing
     TensorFlow and converting at once (~0.8 GB and ~10 s each). The lock goes with its process, however it ends; where
-    the folder cannot hold one (read-only, or a network file system without locks), or after ``wait_s``, each converts."""
-    import fcntl
-
+    the folder cannot hold one (read-only, a network file system without locks, or no ``fcntl``), or after ``wait_s``,
+    each converts."""
+    try:
+        import fcntl  # POSIX; elsewhere (Windows) each process converts
+    except ImportError:
+        yield
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(path.with_name(f".{path.stem}.lock"), "a")  # closed below, releasing the lock

@@ -90,6 +90,22 @@ def test_processes_sharing_the_cache_convert_once(tmp_path):
     assert len(list((tmp_path / "cache" / "openvino").glob("*.xml"))) == 1
 
 
+def test_a_conversion_lock_held_too_long_or_unavailable_lets_the_process_convert(tmp_path, monkeypatch, caplog):
+    """A process whose converter hangs, or a system without ``fcntl``, does not stop the others: they convert too."""
+    import fcntl
+
+    path = tmp_path / "model.xml"
+    with open(tmp_path / ".model.lock", "a") as held:  # another converter holds the lock
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with engines._one_converter_at_a_time(path, wait_s=1):
+            entered = True
+    assert entered and "waited 1 s for another process converting model.xml" in caplog.text
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # import fcntl raises ImportError
+    with engines._one_converter_at_a_time(path, wait_s=600):
+        entered_without_fcntl = True
+    assert entered_without_fcntl
+
+
 def test_random_weights_are_reproducible_and_leave_global_random_state_alone():
     np.random.seed(123)
     expected = np.random.random()
