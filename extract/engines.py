@@ -296,14 +296,11 @@ def _one_converter_at_a_time(path: Path, wait_s: float = CONVERSION_WAIT_S):
     the folder cannot hold one (read-only, a network file system without locks, or no ``fcntl``), or after ``wait_s``,
     each converts."""
     try:
-        import fcntl  # POSIX; elsewhere (Windows) each process converts
-    except ImportError:
-        yield
-        return
-    try:
+        import fcntl  # POSIX only
+
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(path.with_name(f".{path.stem}.lock"), "a")  # closed below, releasing the lock
-    except OSError:
+    except (ImportError, OSError):  # Windows, or a read-only folder: each process converts
         yield
         return
     with lock:
