@@ -140,6 +140,7 @@ def extract_fps(csv: Path, out: Path, precision: str = "f32", **settings) -> tup
     parts: this process (the scheduling loop and the backbone) and its
     children (decoders and writer: they have exited when ``run_extraction`` returns);
     the share of the embedding time in which the backbone waited for frames;
+    the decoding processes at the end (more than one where the run added some);
     and on a GPU, TensorFlow's memory in use before the run and at its peak.
     ``settings`` change other fields of the extraction (``engine``, ``workers``).
     """
@@ -156,7 +157,8 @@ def extract_fps(csv: Path, out: Path, precision: str = "f32", **settings) -> tup
     per_frame = 1000 / summary.frames
     run = {"videos": summary.ok, "frames": summary.frames, "seconds": seconds, "cpu_ms_per_frame": (own + children) * per_frame,
            "cpu_ms_per_frame_pipeline": own * per_frame, "cpu_ms_per_frame_children": children * per_frame,
-           "embed_idle_share": summary.embed_idle_share, "gpu_before_mb": gpu_memory.before_mb, "gpu_peak_mb": gpu_memory.peak_mb}
+           "embed_idle_share": summary.embed_idle_share, "decoders": summary.decoders, "gpu_before_mb": gpu_memory.before_mb,
+           "gpu_peak_mb": gpu_memory.peak_mb}
     return summary.frames / seconds, run
 
 

@@ -209,6 +209,7 @@ class Bench:
             for key in ("cpu_ms_per_frame", "cpu_ms_per_frame_pipeline", "cpu_ms_per_frame_children", "seconds"):
                 measured[_suffix(f"extract_{key}", precision)] = run[key]
             measured[_suffix("extract_idle_share", precision)] = run["embed_idle_share"]
+            measured[_suffix("extract_decoders", precision)] = run["decoders"]
             if run["gpu_peak_mb"] is not None:
                 measured[_suffix("extract_gpu_peak_mb", precision)] = run["gpu_peak_mb"]
             measured["extract_frames"] = run["frames"]

@@ -120,6 +120,8 @@ FIGURES = [  # (figure, what it is)
     ("extract_fps", "`make features` end to end: {clips} videos, {views} views, f32"),
     ("extract_idle_share", "of its embedding time, the share the backbone waited for frames, f32"),
     ("extract_idle_share_bf16", "the same at bf16"),
+    ("extract_decoders", "decoding processes at the extraction's end (one to start, one more each time the backbone waited), f32"),
+    ("extract_decoders_bf16", "the same at bf16"),
     ("extract_gpu_peak_mb", "on a GPU: TensorFlow's memory in use at its peak during the extraction, MB, f32"),
     ("extract_gpu_peak_mb_bf16", "the same at bf16"),
     ("baseline_fps", "decode each video whole, one Keras model.predict per video"),

@@ -61,7 +61,9 @@ class ExtractConfig:
     fps: float | None = option(None, "resample to this frame rate instead of keeping every k-th frame (never up)", interval=Interval(0, None, "neither"))
     batch_size: int = option(32, "frames per backbone call, mixed across videos", interval=AT_LEAST_ONE)
     chunk_frames: int = option(32, "frames decoded at a time per video (memory stays flat)", interval=AT_LEAST_ONE)
-    workers: int = option(1, "decoding processes (with --ray local: the CPUs of the Ray cluster started here)", interval=AT_LEAST_ONE)
+    workers: int | None = option(None, "decoding processes (default: one, and one more, up to one per core, each time the "
+                                 "backbone waits for frames); with --ray local: the CPUs of the Ray cluster started here "
+                                 "(default: every core)", interval=AT_LEAST_ONE)
     frame_shortfall: float = option(FRAME_SHORTFALL, "the share of a video's frames, of its header's count, that may fail "
                                     "to decode at its end (a header's count is an estimate); a video missing more is "
                                     "recorded as failed", interval=Interval(0, 1))

@@ -175,6 +175,7 @@ class DecoderSlot:
     ring: FrameRing | None  # the frames it writes (None: they come through the pipe); a replacement process gets a new one
     tasks: deque[DecodeTask] = field(default_factory=deque)
     last_seen: float = field(default_factory=time.monotonic)
+    delivered: bool = False  # whether it has sent frames yet (before that, it is starting or opening its first file)
 
     def releaser(self) -> Callable[[np.ndarray], None]:
         """What hands read rows back to this process, and only to it: a replacement has its own ring and pipe."""
@@ -205,19 +206,36 @@ DecoderMessage = Chunk | End | Failed
 
 
 class DecoderPool:
-    """``count`` decoder processes, each on its own pipe, restarted when one dies.
+    """``count`` decoder processes, each on its own pipe, restarted when one dies; up to ``most`` once the driver
+    adds some (:meth:`add`; default: ``count``, a fixed pool).
 
     ``decoder_class``: what each worker builds from ``settings`` to open files
     (a :class:`~framecache.extract.interfaces.Decoder`; tests pass one that crashes).
     """
 
-    def __init__(self, settings: DecodeSettings, count: int, decoder_class: type = ViewDecoder, batch_size: int = 32):
+    def __init__(self, settings: DecodeSettings, count: int, decoder_class: type = ViewDecoder, batch_size: int = 32,
+                 most: int | None = None):  # fmt: skip
         self.context = multiprocessing.get_context("spawn")
         self.settings = settings
         self.decoder_class = decoder_class
         self.ring_rows = ring_rows(batch_size, settings.views, settings.chunk_frames)  # never fewer than a batch and a chunk
         self.ring_failed = False
+        self.most = max(count, most or count)
         self.slots: list[DecoderSlot] = [self._start() for _ in range(count)]
+
+    @property
+    def count(self) -> int:
+        """Decoder processes now."""
+        return len(self.slots)
+
+    def can_add(self) -> bool:
+        """Whether :meth:`add` may start another process: fewer than ``most``, and every one has sent frames (one still
+        starting explains a wait by itself)."""
+        return len(self.slots) < self.most and all(slot.delivered for slot in self.slots)
+
+    def add(self) -> None:
+        """Start one more decoder process; the next :meth:`assign` gives it videos."""
+        self.slots.append(self._start())
 
     def _start(self) -> DecoderSlot:
         ours, theirs = self.context.Pipe(duplex=True)
@@ -281,6 +299,7 @@ class DecoderPool:
         except (EOFError, OSError):
             return self._restart(slot, "the decoder crashed on this video")
         slot.last_seen = time.monotonic()
+        slot.delivered = True
         if isinstance(message, Retire):
             self._replace(slot)
             return []
@@ -312,6 +331,7 @@ class DecoderPool:
         slot.connection.close()
         fresh = self._start()
         slot.process, slot.connection, slot.ring, slot.tasks, slot.last_seen = fresh.process, fresh.connection, fresh.ring, fresh.tasks, fresh.last_seen
+        slot.delivered = False
         self.assign(requeue)
 
     def restart_all(self) -> None:

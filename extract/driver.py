@@ -48,6 +48,13 @@ WAIT_S = 0.5  # longest wait for decoded frames before checking the writer and t
 # back by decoding: ExtractSummary.decoding_notice says so where cores were left for more decoding processes.
 STARVED_SHARE = 0.25
 STARVED_MIN_SECONDS = 10.0
+# Where the pool may grow (--workers unset), one more decoding process starts each time the backbone waited for
+# frames ADD_SHARE of ADD_AFTER_S seconds of embedding, counted once every process has sent frames, while videos wait
+# for a decoder. Phone-like 1080p clips at bf16 on 2 cores: the backbone waited a fifth of its time for one process;
+# adding a second as it waited gave 120 frames/s instead of 108.5; where one process keeps up, the backbone waits under
+# 1 % and none is added (docs/benchmarks.md, "Phone footage").
+ADD_SHARE = 0.10
+ADD_AFTER_S = 3.0
 
 
 @dataclass
@@ -66,28 +73,30 @@ class ExtractSummary:
     blocks: list = field(default_factory=list)  # on Ray: each block's BlockResult, in the order they finished
     embed_seconds: float = 0.0  # from the first batch's start to the last batch's end
     embed_idle_seconds: float = 0.0  # of those, when the embedder had no batch: it waited for frames
+    decoders: int = 0  # decoding processes at the end of the run (more than at its start where some were added)
 
     @property
     def embed_idle_share(self) -> float:
         """The share of the embedding time in which the backbone waited for frames (0: never)."""
         return self.embed_idle_seconds / self.embed_seconds if self.embed_seconds > 0 else 0.0
 
-    def decoding_notice(self, workers: int, cores: int) -> str | None:
-        """Where decoding held the backbone back (it waited for frames ``STARVED_SHARE`` of a long enough run) and the
-        machine has cores beyond the ``workers`` decoding processes and one for the backbone, and the run had more videos
-        than decoding processes (each decodes one video at a time): what to change; else None.
+    def decoding_notice(self, workers: int | None, cores: int) -> str | None:
+        """Where a fixed number of decoding processes (``workers``; None: the pool grew by itself) held the backbone
+        back (it waited for frames ``STARVED_SHARE`` of a long enough run), the machine has more cores than processes,
+        and the run had more videos than processes (each decodes one video at a time): what to change; else None.
 
         On a GPU the backbone needs little CPU, so one decoding process cannot feed it. A run on Ray measures no
         embedding time here (its actors embed), so it gets no notice.
         """
-        if self.embed_seconds < STARVED_MIN_SECONDS or self.embed_idle_share < STARVED_SHARE or workers + 1 >= cores:
+        if workers is None or self.embed_seconds < STARVED_MIN_SECONDS or self.embed_idle_share < STARVED_SHARE:
             return None
-        if self.ok + self.failed <= workers:
+        if workers >= cores or self.ok + self.failed <= workers:
             return None
-        more = min(2 * workers, cores - 1)
+        more = min(2 * workers, cores)
         return (f"the backbone waited for decoded frames {100 * self.embed_idle_share:.0f} % of its time: decoding held this run "
                 f"back, and this machine has {cores} cores for {workers} decoding process{'es' if workers > 1 else ''}; "
-                f"{option_name('workers', more)} or more may be faster")
+                f"{option_name('workers', more)} or more may be faster, or leave {option_name('workers')} unset to add "
+                "them as the backbone waits")
 
     @property
     def done(self) -> int:
@@ -98,9 +107,10 @@ class ExtractSummary:
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
         state = "interrupted: " if self.interrupted else ""
         relabeled = f" ({self.relabeled} of them relabelled from the CSV)" if self.relabeled else ""
+        decoders = f", {self.decoders} decoding processes" if self.decoders > 1 else ""
         return (
             f"{state}{self.ok} ok, {self.failed} failed, {self.skipped} already cached{relabeled} "
-            f"({self.frames} frames embedded in {self.seconds:.1f} s, {rate:.1f} frames/s)"
+            f"({self.frames} frames embedded in {self.seconds:.1f} s, {rate:.1f} frames/s{decoders})"
         )
 
 
@@ -142,7 +152,9 @@ class Driver:
 
     ``build_embedder`` is called as the run starts, once the decoder processes
     were handed their first videos: the backbone compiles while they start
-    and decode; ``views`` and ``batch_size`` are the run's.
+    and decode; ``views`` and ``batch_size`` are the run's. Where the pool may
+    grow, a decoder process is added each time the backbone waited for frames
+    (``ADD_SHARE`` of ``ADD_AFTER_S``).
     """
 
     def __init__(self, decoders: DecoderPool, build_embedder: Callable[[], Embedder], writer: ShardSink,
@@ -167,7 +179,8 @@ class Driver:
         self.ready_frames = 0
         self.running: deque[_Batch] = deque()  # started, features not yet taken
         self.busy_until: float | None = None  # when the embedder ends the batches taken so far
-        todo = deque(DecodeTask(index, row.abs_path, row.path, row.fps) for index, row in enumerate(rows.itertuples()))
+        self.window: tuple[float, float] | None = None  # embedding and waiting seconds when the wait began to be judged
+        self.todo = todo = deque(DecodeTask(index, row.abs_path, row.path, row.fps) for index, row in enumerate(rows.itertuples()))
         decoders = self.decoders
         main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
         previous_sigterm = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread else None
@@ -252,6 +265,7 @@ class Driver:
         batch = self.running.popleft()
         features = batch.features.result()
         self._count_idle(batch)
+        self._add_decoder_if_waiting()
         start = 0
         for index, view, offset, count in batch.pieces:
             video = self.in_flight.get(index)
@@ -279,6 +293,26 @@ class Driver:
         ended = max(batch.features.finished_at, batch.started_at)
         summary.embed_seconds += max(0.0, ended - self.busy_until)
         self.busy_until = max(self.busy_until, ended)
+
+    def _add_decoder_if_waiting(self) -> None:
+        """Start one more decoder process where the backbone waited for frames ``ADD_SHARE`` of the last ``ADD_AFTER_S``
+        seconds of embedding, videos wait for a decoder and the pool may grow; the next ``assign`` hands it videos."""
+        summary, decoders = self.summary, self.decoders
+        if not self.todo or not decoders.can_add():
+            self.window = None
+            return
+        if self.window is None:
+            self.window = (summary.embed_seconds, summary.embed_idle_seconds)
+            return
+        seconds = summary.embed_seconds - self.window[0]
+        if seconds < ADD_AFTER_S:
+            return
+        waited = (summary.embed_idle_seconds - self.window[1]) / seconds
+        self.window = None
+        if waited >= ADD_SHARE:
+            decoders.add()
+            log.info("the backbone waited for decoded frames %.0f %% of %.0f s: decoding process %d started",
+                     100 * waited, seconds, decoders.count)  # fmt: skip
 
     def _finish(self, index: int, reason: str | None) -> None:
         """Tell the writer a video is done: all its pieces were sent, or why it failed (its pieces are then void)."""

@@ -31,6 +31,7 @@ from framecache.common.provenance import Provenance
 from framecache.extract.backbones import BackbonePlan
 from framecache.extract.decoders import DecoderPool
 from framecache.extract.driver import Driver, ExtractSummary
+from framecache.extract.engines import available_cores
 from framecache.extract.messages import FeaturePiece, VideoRecord
 from framecache.extract.progress import Progress
 from framecache.extract.views import DecodeSettings, ViewDecoder
@@ -68,7 +69,8 @@ def run_extraction(config: ExtractConfig, decoder_class: type = ViewDecoder) -> 
     plan = plan_run(config)
     # The decoder processes start first: they import and open their first files while the writer opens the cache,
     # and the backbone compiles (in Driver.run) while they decode. A rerun with nothing left to do stops them unused.
-    with (DecoderPool(plan.decode, min(config.workers, len(plan.dataset)), decoder_class, config.batch_size) as decoders,
+    start, most = decoder_counts(config.workers, len(plan.dataset))
+    with (DecoderPool(plan.decode, start, decoder_class, config.batch_size, most) as decoders,
           WriterProcess(config.out, plan.provenance, config.overwrite, config.shard_videos) as writer):  # fmt: skip
         todo = not_cached(plan.dataset, writer.done_paths)
         summary = ExtractSummary(videos_total=len(plan.dataset), skipped=len(plan.dataset) - len(todo))
@@ -80,9 +82,17 @@ def run_extraction(config: ExtractConfig, decoder_class: type = ViewDecoder) -> 
                        config.views, config.batch_size).run(todo, summary)
             finally:
                 progress.close()
+            summary.decoders = decoders.count
     summary.seconds = time.monotonic() - started
     check_something_extracted(summary, plan.dataset, config)
     return summary
+
+
+def decoder_counts(workers: int | None, videos: int) -> tuple[int, int]:
+    """Decoding processes to start with, and the most there may be: ``workers`` of them, or (None) one, and up to one
+    per core while the backbone waits for frames; never more than ``videos``."""
+    start, most = (workers, workers) if workers is not None else (1, available_cores())
+    return max(1, min(start, videos)), max(1, min(most, videos))
 
 
 def plan_run(config: ExtractConfig) -> RunPlan:

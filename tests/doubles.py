@@ -94,10 +94,17 @@ class SyntheticDecoders:
     every pixel ``(i + 7 * v) % 251``; 0 in a video whose path contains ``EMPTY``). A video whose path contains
     ``FAIL`` fails after half its frames."""
 
-    def __init__(self, frames: dict[str, int], views: int, chunk_frames: int = 32, size: int = 2):
+    def __init__(self, frames: dict[str, int], views: int, chunk_frames: int = 32, size: int = 2, most: int = 1):
         self.frames, self.views, self.chunk_frames, self.size = frames, views, chunk_frames, size
         self.tasks: deque[DecodeTask] = deque()
         self.sent = 0  # frames (per view) of the current task sent so far
+        self.count, self.most = 1, most  # "processes": one sends every message; a test's double may send faster with more
+
+    def can_add(self) -> bool:
+        return self.count < self.most
+
+    def add(self) -> None:
+        self.count += 1
 
     def assign(self, todo: deque[DecodeTask]) -> None:
         while todo and len(self.tasks) < 2:

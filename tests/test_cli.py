@@ -227,4 +227,9 @@ def test_make_features_says_when_decoding_held_the_backbone_back(monkeypatch, ca
     with pytest.raises(SystemExit) as exit_info:
         framecache_main(["extract", "--csv", "labels.csv", "--out", "f.h5"])
     assert exit_info.value.code == 0
+    assert "waited for decoded frames" not in caplog.text  # WORKERS unset: the run added decoding processes itself
+    with pytest.raises(SystemExit) as exit_info:
+        framecache_main(["extract", "--csv", "labels.csv", "--out", "f.h5", "--workers", "1"])
+    assert exit_info.value.code == 0
     assert "waited for decoded frames 75 % of its time" in caplog.text and "WORKERS=2 or more may be faster" in caplog.text
+    assert "or leave WORKERS unset" in caplog.text

@@ -84,6 +84,16 @@ def test_features_do_not_depend_on_batching_or_workers(dataset, tmp_path):
         np.testing.assert_allclose(one[path], two[path], rtol=2e-2, atol=1e-7)
 
 
+def test_workers_unset_starts_one_decoding_process_and_allows_one_per_core(monkeypatch):
+    from framecache.extract import pipeline
+
+    monkeypatch.setattr(pipeline, "available_cores", lambda: 8)
+    assert pipeline.decoder_counts(None, videos=100) == (1, 8)
+    assert pipeline.decoder_counts(None, videos=3) == (1, 3)  # a process decodes one video at a time
+    assert pipeline.decoder_counts(4, videos=100) == (4, 4)  # as many as asked, fixed
+    assert pipeline.decoder_counts(4, videos=2) == (2, 2)
+
+
 def test_embed_videos_matches_the_clean_cached_view(dataset):
     config = config_for(dataset)
     run_extraction(config)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from test_decode import moving_gradient, write_test_video
 
 from framecache.common.cache import CacheWriter
 from framecache.common.provenance import BackboneDescription
+from framecache.extract import driver as driver_module
 from framecache.extract.backbones import Backbone, _registry
 from framecache.extract.decoders import Chunk, DecoderPool, _Inbox
 from framecache.extract.driver import Driver, ExtractSummary
@@ -153,35 +155,94 @@ def test_two_batches_at_once_give_each_frame_its_own_features() -> None:
 
 class _SlowDecoders(SyntheticDecoders):
     def receive(self, timeout: float) -> list:
-        time.sleep(self.delay)
+        time.sleep(self.delay / self.count)  # more "processes" send chunks sooner
         return super().receive(timeout)
 
 
+class _OnItsThread:
+    """Features an embedder computes on a thread of its own (as OpenVINO's requests run), and when they ended."""
+
+    def __init__(self, future: Future):
+        self.future, self.finished_at = future, 0.0
+
+    def result(self) -> np.ndarray:
+        features, self.finished_at = self.future.result()
+        return features
+
+
 class _SlowEmbedder(FakeEmbedder):
-    def start(self, frames: np.ndarray, streams: list | None = None) -> Finished:
-        time.sleep(self.delay)
-        return super().start(frames, streams)
+    """Takes ``delay`` seconds a batch on its own thread, while the driver gathers the next batch."""
+
+    def __init__(self, feature_dim: int, delay: float):
+        super().__init__(feature_dim)
+        self.delay, self.thread = delay, ThreadPoolExecutor(1)
+
+    def start(self, frames: np.ndarray, streams: list | None = None) -> _OnItsThread:
+        def embed() -> tuple[np.ndarray, float]:
+            time.sleep(self.delay)
+            return self.embed(frames, streams), time.monotonic()
+
+        return _OnItsThread(self.thread.submit(embed))
 
 
-def _idle_share(tmp_path: Path, decode_delay: float, embed_delay: float) -> float:
+def _run(tmp_path: Path, decode_delay: float, embed_delay: float, videos: int = 2, most: int = 1) -> tuple[ExtractSummary, int]:
+    """A run of ``videos`` made-up videos through decoders and an embedder slowed down: its summary, and the decoder
+    "processes" at its end (the pool may grow up to ``most``)."""
     from test_streaming import FEATURE_DIM, Quiet, make_provenance
 
-    videos = {"a.mp4": 96, "b.mp4": 96}
-    rows = pd.DataFrame({"path": list(videos), "abs_path": list(videos), "label": "a", "group": None, "split": None, "fps": None})
-    decoders, embedder = _SlowDecoders(videos, views=1, chunk_frames=8), _SlowEmbedder(FEATURE_DIM)
-    decoders.delay, embedder.delay = decode_delay, embed_delay
-    sink = InProcessSink(CacheWriter(tmp_path / f"{decode_delay}.h5", make_provenance(feature_dim=FEATURE_DIM, views=1)))
-    summary = ExtractSummary(videos_total=2)
+    frames = {f"{index}.mp4": 96 for index in range(videos)}
+    rows = pd.DataFrame({"path": list(frames), "abs_path": list(frames), "label": "a", "group": None, "split": None, "fps": None})
+    decoders, embedder = _SlowDecoders(frames, views=1, chunk_frames=8, most=most), _SlowEmbedder(FEATURE_DIM, embed_delay)
+    decoders.delay = decode_delay
+    sink = InProcessSink(CacheWriter(tmp_path / f"{decode_delay}-{embed_delay}-{most}.h5", make_provenance(feature_dim=FEATURE_DIM, views=1)))
+    summary = ExtractSummary(videos_total=videos)
     Driver(decoders, lambda: embedder, sink, Quiet(), views=1, batch_size=16).run(rows, summary)
     sink.close()
-    assert summary.ok == 2 and summary.embed_seconds > 0
-    return summary.embed_idle_share
+    assert summary.ok == videos and summary.embed_seconds > 0
+    return summary, decoders.count
 
 
 def test_the_embedders_idle_time_is_counted(tmp_path: Path) -> None:
     """Waiting on slow decoders shows as idle time; a slow embedder fed in time is never idle."""
-    assert _idle_share(tmp_path, decode_delay=0.02, embed_delay=0.0) > 0.5
-    assert _idle_share(tmp_path, decode_delay=0.0, embed_delay=0.1) < 0.2
+    assert _run(tmp_path, decode_delay=0.02, embed_delay=0.0)[0].embed_idle_share > 0.5
+    assert _run(tmp_path, decode_delay=0.0, embed_delay=0.1)[0].embed_idle_share < 0.2
+
+
+def test_a_decoder_process_is_added_while_the_backbone_waits_and_only_then(tmp_path: Path, monkeypatch) -> None:
+    """Slow decoding adds processes, up to the pool's most, while videos wait for one; a backbone that never waits
+    adds none, and neither does a fixed pool."""
+    monkeypatch.setattr(driver_module, "ADD_AFTER_S", 0.1)
+    summary, count = _run(tmp_path, decode_delay=0.02, embed_delay=0.0, videos=8, most=3)
+    assert count == 3  # never more than most
+    assert summary.embed_idle_share > 0.1  # each was added because the backbone waited
+    assert _run(tmp_path, decode_delay=0.0, embed_delay=0.03, videos=8, most=3)[1] == 1
+    assert _run(tmp_path, decode_delay=0.02, embed_delay=0.0, videos=8, most=1)[1] == 1
+    # Two videos: both go to the first process's queue at once, so a second process would have nothing to decode.
+    assert _run(tmp_path, decode_delay=0.02, embed_delay=0.0, videos=2, most=3)[1] == 1
+
+
+def test_a_pool_adds_a_process_once_each_has_sent_frames_and_never_past_its_most(tmp_path: Path) -> None:
+    """A process still starting is reason enough for the backbone to wait: none is added before every one has sent
+    frames. The added process decodes videos of its own, and every frame arrives once."""
+    video = str(write_test_video(tmp_path / "a.mp4", moving_gradient(30, 48, 64)))
+    with DecoderPool(_settings(1), 1, batch_size=8, most=2) as pool:
+        assert pool.count == 1 and not pool.can_add()  # it has not sent frames yet
+        todo = deque(DecodeTask(index, video, f"{index}.mp4") for index in range(6))
+        pool.assign(todo)
+        frames, by_process, deadline = 0, set(), time.monotonic() + 120
+        while (todo or pool.busy()) and time.monotonic() < deadline:
+            for message in pool.receive(timeout=1):
+                if isinstance(message, Chunk):
+                    frames += message.frames
+                    by_process.update(slot.process.pid for slot in pool.slots if slot.delivered)
+                    for view in message.views:
+                        view.drop()
+            if pool.can_add():
+                pool.add()
+                assert pool.count == 2 and not pool.can_add()  # the new one has sent nothing yet
+            pool.assign(todo)
+        assert pool.count == 2 and not pool.can_add()  # at its most
+    assert frames == 6 * 30 and len(by_process) == 2
 
 
 def test_a_run_held_back_by_decoding_says_how_many_decoding_processes_to_try() -> None:
@@ -189,10 +250,12 @@ def test_a_run_held_back_by_decoding_says_how_many_decoding_processes_to_try() -
     starved = ExtractSummary(videos_total=9, ok=8, failed=1, embed_seconds=40.0, embed_idle_seconds=20.0)
     notice = starved.decoding_notice(workers=1, cores=16)
     assert notice is not None and notice.startswith("the backbone waited for decoded frames 50 % of its time")
-    assert "this machine has 16 cores for 1 decoding process; workers=2 or more may be faster" in notice
-    assert "workers=6 or more" in starved.decoding_notice(workers=4, cores=7)  # never more than the cores less one
-    assert starved.decoding_notice(workers=1, cores=2) is None  # the backbone needs the other core
+    assert "this machine has 16 cores for 1 decoding process; workers=2 or more may be faster, or leave workers unset" in notice
+    assert "workers=7 or more" in starved.decoding_notice(workers=4, cores=7)  # never more than the cores
+    assert "workers=2 or more" in starved.decoding_notice(workers=1, cores=2)  # the backbone's waits leave a core idle
+    assert starved.decoding_notice(workers=2, cores=2) is None  # a process per core already
     assert starved.decoding_notice(workers=9, cores=16) is None  # a decoding process per video already
+    assert starved.decoding_notice(workers=None, cores=16) is None  # unset: the run added processes itself
     assert ExtractSummary(videos_total=9, ok=9, embed_seconds=40.0, embed_idle_seconds=4.0).decoding_notice(1, 16) is None
     assert ExtractSummary(videos_total=9, ok=9, embed_seconds=4.0, embed_idle_seconds=3.0).decoding_notice(1, 16) is None  # short
 
