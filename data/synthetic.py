@@ -95,7 +95,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str | N
             raise ValueError("H.264 needs frames at least 2x2 pixels")
     height, width = frames.shape[1:3]
     path.parent.mkdir(parents=True, exist_ok=True)
-    options = _x264_options() if codec in _H264 else {}
+    options = x264_options() if codec in _H264 else {}
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=dict(options))
         stream.width, stream.height = width, height
@@ -108,7 +108,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str | N
 
 
 @functools.cache
-def _x264_options() -> dict[str, str]:
+def x264_options() -> dict[str, str]:
     """libx264 settings. On CPUs with AVX-512 its assembly is capped at AVX2: with the
     AVX-512 code paths, libx264 reads uninitialised memory and the same frames encode
     to different bytes (and slightly different pixels) from run to run."""

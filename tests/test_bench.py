@@ -332,3 +332,23 @@ def test_the_gpu_check_runs_end_to_end_on_tensorflow_here(tmp_path, monkeypatch)
     busy = [count for count in sorted(idle) if idle[count] <= workers.BUSY_IDLE_SHARE]
     assert sweep["keeps_backbone_busy"]["f32"] == (busy[0] if busy else None)
     assert "gpu" not in results["machine"] and "extract_gpu_peak_mb" not in results["figures"]
+
+
+def test_phone_clips_decode_at_their_size_and_length_and_cost_their_bitrate(tmp_path):
+    """The phone-like clips the bench can run on: the asked size, 30 frames/s for the asked seconds, a CSV of 2 classes;
+    a higher bitrate gives a larger file (the decoding cost they stand for)."""
+    import av
+
+    from framecache.bench import phone_clips
+
+    csv = phone_clips.write_phone_clips(tmp_path / "low", clips=4, seconds=0.5, width=96, height=64, bitrate_mbit=0.2)
+    assert csv.read_text().splitlines() == ["path,label,group", "phone00.mp4,class0,s0", "phone01.mp4,class1,s1",
+                                            "phone02.mp4,class0,s2", "phone03.mp4,class1,s3"]
+    with av.open(str(tmp_path / "low/phone01.mp4")) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 15 and frames[0].shape == (64, 96, 3)
+    assert not (frames[0] == frames[1]).all()  # every frame changes, as a camera's noise does
+    high = phone_clips.write_phone_clips(tmp_path / "high", clips=4, seconds=0.5, width=96, height=64, bitrate_mbit=2.0)
+    assert (high.parent / "phone01.mp4").stat().st_size > 2 * (tmp_path / "low/phone01.mp4").stat().st_size
+    with pytest.raises(SystemExit):
+        phone_clips.main(["--out", str(tmp_path / "bad"), "--size", "1919x1080"])
