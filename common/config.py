@@ -63,7 +63,7 @@ class ExtractConfig:
     chunk_frames: int = option(32, "frames decoded at a time per video (memory stays flat)", interval=AT_LEAST_ONE)
     workers: int | None = option(None, "decoding processes (default: one, and one more, up to one per core, each time the "
                                  "backbone waits for frames); with --ray local: the CPUs of the Ray cluster started here "
-                                 "(default: every core)", interval=AT_LEAST_ONE)
+                                 "(default 1)", interval=AT_LEAST_ONE)
     frame_shortfall: float = option(FRAME_SHORTFALL, "the share of a video's frames, of its header's count, that may fail "
                                     "to decode at its end (a header's count is an estimate); a video missing more is "
                                     "recorded as failed", interval=Interval(0, 1))

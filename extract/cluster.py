@@ -86,7 +86,7 @@ def connect(config: ExtractConfig) -> ClusterPlan:
                 # A cluster of this machine alone, even where RAY_ADDRESS names another: local is asked for.
                 address = os.environ.pop("RAY_ADDRESS", None)
                 try:
-                    ray.init(num_cpus=config.workers, **options)
+                    ray.init(num_cpus=config.workers or 1, **options)  # unset: one CPU; more actors, each with a backbone, are asked for
                 finally:
                     if address is not None:
                         os.environ["RAY_ADDRESS"] = address
