@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 FPS = 30
@@ -42,16 +40,10 @@ def camera_like_frames(width: int, height: int, count: int, seed: int) -> Iterat
 
 def write_phone_clip(path: Path, width: int, height: int, seconds: float, bitrate_mbit: float, seed: int) -> None:
     """One clip of ``seconds`` at :data:`FPS` frames/s, H.264 at ``bitrate_mbit`` Mbit/s on average, no B-frames."""
-    from framecache.data.synthetic import x264_options
+    from framecache.data.synthetic import encode_frames
 
-    options = {name: value for name, value in x264_options().items() if name != "crf"}  # a bitrate, not a quality
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(FPS), options={**options, "bf": "0"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.bit_rate = int(bitrate_mbit * 1e6)
-        for frame in camera_like_frames(width, height, round(seconds * FPS), seed):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    frames = camera_like_frames(width, height, round(seconds * FPS), seed)
+    encode_frames(path, frames, width, height, FPS, "libx264", bitrate=bitrate_mbit * 1e6)
 
 
 def write_phone_clips(folder: Path, clips: int = 4, seconds: float = 10.0, width: int = 1920, height: int = 1080,

@@ -40,6 +40,7 @@ import colorsys
 import functools
 import math
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -95,12 +96,24 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str | N
             raise ValueError("H.264 needs frames at least 2x2 pixels")
     height, width = frames.shape[1:3]
     path.parent.mkdir(parents=True, exist_ok=True)
-    options = x264_options() if codec in _H264 else {}
+    encode_frames(path, frames, width, height, fps, codec)
+
+
+def encode_frames(path: Path, frames: Iterable[np.ndarray], width: int, height: int, fps: float, codec: str,
+                  bitrate: float | None = None) -> None:  # fmt: skip
+    """Encode RGB uint8 frames ``(height, width, 3)``, taken one at a time (memory stays flat), to ``path``; the
+    arguments are :func:`write_video`'s, checked. H.264 is crf 18 unless ``bitrate`` (bits/s) is given: then that
+    average, without B-frames, as phones record it."""
+    options = _x264_options() if codec in _H264 else {}
+    if codec in _H264 and bitrate is not None:
+        options = {**{name: value for name, value in options.items() if name != "crf"}, "bf": "0"}
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=dict(options))
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        if codec not in _H264:
+        if bitrate is not None:
+            stream.bit_rate = int(bitrate)
+        elif codec not in _H264:
             stream.bit_rate = int(width * height * fps * 1.5)  # about 1.5 bits per pixel: clean enough
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
@@ -108,7 +121,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str | N
 
 
 @functools.cache
-def x264_options() -> dict[str, str]:
+def _x264_options() -> dict[str, str]:
     """libx264 settings. On CPUs with AVX-512 its assembly is capped at AVX2: with the
     AVX-512 code paths, libx264 reads uninitialised memory and the same frames encode
     to different bytes (and slightly different pixels) from run to run."""
