@@ -62,6 +62,20 @@ def test_a_video_gets_the_same_output_alone_or_batched_with_longer_ones():
     np.testing.assert_allclose(together[0], alone[0], atol=1e-6)
 
 
+def test_a_fit_traces_its_training_step_once():
+    """Every variable exists before fit: one made while tracing (Adam's slots, a metric's counts) makes TensorFlow trace
+    the whole step again, seconds per fit."""
+    gru = model()
+    traced = []
+    train_step = gru.train_step
+    gru.train_step = lambda data: (traced.append(1), train_step(data))[1]  # runs once per trace, not per batch
+    rng = np.random.default_rng(3)
+    videos = [rng.normal(size=(2, length, FEATURE_DIM)).astype(np.float16) for length in rng.integers(4, 20, size=10)]
+    labels = np.arange(10) % 3
+    gru.fit(SequenceBatches(videos, labels, np.arange(10), 16, 1, batch_size=4, train=True), epochs=2, shuffle=False, verbose=0)
+    assert len(traced) == 1
+
+
 def test_temporal_inputs_use_only_the_valid_frames():
     rng = np.random.default_rng(3)
     videos = [rng.normal(size=(length, FEATURE_DIM)).astype(np.float32) for length in (5, 9, 1)]
