@@ -36,16 +36,22 @@ def spy(monkeypatch, owner, name: str, calls: Counter, record=lambda *args, **kw
     monkeypatch.setattr(owner, name, wrapper)
 
 
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A weights file, so that hashing it is counted; one for every test here, so its conversion is made once."""
+    path = tmp_path_factory.mktemp("weights") / "weights.weights.h5"
+    model = backbones._spec("mobilenet_v2").build()
+    model.set_weights([weight * 1.01 for weight in model.get_weights()])  # not the seeded random weights
+    model.save_weights(path)
+    return path
+
+
 @pytest.mark.parametrize("decoder", ["pyav", "decord"])
-def test_each_check_hash_header_and_cast_happens_once(make_video, tmp_path, monkeypatch, decoder):
+def test_each_check_hash_header_and_cast_happens_once(make_video, tmp_path, monkeypatch, weights, decoder):
     for index, name in enumerate(VIDEOS):
         make_video(name, num_frames=6 + index, seed=index)
     csv = tmp_path / "labels.csv"
     csv.write_text("path,label\n" + "".join(f"{name},{'ab'[index % 2]}\n" for index, name in enumerate(VIDEOS)))
-    weights = tmp_path / "weights.weights.h5"  # a weights file, so that hashing it is counted
-    model = backbones._spec("mobilenet_v2").build()
-    model.set_weights([weight * 1.01 for weight in model.get_weights()])  # not the seeded random weights
-    model.save_weights(weights)
 
     calls: Counter = Counter()
     cast_from: list = []
