@@ -94,8 +94,8 @@ def _scaled_to_order_one(model, spec: BackboneSpec):
 
     probe = np.random.default_rng(RANDOM_WEIGHTS_SEED).integers(0, 256, (2, spec.input_size, spec.input_size, 3))
     probe = (probe.astype(np.float32) - np.float32(spec.input_mean)) / np.float32(spec.input_scale)
-    features = np.asarray(model(probe, training=False), dtype=np.float64)
-    scale = 2.0 ** -round(np.log2(np.sqrt(np.mean(features**2))))
+    rms = np.sqrt(np.mean(np.asarray(model(probe, training=False), dtype=np.float64) ** 2))
+    scale = 2.0 ** -round(np.log2(rms)) if np.isfinite(rms) and rms > 0 else 1.0  # nothing to scale: as built
     inputs = keras.Input((spec.input_size, spec.input_size, 3))
     return keras.Model(inputs, keras.layers.Rescaling(scale, name="random_weights_scale")(model(inputs)), name=model.name)
 

@@ -5,6 +5,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -125,6 +126,21 @@ def test_random_weights_are_reproducible_and_leave_global_random_state_alone():
     provenance = make_provenance(backbone="mobilenet_v2", weights="random", weights_sha256=None, feature_dim=1280)
     second = backbone_from_provenance(provenance, engine="tensorflow", batch_size=2)
     np.testing.assert_array_equal(first.embed(frames(2)), second.embed(frames(2)))
+
+
+def test_random_weights_are_scaled_by_a_power_of_two_and_a_silent_model_is_left_as_it_is():
+    import keras
+
+    spec = SimpleNamespace(input_size=8, input_mean=0.0, input_scale=1.0)
+    inputs = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    x = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 3)).astype(np.float32)
+    tiny = keras.Model(inputs, keras.layers.Rescaling(3e-9)(pooled))  # features near 4e-7, as random weights give
+    scaled = np.asarray(engines._scaled_to_order_one(tiny, spec)(x))
+    ratio = scaled / np.asarray(tiny(x))
+    assert np.all(ratio == ratio.flat[0]) and np.log2(ratio.flat[0]) == 21 and 0.1 < np.sqrt(np.mean(scaled**2)) < 10
+    silent = keras.Model(inputs, keras.layers.Rescaling(0.0)(pooled))  # nothing to scale: no error, still zeros
+    assert not np.asarray(engines._scaled_to_order_one(silent, spec)(x)).any()
 
 
 def test_lite0_checkpoint_reads_without_torch_and_classifies_a_cat():
